@@ -1,0 +1,302 @@
+"""The one typed configuration of an lmforge run.
+
+A run is described by one YAML file validated by these pydantic models and overridable from
+the command line (`--set crawl.max_pages=200`). Every model forbids unknown keys, so a typo is
+an error that names the field before any work starts.
+
+Each stage's section is hashed into that stage's fingerprint, except the fields listed in its
+`PERFORMANCE_ONLY` set: knobs that change how fast a stage runs, never what it produces.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the field and the problem."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    PERFORMANCE_ONLY: ClassVar[frozenset[str]] = frozenset()
+
+    def fingerprint_fields(self) -> dict[str, Any]:
+        """The values that decide this stage's output (what its fingerprint hashes)."""
+        return self.model_dump(mode="json", exclude=set(self.PERFORMANCE_ONLY))
+
+
+# ----------------------------------------------------------------------------- crawl
+
+
+class FilesSource(BaseModel):
+    """Local documents: html, htm, txt, md, and jsonl files whose records carry a text field."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: str
+    glob: str = "**/*"
+    text_field: str = "text"
+
+
+class HFDatasetSource(BaseModel):
+    """Anything `datasets.load_dataset` reads (a hub name, or a builder such as `json` with local
+    `data_files`), taking one text column."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: str
+    name: str | None = None
+    data_files: str | list[str] | dict[str, str | list[str]] | None = None
+    split: str = "train"
+    text_field: str = "text"
+    streaming: bool = True
+    max_docs: int | None = Field(default=None, gt=0)
+
+
+class CrawlConfig(Section):
+    """Where documents come from, and the manners of the web crawler."""
+
+    PERFORMANCE_ONLY = frozenset({"concurrency", "per_host_concurrency", "docs_per_shard"})
+
+    # sources (combinable)
+    urls: list[str] = Field(default_factory=list, description="seed URLs, crawled breadth-first")
+    pydoc: bool | None = Field(
+        default=None,
+        description="start `python -m pydoc` on 127.0.0.1 and crawl its documentation site (the demo); "
+        "default: on when no other source is given",
+    )
+    warc: list[str] = Field(default_factory=list, description="WARC files (plain or .gz)")
+    files: list[FilesSource] = Field(default_factory=list)
+    hf_dataset: list[HFDatasetSource] = Field(default_factory=list)
+
+    # scope
+    max_pages: int = Field(default=1000, gt=0)
+    max_depth: int = Field(default=5, ge=0)
+    allow_hosts: list[str] = Field(
+        default_factory=list, description="hosts to follow links into; default: the seeds' hosts"
+    )
+    allow_prefixes: list[str] = Field(
+        default_factory=list, description="URL prefixes to stay under; default: anywhere on allowed hosts"
+    )
+    exclude: list[str] = Field(default_factory=list, description="regular expressions; matching URLs are refused")
+    allow_private: bool = Field(
+        default=False, description="allow private, loopback and link-local addresses (off: such hosts are refused)"
+    )
+
+    # manners
+    obey_robots: bool = True
+    user_agent: str = "lmforge/0.1 (+https://github.com/lmforge/lmforge)"
+    concurrency: int = Field(default=8, gt=0)
+    per_host_concurrency: int = Field(default=2, gt=0)
+    delay_s: float = Field(default=0.0, ge=0, description="pause between requests to one host")
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    read_timeout_s: float = Field(default=20.0, gt=0)
+    max_bytes: int = Field(default=5_000_000, gt=0, description="responses larger than this are refused")
+    content_types: list[str] = Field(
+        default_factory=lambda: ["text/html", "application/xhtml+xml", "text/plain", "text/markdown"]
+    )
+    max_redirects: int = Field(default=5, ge=0)
+    retries: int = Field(default=2, ge=0, description="retries after a 5xx, a timeout or a dropped connection")
+    backoff_s: float = Field(default=0.5, ge=0, description="first retry pause; doubles each retry")
+
+    docs_per_shard: int = Field(default=500, gt=0)
+
+    @model_validator(mode="after")
+    def _has_a_source(self) -> "CrawlConfig":
+        others = bool(self.urls or self.warc or self.files or self.hf_dataset)
+        if self.pydoc is None:
+            object.__setattr__(self, "pydoc", not others)  # the demo, when nothing else is given
+        if not (others or self.pydoc):
+            raise ValueError("no source: give at least one of urls, pydoc, warc, files, hf_dataset")
+        return self
+
+    @field_validator("urls")
+    @classmethod
+    def _urls_are_http(cls, urls: list[str]) -> list[str]:
+        for u in urls:
+            if not u.startswith(("http://", "https://")):
+                raise ValueError(f"{u!r} is not an http(s) URL")
+        return urls
+
+    @field_validator("exclude")
+    @classmethod
+    def _patterns_compile(cls, patterns: list[str]) -> list[str]:
+        import re
+
+        for p in patterns:
+            try:
+                re.compile(p)
+            except re.error as e:
+                raise ValueError(f"{p!r} is not a valid regular expression: {e}") from None
+        return patterns
+
+
+# ----------------------------------------------------------------------------- clean
+
+
+class QualityConfig(BaseModel):
+    """Gopher/C4-style document quality rules. Any threshold set to null is switched off."""
+
+    model_config = ConfigDict(extra="forbid")
+    min_words: int | None = 50
+    max_words: int | None = 100_000
+    min_mean_word_length: float | None = 3.0
+    max_mean_word_length: float | None = 10.0
+    max_symbol_word_ratio: float | None = Field(0.1, description="'#' and '...' per word")
+    min_alpha_word_fraction: float | None = Field(0.7, description="words with at least one letter")
+    max_ellipsis_line_fraction: float | None = 0.3
+    max_bullet_line_fraction: float | None = 0.9
+    max_duplicate_line_fraction: float | None = 0.3
+    max_duplicate_line_char_fraction: float | None = 0.2
+    max_duplicate_paragraph_fraction: float | None = 0.3
+    max_duplicate_paragraph_char_fraction: float | None = 0.2
+    max_top_ngram_char_fraction: dict[int, float] | None = Field(
+        default_factory=lambda: {2: 0.20, 3: 0.18, 4: 0.16},
+        description="n -> most characters the commonest word n-gram may cover",
+    )
+    max_duplicate_ngram_char_fraction: dict[int, float] | None = Field(
+        default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10},
+        description="n -> most characters that repeated word n-grams may cover",
+    )
+
+
+class PIIConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    emails: bool = True
+    ip_addresses: bool = True
+    phone_numbers: bool = True
+    email_replacement: str = "<email>"
+    ip_replacement: str = "<ip>"
+    phone_replacement: str = "<phone>"
+    only_public_ips: bool = Field(True, description="leave private/loopback/documentation addresses as they are")
+
+
+class DedupConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    exact: bool = True
+    near: bool = True
+    threshold: float = Field(0.8, gt=0, le=1, description="estimated Jaccard similarity counted as a near-duplicate")
+    num_perm: int = Field(128, ge=16, le=1024)
+    shingle_words: int = Field(5, ge=1)
+
+
+class LanguageConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    keep: list[str] | None = Field(None, description="ISO 639-1 codes to keep, e.g. [en]; null: no language filter")
+    min_score: float = Field(0.65, ge=0, le=1)
+
+
+class CleanConfig(Section):
+    extract_tables: bool = True
+    favor: Literal["precision", "recall", "balanced"] = "balanced"
+    quality: QualityConfig = Field(default_factory=QualityConfig)
+    language: LanguageConfig = Field(default_factory=LanguageConfig)
+    pii: PIIConfig = Field(default_factory=PIIConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+
+
+# ----------------------------------------------------------------------------- tokenize, chunk
+
+
+class TokenizeConfig(Section):
+    PERFORMANCE_ONLY = frozenset({"batch_size"})
+    vocab_size: int = Field(8192, ge=512, le=1_000_000)
+    path: str | None = Field(None, description="reuse this tokenizer.json instead of training one")
+    min_frequency: int = Field(2, ge=1)
+    max_train_chars: int = Field(500_000_000, gt=0, description="train the tokenizer on at most this much text")
+    batch_size: int = Field(1000, gt=0, description="documents per encode_batch call")
+
+
+class ChunkConfig(Section):
+    PERFORMANCE_ONLY = frozenset({"blocks_per_shard"})
+    seq_len: int = Field(256, ge=8, description="model context; blocks hold seq_len + 1 tokens")
+    val_fraction: float = Field(0.05, ge=0, lt=1, description="share of documents (by hash) held out")
+    split_salt: str = "lmforge"
+    blocks_per_shard: int = Field(8192, gt=0)
+
+
+# ----------------------------------------------------------------------------- run
+
+
+class RunnerConfig(Section):
+    kind: Literal["threads"] = "threads"
+    max_workers: int | None = Field(None, gt=0, description="parallel per-shard tasks; default: CPU count")
+
+
+class Config(BaseModel):
+    """A whole lmforge run. The defaults are the demo: crawl Python's own documentation site."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    name: str = Field("lmforge-demo", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    workspace: Path = Path("workspace")
+    seed: int = 1337
+    runner: RunnerConfig = Field(default_factory=RunnerConfig)
+    crawl: CrawlConfig = Field(default_factory=CrawlConfig)
+    clean: CleanConfig = Field(default_factory=CleanConfig)
+    tokenize: TokenizeConfig = Field(default_factory=TokenizeConfig)
+    chunk: ChunkConfig = Field(default_factory=ChunkConfig)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for i, k in enumerate(keys[:-1]):
+        child = node.get(k)
+        if child is None:
+            child = node[k] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: {'.'.join(keys[: i + 1])} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`a.b=c` -> ("a.b", c), with c read as YAML so numbers, booleans and lists keep their type."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected key=value, e.g. crawl.max_pages=200")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def _describe(errors: list[dict]) -> str:
+    lines = []
+    for e in errors:
+        field = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        got = e.get("input")
+        shown = "" if isinstance(got, dict) or e["type"] == "missing" else f" (got {got!r})"
+        lines.append(f"  {field}: {e['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Read a YAML config (or the defaults), apply `key=value` overrides, validate everything."""
+    tree: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            tree = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"config file {p} must hold a mapping of sections, not {type(tree).__name__}")
+    tree = copy.deepcopy(tree)
+    for o in overrides:
+        _set_dotted(tree, *parse_override(o))
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as e:
+        where = f" in {path}" if path else ""
+        raise ConfigError(f"invalid configuration{where}:\n{_describe(e.errors())}") from None

@@ -1,0 +1,233 @@
+"""Content-addressed, atomically published artifacts.
+
+A workspace holds `<stage>/<fingerprint>/`. The fingerprint hashes the stage name, the values
+of its config that decide its output, the fingerprints of its inputs and the stage's code
+version: same inputs, same folder, and the stage is skipped. A stage builds in a sibling
+`.partial-<fingerprint>` folder under an exclusive file lock and renames it into place with its
+`_manifest.json` only when complete, so no reader ever sees a half-written artifact and two
+processes never build the same artifact at once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import platform
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+MANIFEST = "_manifest.json"
+STAGES = ("crawl", "clean", "tokenize", "chunk")
+_REPORTED_LIBRARIES = ("lmforge", "pyarrow", "tokenizers", "trafilatura", "datasketch", "torch", "prefect")
+
+
+class ArtifactError(RuntimeError):
+    """An artifact that is missing, unreadable or not what it claims to be."""
+
+
+class ArtifactRef(BaseModel):
+    """What stages pass to each other: where an artifact lies and what it holds, never its data."""
+
+    stage: str
+    fingerprint: str
+    path: str
+    stats: dict[str, Any] = {}
+
+    @property
+    def dir(self) -> Path:
+        return Path(self.path)
+
+    def manifest(self) -> dict[str, Any]:
+        return read_manifest(self.dir)
+
+
+def fingerprint(stage: str, config: dict[str, Any], inputs: dict[str, str], code_version: int) -> str:
+    """Hash of everything that decides a stage's output."""
+    payload = json.dumps(
+        {"stage": stage, "config": config, "inputs": inputs, "code_version": code_version},
+        sort_keys=True,
+        separators=(",", ":"),
+        default=str,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def read_manifest(artifact_dir: Path) -> dict[str, Any]:
+    path = Path(artifact_dir) / MANIFEST
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ArtifactError(f"{artifact_dir} is not a published artifact (no {MANIFEST})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"{path} is corrupt: {e}") from None
+
+
+def library_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in _REPORTED_LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON so that a reader sees the old file or the new one, never a torn one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=str)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class StageBuild:
+    """A stage's output while it is being built; see `Workspace.build`."""
+
+    def __init__(self, ws: "Workspace", stage: str, fp: str, config: dict, inputs: dict[str, str]):
+        self.workspace, self.stage, self.fingerprint = ws, stage, fp
+        self.config, self.inputs = config, inputs
+        self.final_dir = ws.artifact_dir(stage, fp)
+        self.dir = self.final_dir.parent / f".partial-{fp}"
+        self.stats: dict[str, Any] = {}
+        self.started = time.time()
+        self.ref: ArtifactRef | None = None
+
+    @property
+    def published(self) -> bool:
+        return self.ref is not None
+
+    def publish(self) -> ArtifactRef:
+        files = {}
+        rows_total = bytes_total = 0
+        for p in sorted(self.dir.rglob("*")):
+            if p.is_file():
+                size = p.stat().st_size
+                files[str(p.relative_to(self.dir))] = size
+                bytes_total += size
+        manifest = {
+            "stage": self.stage,
+            "fingerprint": self.fingerprint,
+            "config": self.config,
+            "inputs": self.inputs,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "seconds": round(time.time() - self.started, 3),
+            "bytes": bytes_total,
+            "files": files,
+            "stats": self.stats,
+            "versions": library_versions(),
+        }
+        rows_total = self.stats.get("rows")
+        if rows_total is not None:
+            manifest["rows"] = rows_total
+        write_json_atomic(self.dir / MANIFEST, manifest)
+        _fsync_dir(self.dir)
+        os.rename(self.dir, self.final_dir)  # atomic: the artifact appears whole or not at all
+        _fsync_dir(self.final_dir.parent)
+        self.ref = self.workspace.ref(self.stage, self.fingerprint)
+        return self.ref
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Workspace:
+    def __init__(self, root: str | Path):
+        self.root = Path(root).resolve()
+
+    def artifact_dir(self, stage: str, fp: str) -> Path:
+        return self.root / stage / fp
+
+    def is_published(self, stage: str, fp: str) -> bool:
+        return (self.artifact_dir(stage, fp) / MANIFEST).is_file()
+
+    def ref(self, stage: str, fp: str) -> ArtifactRef:
+        d = self.artifact_dir(stage, fp)
+        m = read_manifest(d)
+        return ArtifactRef(stage=stage, fingerprint=fp, path=str(d), stats=m.get("stats", {}))
+
+    @contextmanager
+    def build(
+        self, stage: str, fp: str, *, config: dict, inputs: dict[str, str], resume: bool = False
+    ) -> Iterator[StageBuild]:
+        """Build `<stage>/<fp>` unless it is published already.
+
+        Yields a `StageBuild`: if `.published` is true the artifact exists (`.ref`) and there is
+        nothing to do; otherwise write into `.dir`, fill `.stats`, and leave the block: the
+        folder is published atomically. An exception leaves nothing published; the partial
+        folder is kept only when `resume` is true (a crawl resumes from it).
+        """
+        (self.root / stage).mkdir(parents=True, exist_ok=True)
+        lock_path = self.root / stage / f".lock-{fp}"
+        with open(lock_path, "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # a second builder of the same artifact waits here
+            b = StageBuild(self, stage, fp, config, inputs)
+            if self.is_published(stage, fp):
+                b.ref = self.ref(stage, fp)
+                yield b
+                return
+            if b.dir.exists() and not resume:
+                shutil.rmtree(b.dir)
+            b.dir.mkdir(exist_ok=True)
+            try:
+                yield b
+                if not b.published:
+                    b.publish()
+            except BaseException:
+                if not resume:
+                    shutil.rmtree(b.dir, ignore_errors=True)
+                raise
+        try:
+            lock_path.unlink()
+        except FileNotFoundError:
+            pass
+
+    def artifacts(self, stage: str | None = None) -> list[dict[str, Any]]:
+        """Published artifacts, newest first, with their manifests."""
+        out = []
+        if not self.root.is_dir():
+            return []
+        stages = [stage] if stage else sorted(p.name for p in self.root.iterdir() if p.is_dir() and p.name[0] != ".")
+        for s in stages:
+            sdir = self.root / s
+            if not sdir.is_dir():
+                continue
+            for d in sdir.iterdir():
+                if d.name.startswith(".") or not (d / MANIFEST).is_file():
+                    continue
+                try:
+                    m = read_manifest(d)
+                except ArtifactError:
+                    continue
+                out.append({"stage": s, "fingerprint": d.name, "path": str(d), "manifest": m})
+        out.sort(key=lambda a: a["manifest"].get("created", ""), reverse=True)
+        return out
+
+    def resolve(self, stage: str, which: str = "latest") -> ArtifactRef:
+        """`latest`, a full fingerprint, or an unambiguous prefix of one."""
+        found = self.artifacts(stage) if self.root.is_dir() else []
+        if not found:
+            raise ArtifactError(f"no published {stage} artifact in {self.root}")
+        if which == "latest":
+            return self.ref(stage, found[0]["fingerprint"])
+        matches = [a for a in found if a["fingerprint"].startswith(which)]
+        if len(matches) != 1:
+            what = "no" if not matches else "more than one"
+            raise ArtifactError(f"{what} {stage} artifact matches {which!r} in {self.root}")
+        return self.ref(stage, matches[0]["fingerprint"])
