@@ -11,6 +11,7 @@ Each stage's section is hashed into that stage's fingerprint, except the fields 
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -106,7 +107,7 @@ class CrawlConfig(Section):
     docs_per_shard: int = Field(default=500, gt=0)
 
     @model_validator(mode="after")
-    def _has_a_source(self) -> "CrawlConfig":
+    def _has_a_source(self) -> CrawlConfig:
         others = bool(self.urls or self.warc or self.files or self.hf_dataset)
         if self.pydoc is None:
             object.__setattr__(self, "pydoc", not others)  # the demo, when nothing else is given
@@ -280,7 +281,10 @@ def _describe(errors: list[dict]) -> str:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
-    """Read a YAML config (or the defaults), apply `key=value` overrides, validate everything."""
+    """Read a YAML config (or the defaults), apply `key=value` overrides, validate everything.
+
+    The workspace is, by precedence: `--set workspace=...`, the file's `workspace`, the
+    `LMFORGE_WORKSPACE` environment variable, `./workspace`."""
     tree: dict = {}
     if path is not None:
         p = Path(path)
@@ -293,6 +297,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
         if not isinstance(tree, dict):
             raise ConfigError(f"config file {p} must hold a mapping of sections, not {type(tree).__name__}")
     tree = copy.deepcopy(tree)
+    if "workspace" not in tree and os.environ.get("LMFORGE_WORKSPACE"):
+        tree["workspace"] = os.environ["LMFORGE_WORKSPACE"]
     for o in overrides:
         _set_dotted(tree, *parse_override(o))
     try:

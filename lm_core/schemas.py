@@ -1,13 +1,13 @@
 """The Arrow schemas of the data artifacts, in one place: what each stage writes and the next reads.
 
-    crawl/<fp>/docs/part-*.arrow       RAW_DOC       one fetched or read document, body as bytes
-    crawl/<fp>/failures/part-*.arrow   FAILURE       every failed or refused fetch, with the reason
-    clean/<fp>/docs/part-*.arrow       CLEAN_DOC     main text, repaired, filtered, scrubbed, deduplicated
-    clean/<fp>/rejected/part-*.arrow   REJECTED      every dropped document, with the reason
-    tokenize/<fp>/tokenizer.json                     byte-level BPE (HF tokenizers)
-    tokenize/<fp>/tokens/part-*.arrow  token_doc()   token ids of each clean document
-    chunk/<fp>/{train,val}/part-*.arrow  block()     fixed blocks of seq_len + 1 tokens
-    chunk/<fp>/{train,val}/tail.arrow    tail()      the tokens after the last whole block
+crawl/<fp>/docs/part-*.arrow       RAW_DOC       one fetched or read document, body as bytes
+crawl/<fp>/failures/part-*.arrow   FAILURE       every failed or refused fetch, with the reason
+clean/<fp>/docs/part-*.arrow       CLEAN_DOC     main text, repaired, filtered, scrubbed, deduplicated
+clean/<fp>/rejected/part-*.arrow   REJECTED      every dropped document, with the reason
+tokenize/<fp>/tokenizer.json                     byte-level BPE (HF tokenizers)
+tokenize/<fp>/tokens/part-*.arrow  token_doc()   token ids of each clean document
+chunk/<fp>/{train,val}/part-*.arrow  block()     fixed blocks of seq_len + 1 tokens
+chunk/<fp>/{train,val}/tail.arrow    tail()      the tokens after the last whole block
 """
 
 from __future__ import annotations

@@ -68,8 +68,9 @@ def iter_batches(path: str | Path, schema: pa.Schema | None = None) -> Iterator[
 class ShardWriter:
     """Collects rows and writes them as numbered shards of at most `rows_per_shard` rows."""
 
-    def __init__(self, folder: str | Path, schema: pa.Schema, rows_per_shard: int, prefix: str = "part",
-                 first_index: int = 0):
+    def __init__(
+        self, folder: str | Path, schema: pa.Schema, rows_per_shard: int, prefix: str = "part", first_index: int = 0
+    ):
         self.folder = Path(folder)
         self.schema = schema
         self.rows_per_shard = rows_per_shard

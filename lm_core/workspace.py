@@ -19,7 +19,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -95,7 +95,7 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 class StageBuild:
     """A stage's output while it is being built; see `Workspace.build`."""
 
-    def __init__(self, ws: "Workspace", stage: str, fp: str, config: dict, inputs: dict[str, str]):
+    def __init__(self, ws: Workspace, stage: str, fp: str, config: dict, inputs: dict[str, str]):
         self.workspace, self.stage, self.fingerprint = ws, stage, fp
         self.config, self.inputs = config, inputs
         self.final_dir = ws.artifact_dir(stage, fp)
@@ -121,7 +121,7 @@ class StageBuild:
             "fingerprint": self.fingerprint,
             "config": self.config,
             "inputs": self.inputs,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "seconds": round(time.time() - self.started, 3),
             "bytes": bytes_total,
             "files": files,
@@ -133,8 +133,14 @@ class StageBuild:
             manifest["rows"] = rows_total
         write_json_atomic(self.dir / MANIFEST, manifest)
         _fsync_dir(self.dir)
+        replaced = None
+        if self.final_dir.exists():  # a forced rebuild: move the old artifact aside first
+            replaced = self.final_dir.parent / f".replaced-{self.fingerprint}-{os.getpid()}"
+            os.rename(self.final_dir, replaced)
         os.rename(self.dir, self.final_dir)  # atomic: the artifact appears whole or not at all
         _fsync_dir(self.final_dir.parent)
+        if replaced is not None:
+            shutil.rmtree(replaced, ignore_errors=True)
         self.ref = self.workspace.ref(self.stage, self.fingerprint)
         return self.ref
 
@@ -148,8 +154,12 @@ def _fsync_dir(path: Path) -> None:
 
 
 class Workspace:
-    def __init__(self, root: str | Path):
+    """A folder of artifacts. `rebuild` names stages to recompute even where their artifact is
+    published already (`--force`); the new artifact then replaces the old one."""
+
+    def __init__(self, root: str | Path, rebuild: tuple[str, ...] | list[str] = ()):
         self.root = Path(root).resolve()
+        self.rebuild = frozenset(rebuild)
 
     def artifact_dir(self, stage: str, fp: str) -> Path:
         return self.root / stage / fp
@@ -178,7 +188,7 @@ class Workspace:
         with open(lock_path, "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # a second builder of the same artifact waits here
             b = StageBuild(self, stage, fp, config, inputs)
-            if self.is_published(stage, fp):
+            if self.is_published(stage, fp) and stage not in self.rebuild:
                 b.ref = self.ref(stage, fp)
                 yield b
                 return

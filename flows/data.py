@@ -1,0 +1,72 @@
+"""The data half of the lifecycle: crawl -> clean -> tokenize -> chunk.
+
+`data_flow` runs the four stages in order; each `*_flow` below re-runs one stage alone on
+artifacts already in the workspace (`latest`, or a fingerprint). Stages whose inputs and config
+are unchanged are cache hits: Prefect shows them as Cached and nothing is recomputed.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import BaseModel
+
+from lm_core.config import Config
+from lm_core.workspace import ArtifactRef, Workspace
+from tasks.chunk import chunk
+from tasks.clean import clean
+from tasks.crawl import crawl
+from tasks.tokenize import tokenize
+
+
+class DataArtifacts(BaseModel):
+    crawl: ArtifactRef
+    clean: ArtifactRef
+    tokenize: ArtifactRef
+    chunk: ArtifactRef
+
+
+@flow(name="data", log_prints=True)
+def data_flow(config: Config, force: bool = False) -> DataArtifacts:
+    ws = str(config.workspace)
+    raw = crawl(config.crawl, ws, force)
+    cleaned = clean(config.clean, raw, ws, force)
+    tokens = tokenize(config.tokenize, cleaned, ws, force)
+    blocks = chunk(config.chunk, tokens, ws, force)
+    print(f"train/val blocks ready: {blocks.path}")
+    return DataArtifacts(crawl=raw, clean=cleaned, tokenize=tokens, chunk=blocks)
+
+
+# ----------------------------------------------------------------------------- single stages
+
+
+@flow(name="crawl", log_prints=True)
+def crawl_flow(config: Config, force: bool = False) -> ArtifactRef:
+    return crawl(config.crawl, str(config.workspace), force)
+
+
+@flow(name="clean", log_prints=True)
+def clean_flow(config: Config, crawl_artifact: str = "latest", force: bool = False) -> ArtifactRef:
+    ws = str(config.workspace)
+    return clean(config.clean, Workspace(ws).resolve("crawl", crawl_artifact), ws, force)
+
+
+@flow(name="tokenize", log_prints=True)
+def tokenize_flow(config: Config, clean_artifact: str = "latest", force: bool = False) -> ArtifactRef:
+    ws = str(config.workspace)
+    return tokenize(config.tokenize, Workspace(ws).resolve("clean", clean_artifact), ws, force)
+
+
+@flow(name="chunk", log_prints=True)
+def chunk_flow(config: Config, tokenize_artifact: str = "latest", force: bool = False) -> ArtifactRef:
+    ws = str(config.workspace)
+    return chunk(config.chunk, Workspace(ws).resolve("tokenize", tokenize_artifact), ws, force)
+
+
+STAGE_FLOWS = {"crawl": crawl_flow, "clean": clean_flow, "tokenize": tokenize_flow, "chunk": chunk_flow}
+STAGE_INPUT = {"clean": "crawl", "tokenize": "clean", "chunk": "tokenize"}
+
+
+def with_runner(a_flow, config: Config):
+    """The flow with the task runner the config asks for (threads, one task per shard)."""
+    return a_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=config.runner.max_workers))

@@ -1,0 +1,195 @@
+"""`lmforge`: the one command-line entry point.
+
+    lmforge run      [--config F] [--set k=v ...]     the lifecycle (today: the data stages)
+    lmforge data     [--config F] [--set k=v ...]     crawl -> clean -> tokenize -> chunk
+    lmforge stage NAME [--input latest|FP] [--force]  one stage alone, on earlier artifacts
+    lmforge ls       [--stage S]                      artifacts in the workspace
+    lmforge config   [--config F] [--set k=v ...]     print the resolved configuration
+
+The configuration is loaded and validated before anything else happens, and the environment
+(PREFECT_HOME inside the workspace, telemetry off) is set before Prefect is first imported.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from lm_core.config import Config, ConfigError, load_config
+from lm_core.shards import CorruptShardError
+from lm_core.workspace import STAGES, ArtifactError, Workspace
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="lmforge: from URLs to a trained GPT-style model.")
+console = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML run configuration")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override a value: section.field=value")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="recompute even where the artifact is cached")]
+
+
+def _load(config: Path | None, overrides: list[str] | None) -> Config:
+    try:
+        return load_config(config, overrides or [])
+    except ConfigError as e:
+        err.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from None
+
+
+def prepare_environment(cfg: Config) -> None:
+    """Keep Prefect's database and results inside the workspace, and telemetry off, before
+    Prefect is imported: runs made here show up later in `prefect server` pointed at it."""
+    ws = Path(cfg.workspace).resolve()
+    ws.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PREFECT_HOME", str(ws / ".prefect"))
+    for k, v in {
+        "DO_NOT_TRACK": "true",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "TOKENIZERS_PARALLELISM": "true",
+    }.items():
+        os.environ.setdefault(k, v)
+
+
+def _fail(e: Exception) -> None:
+    err.print(f"[red]error:[/] {e}")
+    raise typer.Exit(1) from None
+
+
+@app.command()
+def run(config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False) -> None:
+    """Run the lifecycle on a configuration (today: the data stages)."""
+    data(config, set_, force)
+
+
+@app.command()
+def data(config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False) -> None:
+    """crawl -> clean -> tokenize -> chunk, each stage cached by fingerprint."""
+    cfg = _load(config, set_)
+    prepare_environment(cfg)
+    from flows.data import data_flow, with_runner
+
+    try:
+        refs = with_runner(data_flow, cfg)(config=cfg, force=force)
+    except (ArtifactError, CorruptShardError, ValueError) as e:
+        _fail(e)
+    _print_artifacts([refs.crawl, refs.clean, refs.tokenize, refs.chunk], cfg)
+
+
+@app.command()
+def stage(
+    name: Annotated[str, typer.Argument(help=f"one of: {', '.join(STAGES)}")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    input_: Annotated[str, typer.Option("--input", help="input artifact: latest or a fingerprint (prefix)")] = "latest",
+    force: ForceOpt = False,
+) -> None:
+    """Run one stage alone, on an artifact of the stage before it."""
+    if name not in STAGES:
+        err.print(f"[red]error:[/] unknown stage {name!r}; stages: {', '.join(STAGES)}")
+        raise typer.Exit(2)
+    cfg = _load(config, set_)
+    prepare_environment(cfg)
+    from flows.data import STAGE_FLOWS, STAGE_INPUT, with_runner
+
+    kwargs = {"force": force}
+    if name in STAGE_INPUT:
+        kwargs[f"{STAGE_INPUT[name]}_artifact"] = input_
+    try:
+        ref = with_runner(STAGE_FLOWS[name], cfg)(config=cfg, **kwargs)
+    except (ArtifactError, CorruptShardError, ValueError) as e:
+        _fail(e)
+    _print_artifacts([ref], cfg)
+
+
+@app.command("ls")
+def list_artifacts(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    stage_: Annotated[str | None, typer.Option("--stage", help="only this stage")] = None,
+) -> None:
+    """Artifacts in the workspace, newest first."""
+    cfg = _load(config, set_)
+    found = Workspace(cfg.workspace).artifacts(stage_)
+    if not found:
+        console.print(f"no artifacts in {Path(cfg.workspace).resolve()}")
+        return
+    table = Table(title=f"artifacts in {Path(cfg.workspace).resolve()}")
+    for col in ("stage", "fingerprint", "created", "rows", "tokens", "size", "inputs"):
+        table.add_column(col, justify="right" if col in ("rows", "tokens", "size") else "left")
+    for a in found:
+        m = a["manifest"]
+        table.add_row(
+            a["stage"],
+            a["fingerprint"],
+            _when(m.get("created")),
+            _num(m.get("rows")),
+            _num(_tokens(m.get("stats", {}))),
+            _size(m.get("bytes")),
+            " ".join(f"{k}:{v[:8]}" for k, v in m.get("inputs", {}).items() if isinstance(v, str)),
+        )
+    console.print(table)
+
+
+@app.command("config")
+def show_config(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Print the resolved configuration (defaults, file and overrides) as YAML."""
+    cfg = _load(config, set_)
+    console.print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="", markup=False)
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def _tokens(stats: dict) -> int | None:
+    if "tokens" in stats:
+        return stats["tokens"]
+    per_split = [v.get("tokens") for v in stats.values() if isinstance(v, dict) and "tokens" in v]
+    return sum(per_split) if per_split else None
+
+
+def _num(n) -> str:
+    return "" if n is None else f"{n:,}"
+
+
+def _size(n) -> str:
+    if n is None:
+        return ""
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def _when(iso: str | None) -> str:
+    if not iso:
+        return ""
+    return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+def _print_artifacts(refs, cfg: Config) -> None:
+    table = Table(title="artifacts")
+    for col in ("stage", "fingerprint", "rows", "tokens", "path"):
+        table.add_column(col)
+    for r in refs:
+        table.add_row(r.stage, r.fingerprint, _num(r.stats.get("rows")), _num(_tokens(r.stats)), r.path)
+    console.print(table)
+    console.print(
+        f"list them any time with: lmforge ls --config <your config>  (workspace: {Path(cfg.workspace).resolve()})"
+    )
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted: published artifacts are intact; re-run to resume")
+        sys.exit(130)

@@ -1,0 +1,176 @@
+"""What the stage tasks share: the cache key, per-shard fan-out, progress, and UI artifacts.
+
+A stage task's Prefect cache key *is* its artifact's fingerprint (plus the workspace), so
+Prefect shows a stage as Cached exactly when `lm_core` would find its artifact published. When
+the artifact has gone (a workspace cleaned by hand) or `force` is asked, the task is run with
+`refresh_cache`, and `lm_core` rebuilds it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from prefect import Task, task
+from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.context import TaskRunContext
+from prefect.futures import as_completed
+from rich.progress import BarColumn, MofNCompletedProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress as RichProgress
+
+from lm_core.workspace import ArtifactRef, Workspace
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+# Options every stage task shares. Results are the small ArtifactRef, stored as JSON.
+STAGE_TASK = dict(persist_result=True, result_serializer="json", cache_result_in_memory=False)
+
+
+def cache_key(stage: str, workspace: str, fp: str) -> str:
+    ws_tag = hashlib.sha256(str(Workspace(workspace).root).encode()).hexdigest()[:8]
+    return f"lmforge-{stage}-{fp}-{ws_tag}"
+
+
+def stage_cache_key_fn(stage: str, fingerprint_of: Callable[[dict[str, Any]], str]):
+    """A Prefect `cache_key_fn` for a stage task whose parameters include `workspace`."""
+
+    def key(_: TaskRunContext, params: dict[str, Any]) -> str:
+        return cache_key(stage, params["workspace"], fingerprint_of(params))
+
+    return key
+
+
+def run_stage_task(stage_task: Task, stage: str, fp: str, force: bool, **params: Any) -> ArtifactRef:
+    """Call a stage task, refreshing its Prefect cache entry when its artifact is not published
+    (or `force`: then the artifact is rebuilt and replaced)."""
+    published = Workspace(params["workspace"]).is_published(stage, fp)
+    return stage_task.with_options(refresh_cache=force or not published)(**params, force=force)
+
+
+def workspace_for(workspace: str, stage: str, force: bool) -> Workspace:
+    return Workspace(workspace, rebuild=[stage] if force else [])
+
+
+# ----------------------------------------------------------------------------- fan-out
+
+
+@task(name="shard", cache_policy=NO_CACHE, persist_result=False)
+def run_shard(fn: Callable[[T], R], item: T) -> R:
+    return fn(item)
+
+
+def prefect_map(stage: str) -> Callable[[Callable[[T], R], Sequence[T]], list[R]]:
+    """A `MapShards` that runs each shard as its own Prefect task run on the flow's task runner
+    (threads by default; Dask or Ray when configured), results in the items' order."""
+
+    def map_shards(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        if not items:
+            return []
+        names = [f"{stage}-{fn.__name__}-{i:05d}" for i in range(len(items))]
+        futures = [
+            run_shard.with_options(task_run_name=n).submit(fn, item) for n, item in zip(names, items, strict=True)
+        ]
+        for f in as_completed(futures):
+            f.result()  # raises the first shard failure at once instead of after all shards
+        return [f.result() for f in futures]
+
+    return map_shards
+
+
+# ----------------------------------------------------------------------------- progress
+
+
+class StageProgress:
+    """`lm_core.progress.Progress` shown twice: a bar in the terminal and a progress artifact in
+    the Prefect UI (updated at most once a second; calls may come from several threads)."""
+
+    def __init__(self, stage: str):
+        self.stage = stage
+        self._lock = threading.Lock()
+        self._bar = RichProgress(
+            TextColumn(f"[bold]{stage}[/] {{task.description}}"),
+            BarColumn(),
+            MofNCompletedProgressColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            transient=False,
+        )
+        self._bar_task = None
+        self._artifact_id = None
+        self._done = 0
+        self._total: int | None = None
+        self._last_push = 0.0
+
+    def __enter__(self) -> StageProgress:
+        self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._push(final=True)
+        self._bar.stop()
+
+    def start(self, total: int | None, unit: str) -> None:
+        with self._lock:
+            self._done, self._total = 0, total
+            if self._bar_task is not None:
+                self._bar.update(self._bar_task, visible=True)
+            self._bar_task = self._bar.add_task(unit, total=total)
+        if self._artifact_id is None:
+            try:
+                self._artifact_id = create_progress_artifact(
+                    0.0, key=f"{self.stage}-progress", description=f"{self.stage}: {unit}"
+                )
+            except Exception:  # the UI is a convenience: never fail a stage over it
+                self._artifact_id = None
+        self._push(final=False)
+
+    def advance(self, n: int = 1) -> None:
+        with self._lock:
+            self._done += n
+            if self._bar_task is not None:
+                self._bar.update(self._bar_task, advance=n)
+        self._push(final=False)
+
+    def _push(self, final: bool) -> None:
+        now = time.monotonic()
+        if self._artifact_id is None or (not final and now - self._last_push < 1.0):
+            return
+        self._last_push = now
+        pct = 100.0 if final or not self._total else min(100.0, 100.0 * self._done / self._total)
+        try:
+            update_progress_artifact(self._artifact_id, pct)
+        except Exception:
+            pass
+
+
+# ----------------------------------------------------------------------------- UI artifacts
+
+
+def _flatten(prefix: str, value: Any, out: list[dict[str, Any]]) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out.append({"statistic": prefix, "value": value})
+
+
+def publish_stats(ref: ArtifactRef, breakdowns: Sequence[str] = ()) -> None:
+    """A keyed Prefect table artifact with the stage's statistics, plus one table per named
+    breakdown (e.g. documents per rejection reason)."""
+    rows: list[dict[str, Any]] = [{"statistic": "fingerprint", "value": ref.fingerprint}]
+    for k, v in ref.stats.items():
+        if k not in breakdowns:
+            _flatten(k, v, rows)
+    create_table_artifact(
+        rows, key=f"{ref.stage}-stats", description=f"{ref.stage} artifact `{ref.fingerprint}` at {ref.path}"
+    )
+    for name in breakdowns:
+        counts = ref.stats.get(name) or {}
+        table = [{"key": k, "count": v} for k, v in sorted(counts.items(), key=lambda kv: -kv[1])]
+        key = f"{ref.stage}-{name}".replace("_", "-").lower()
+        create_table_artifact(table or [{"key": "(none)", "count": 0}], key=key, description=f"{ref.stage}: {name}")
