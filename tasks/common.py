@@ -19,7 +19,7 @@ from prefect.artifacts import create_progress_artifact, create_table_artifact, u
 from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 from prefect.futures import as_completed
-from rich.progress import BarColumn, MofNCompletedProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.progress import Progress as RichProgress
 
 from lm_core.workspace import ArtifactRef, Workspace
@@ -95,7 +95,7 @@ class StageProgress:
         self._bar = RichProgress(
             TextColumn(f"[bold]{stage}[/] {{task.description}}"),
             BarColumn(),
-            MofNCompletedProgressColumn(),
+            MofNCompleteColumn(),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             transient=False,

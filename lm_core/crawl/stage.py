@@ -1,0 +1,320 @@
+"""The crawl stage: every configured source into one artifact, resumable after a crash.
+
+    crawl/<fp>/docs/part-*.arrow       RAW_DOC    documents, bodies as raw bytes
+    crawl/<fp>/failures/part-*.arrow   FAILURE    everything refused or failed, with its reason
+
+Sources run one after another in a fixed order: `files`, `warc`, `hf_dataset` (in config
+order), then the web: `urls`, then the `pydoc` demo site. `max_pages` is one budget for all the
+web pages of the crawl.
+
+Resume: whenever a shard is written, both writers are flushed and the crawl's state (shard
+indices, counters, finished sources, and the current source's position: rows consumed for a
+local source, the frontier for a web one) is written atomically next to them. Shards and state
+therefore always agree. A crawl killed at any moment resumes, on the next call with the same
+config, from its last checkpoint: shards written after it are discarded and redone, and
+nothing is lost or stored twice. The state file is removed before the artifact is published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+from collections import Counter
+from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from lm_core.config import CrawlConfig
+from lm_core.crawl import pydoc_site, rows
+from lm_core.crawl.sources import Row, file_rows, hf_rows, local_inputs, warc_rows
+from lm_core.crawl.urls import AddressGuard, Scope
+from lm_core.crawl.web import UrlAlias, WebCrawler
+from lm_core.progress import NullProgress, Progress
+from lm_core.schemas import FAILURE, RAW_DOC
+from lm_core.shards import SUFFIX, ShardWriter, shard_paths
+from lm_core.workspace import ArtifactRef, Workspace, fingerprint, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+CODE_VERSION = 1  # bump when the same config would produce different documents
+STATE_FILE = "_crawl_state.json"
+DOCS_DIR, FAILURES_DIR = "docs", "failures"
+# failure rows carry no body: their shards hold more rows, so that checkpoints (which flush both
+# writers) mostly happen on full document shards
+FAILURES_PER_DOC_SHARD = 8
+
+
+def crawl_inputs(cfg: CrawlConfig) -> dict[str, str]:
+    """What besides the config decides the output: size and mtime of the local files read, and
+    for the pydoc demo the Python that serves it (not the server's random port)."""
+    inputs = local_inputs(cfg)
+    if cfg.pydoc:
+        inputs["pydoc"] = pydoc_site.site_identity()
+    return inputs
+
+
+def crawl_fingerprint(cfg: CrawlConfig) -> str:
+    return fingerprint("crawl", cfg.fingerprint_fields(), crawl_inputs(cfg), CODE_VERSION)
+
+
+def run_crawl(cfg: CrawlConfig, ws: Workspace, progress: Progress = NullProgress()) -> ArtifactRef:
+    """Crawl every source of `cfg` into a published `crawl` artifact, or return the one already
+    published for this config. An interrupted crawl resumes where it stopped."""
+    inputs = crawl_inputs(cfg)
+    fp = fingerprint("crawl", cfg.fingerprint_fields(), inputs, CODE_VERSION)
+    with ws.build("crawl", fp, config=cfg.model_dump(mode="json"), inputs=inputs, resume=True) as build:
+        if build.published:
+            return build.ref
+        out = CrawlOutput(build.dir, cfg.docs_per_shard, progress)
+        _CrawlRun(cfg, out, progress).run()
+        out.close()
+        build.stats = out.stats()
+        log.info("crawl %s: %s", fp, json.dumps(build.stats, sort_keys=True))
+    assert build.ref is not None
+    return build.ref
+
+
+# ----------------------------------------------------------------------------- output + checkpoint
+
+
+class CrawlOutput:
+    """The shard writers, the counters, and the checkpoint that ties them to the crawl's position.
+
+    It is the web crawler's sink; local sources feed it the same way.
+    """
+
+    def __init__(self, folder: Path, rows_per_shard: int, progress: Progress = NullProgress()):
+        self.folder = Path(folder)
+        self.progress = progress
+        state = self._load_state()
+        self.done: list[str] = state.get("done", [])  # finished sources
+        self.current: dict | None = state.get("current")  # the interrupted source's position
+        self.position: Callable[[], dict] | None = None  # the running source's position, for checkpoints
+        t = state.get("tally", {})
+        self.documents_by_source = Counter(t.get("documents_by_source", {}))
+        self.failures_by_reason = Counter(t.get("failures_by_reason", {}))
+        self.pages_fetched = t.get("pages_fetched", 0)
+        self.bytes_fetched = t.get("bytes_fetched", 0)
+        self.doc_bytes = t.get("doc_bytes", 0)
+        self.frontier_left = t.get("frontier_left", 0)
+        self.resumes = t.get("resumes", 0) + (1 if state else 0)
+        docs_next, failures_next = state.get("docs_next", 0), state.get("failures_next", 0)
+        _discard_after(self.folder / DOCS_DIR, docs_next)
+        _discard_after(self.folder / FAILURES_DIR, failures_next)
+        for stray in self.folder.glob(".*.tmp"):  # a state write cut short
+            stray.unlink()
+        self.docs = ShardWriter(self.folder / DOCS_DIR, RAW_DOC, rows_per_shard, first_index=docs_next)
+        self.failures = ShardWriter(
+            self.folder / FAILURES_DIR, FAILURE, FAILURES_PER_DOC_SHARD * rows_per_shard, first_index=failures_next
+        )
+        self._checkpointed = (docs_next, failures_next)
+
+    def _load_state(self) -> dict:
+        path = self.folder / STATE_FILE
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:  # written atomically, so unexpected
+            log.warning("crawl state %s is unreadable (%s): starting over", path, e)
+            return {}
+        if state.get("code_version") != CODE_VERSION:
+            return {}
+        log.info("resuming the crawl in %s (%s finished)", self.folder, ", ".join(state.get("done", [])) or "no source")
+        return state
+
+    # the sink interface (see lm_core.crawl.web.CrawlSink)
+
+    def emit(self, item: Row) -> None:
+        row = item.row
+        if isinstance(item, rows.Doc):
+            self.docs.add(row)
+            self.documents_by_source[row["source"]] += 1
+            self.doc_bytes += len(row["body"])
+        else:
+            self.failures.add(row)
+            self.failures_by_reason[row["reason"]] += 1
+
+    def fetched(self, n_bytes: int) -> None:
+        self.pages_fetched += 1
+        self.bytes_fetched += n_bytes
+        self.progress.advance()
+
+    def commit(self) -> None:
+        """Called at consistent points; checkpoints when a shard has been written since the last one."""
+        if (self.docs.index, self.failures.index) != self._checkpointed:
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        self.docs.flush()
+        self.failures.flush()
+        state = {
+            "code_version": CODE_VERSION,
+            "docs_next": self.docs.index,
+            "failures_next": self.failures.index,
+            "done": self.done,
+            "current": self.position() if self.position else None,
+            "tally": self._tally(),
+        }
+        write_json_atomic(self.folder / STATE_FILE, state)
+        self._checkpointed = (self.docs.index, self.failures.index)
+
+    def source_done(self, source_id: str) -> None:
+        self.done.append(source_id)
+        self.current = None
+        self.position = None
+
+    # the end
+
+    def close(self) -> None:
+        self.docs.close()
+        self.failures.close()
+        (self.folder / STATE_FILE).unlink(missing_ok=True)
+
+    def _tally(self) -> dict[str, Any]:
+        return {
+            "documents_by_source": dict(self.documents_by_source),
+            "failures_by_reason": dict(self.failures_by_reason),
+            "pages_fetched": self.pages_fetched,
+            "bytes_fetched": self.bytes_fetched,
+            "doc_bytes": self.doc_bytes,
+            "frontier_left": self.frontier_left,
+            "resumes": self.resumes,
+        }
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "rows": sum(self.documents_by_source.values()),
+            "failures": sum(self.failures_by_reason.values()),
+            **self._tally(),
+            "doc_shards": len(shard_paths(self.folder / DOCS_DIR)),
+            "failure_shards": len(shard_paths(self.folder / FAILURES_DIR)),
+        }
+
+
+def _discard_after(folder: Path, first_stale: int) -> None:
+    """Remove shards numbered `first_stale` and up: written after the last checkpoint."""
+    for path in shard_paths(folder):
+        try:
+            index = int(path.name.removesuffix(SUFFIX).rsplit("-", 1)[1])
+        except (IndexError, ValueError):
+            continue
+        if index >= first_stale:
+            path.unlink()
+
+
+# ----------------------------------------------------------------------------- the sources, in order
+
+
+def _run_async(make: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """asyncio.run, also from code that already runs an event loop (a notebook)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(make())
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="lmforge-crawl") as pool:
+        pool.submit(lambda: asyncio.run(make())).result()
+
+
+class _CrawlRun:
+    def __init__(self, cfg: CrawlConfig, out: CrawlOutput, progress: Progress):
+        self.cfg, self.out, self.progress = cfg, out, progress
+        self._web_started = False
+
+    def plan(self) -> list[str]:
+        cfg = self.cfg
+        return [
+            *(f"files[{i}]" for i in range(len(cfg.files))),
+            *(f"warc[{i}]" for i in range(len(cfg.warc))),
+            *(f"hf_dataset[{i}]" for i in range(len(cfg.hf_dataset))),
+            *(["urls"] if cfg.urls else []),
+            *(["pydoc"] if cfg.pydoc else []),
+        ]
+
+    def run(self) -> None:
+        plan = self.plan()
+        if any(not s.startswith(("urls", "pydoc")) for s in plan):
+            self.progress.start(None, "documents")
+        for source_id in plan:
+            if source_id in self.out.done:
+                continue
+            resume = self.out.current if self.out.current and self.out.current.get("id") == source_id else None
+            if source_id in ("urls", "pydoc"):
+                self._web(source_id, resume)
+            else:
+                self._local(source_id, resume)
+            self.out.source_done(source_id)
+
+    # ------------------------------------------------------------------ local sources
+
+    def _rows(self, source_id: str) -> Iterator[Row]:
+        cfg = self.cfg
+        kind, index = source_id.rstrip("]").split("[")
+        i = int(index)
+        if kind == "files":
+            return file_rows(cfg.files[i], cfg)
+        if kind == "warc":
+            return warc_rows(cfg.warc[i], cfg)
+        return hf_rows(cfg.hf_dataset[i], source_id, cfg.max_bytes)
+
+    def _local(self, source_id: str, resume: dict | None) -> None:
+        position = resume.get("position", 0) if resume else 0  # rows already stored
+        self.out.position = lambda: {"id": source_id, "position": position}
+        for item in itertools.islice(self._rows(source_id), position, None):
+            self.out.emit(item)
+            position += 1
+            if isinstance(item, rows.Doc):
+                self.progress.advance()
+            self.out.commit()
+
+    # ------------------------------------------------------------------ web sources
+
+    def _start_pages(self) -> int:
+        """Pages still allowed by max_pages; starts the pages progress the first time."""
+        if not self._web_started:
+            self._web_started = True
+            self.progress.start(self.cfg.max_pages, "pages")
+            if self.out.pages_fetched:
+                self.progress.advance(self.out.pages_fetched)
+        return max(0, self.cfg.max_pages - self.out.pages_fetched)
+
+    def _web(self, source_id: str, resume: dict | None) -> None:
+        cfg = self.cfg
+        if source_id == "urls":
+            scope = Scope.build(cfg.urls, cfg.allow_hosts, cfg.allow_prefixes, cfg.exclude)
+            self._crawl_web("urls", cfg.urls, scope, AddressGuard(cfg.allow_private), None, resume)
+            return
+        with pydoc_site.pydoc_server() as base:
+            scope = Scope.build([base], allow_prefixes=[base], exclude=[*pydoc_site.DEFAULT_EXCLUDES, *cfg.exclude])
+            guard = AddressGuard(cfg.allow_private, private_ok=[urlsplit(base).netloc])  # this server only
+            alias = UrlAlias(real=base, public=pydoc_site.PUBLIC_BASE)
+            self._crawl_web("pydoc", [base], scope, guard, alias, resume)
+
+    def _crawl_web(
+        self,
+        source: str,
+        seeds: list[str],
+        scope: Scope,
+        guard: AddressGuard,
+        alias: UrlAlias | None,
+        resume: dict | None,
+    ) -> None:
+        crawler = WebCrawler(
+            self.cfg,
+            source=source,
+            seeds=seeds,
+            scope=scope,
+            guard=guard,
+            sink=self.out,
+            page_budget=self._start_pages(),
+            state=resume.get("frontier") if resume else None,
+            alias=alias,
+        )
+        self.out.position = lambda: {"id": source, "frontier": crawler.snapshot()}
+        _run_async(crawler.run)
+        self.out.frontier_left += crawler.frontier_left

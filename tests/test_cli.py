@@ -1,0 +1,53 @@
+"""The `lmforge` command line: errors before work, listing, single stages."""
+
+from __future__ import annotations
+
+import yaml
+from typer.testing import CliRunner
+
+from lmforge.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def test_a_bad_value_stops_before_any_work(tmp_path):
+    ws = tmp_path / "ws"
+    r = invoke("data", "--set", f"workspace={ws}", "--set", "crawl.max_pages=-1")
+    assert r.exit_code == 2
+    assert "crawl.max_pages" in r.output and "greater than 0" in r.output
+    assert not ws.exists(), "nothing may be created before the config is valid"
+
+
+def test_unknown_stage_is_refused(tmp_path):
+    r = invoke("stage", "pretrian", "--set", f"workspace={tmp_path}")
+    assert r.exit_code == 2 and "unknown stage 'pretrian'" in r.output
+
+
+def test_config_prints_the_resolved_values():
+    r = invoke("config", "--config", "configs/tiny.yaml", "--set", "chunk.seq_len=48")
+    assert r.exit_code == 0
+    resolved = yaml.safe_load(r.output)
+    assert resolved["chunk"]["seq_len"] == 48 and resolved["crawl"]["pydoc"] is True
+
+
+def test_single_stages_run_on_the_latest_input_and_ls_lists_them(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    sentence = "The {w} library reads shards of text and writes clean documents for training a model."
+    for i, w in enumerate(["arrow", "parquet", "tokenizer", "crawler", "scheduler", "registry"]):
+        (docs / f"{w}.txt").write_text(" ".join(sentence.format(w=w) + f" Note {i}.{j}." for j in range(12)))
+    base = ["--set", f"workspace={tmp_path / 'ws'}", "--set", f"crawl.files=[{{path: {docs}}}]"]
+
+    r = invoke("stage", "clean", *base)
+    assert r.exit_code == 1 and "no published crawl artifact" in r.output
+
+    assert invoke("stage", "crawl", *base).exit_code == 0
+    r = invoke("stage", "clean", *base, "--set", "clean.quality.min_words=10", "--set", "clean.dedup.near=false")
+    assert r.exit_code == 0, r.output
+    r = invoke("ls", *base)
+    assert r.exit_code == 0
+    assert "crawl" in r.output and "clean" in r.output and "crawl:" in r.output  # clean lists its input
