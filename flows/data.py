@@ -7,8 +7,10 @@ are unchanged are cache hits: Prefect shows them as Cached and nothing is recomp
 
 from __future__ import annotations
 
+import os
+
 from prefect import flow
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 from pydantic import BaseModel
 
 from lm_core.config import Config
@@ -63,10 +65,9 @@ def chunk_flow(config: Config, tokenize_artifact: str = "latest", force: bool = 
     return chunk(config.chunk, Workspace(ws).resolve("tokenize", tokenize_artifact), ws, force)
 
 
-STAGE_FLOWS = {"crawl": crawl_flow, "clean": clean_flow, "tokenize": tokenize_flow, "chunk": chunk_flow}
-STAGE_INPUT = {"clean": "crawl", "tokenize": "clean", "chunk": "tokenize"}
-
-
 def with_runner(a_flow, config: Config):
-    """The flow with the task runner the config asks for (threads, one task per shard)."""
-    return a_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=config.runner.max_workers))
+    """The flow with the task runner the config asks for: per-shard tasks on threads or processes."""
+    workers = config.runner.max_workers or os.cpu_count() or 1
+    if config.runner.kind == "processes":
+        return a_flow.with_options(task_runner=ProcessPoolTaskRunner(max_workers=workers))
+    return a_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=workers))

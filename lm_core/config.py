@@ -170,8 +170,7 @@ class QualityConfig(BaseModel):
     )
     max_duplicate_ngram_char_fraction: dict[int, float] | None = Field(
         default_factory=lambda: {5: 0.65, 6: 0.64, 7: 0.63, 8: 0.62, 9: 0.61, 10: 0.60},
-        description="n -> most characters that repeated word n-grams may cover (Gopher: 0.15 down to 0.10; "
-        "see above)",
+        description="n -> most characters that repeated word n-grams may cover (Gopher: 0.15 down to 0.10; see above)",
     )
 
 
@@ -230,11 +229,120 @@ class ChunkConfig(Section):
     blocks_per_shard: int = Field(8192, gt=0)
 
 
+# ----------------------------------------------------------------------------- model, pretrain
+
+# name -> (depth, explicit overrides). Everything not given derives from depth (GPTConfig.from_depth).
+MODEL_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {"depth": 2, "n_embd": 64, "n_head": 2, "n_kv_head": 2},  # CI: seconds
+    "small": {"depth": 4, "n_embd": 256, "n_head": 4, "n_kv_head": 4},  # a laptop CPU: minutes
+    "d12": {"depth": 12},  # one GPU: 768 wide, 6 heads of 128
+    "gpt2-124m": {"depth": 12, "n_embd": 768, "n_head": 12, "n_kv_head": 12},  # GPT-2 small's shape
+}
+
+
+class ModelConfig(Section):
+    """The GPT's shape: a preset or a depth; any derived value can still be set explicitly.
+    The vocabulary comes from the tokenizer and the context from `chunk.seq_len`."""
+
+    preset: Literal["tiny", "small", "d12", "gpt2-124m"] | None = "small"
+    depth: int | None = Field(None, ge=1, le=128, description="layers; sets width 64*depth unless given")
+    n_embd: int | None = Field(None, ge=8)
+    n_head: int | None = Field(None, ge=1)
+    n_kv_head: int | None = Field(None, ge=1, description="fewer than n_head: grouped-query attention")
+    mlp_hidden: int | None = Field(None, ge=8)
+    tie_embeddings: bool = True
+    rope_theta: float = Field(10000.0, gt=0)
+
+    def shape(self) -> dict[str, Any]:
+        """depth and the explicit overrides, preset first, then the fields set here."""
+        values = dict(MODEL_PRESETS[self.preset]) if self.preset else {}
+        for k in ("depth", "n_embd", "n_head", "n_kv_head", "mlp_hidden"):
+            if getattr(self, k) is not None:
+                values[k] = getattr(self, k)
+        if "depth" not in values:
+            raise ValueError("model: give a preset or a depth")
+        return values
+
+
+class DistributedConfig(BaseModel):
+    """Passed to torchrun when nproc > 1 or nnodes > 1."""
+
+    model_config = ConfigDict(extra="forbid")
+    nproc: int = Field(1, ge=1, description="processes per node (one per GPU; CPU: gloo)")
+    nnodes: int = Field(1, ge=1)
+    node_rank: int = Field(0, ge=0)
+    master_addr: str = "127.0.0.1"
+    master_port: int = Field(29500, ge=1, le=65535)
+    strategy: Literal["ddp", "fsdp"] = "ddp"
+
+
+class PretrainConfig(Section):
+    PERFORMANCE_ONLY = frozenset(
+        {
+            "log_every",
+            "eval_every",
+            "eval_batches",
+            "sample_every",
+            "checkpoint_every",
+            "keep_checkpoints",
+            "distributed",
+            "prefetch",
+            "activation_checkpointing",
+        }
+    )
+
+    max_steps: int | None = Field(None, ge=1, description="optimizer steps; default: token_budget / total_batch_tokens")
+    token_budget: int | None = Field(None, ge=1, description="training tokens; default: tokens_per_param x parameters")
+    tokens_per_param: float = Field(20.0, gt=0, description="Chinchilla's ratio, for the default budget")
+    total_batch_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="tokens per optimizer step, all ranks; default: micro_batch x seq_len x ranks (no accumulation)",
+    )
+    micro_batch: int = Field(8, ge=1, description="sequences per forward pass per rank")
+    lr: float | None = Field(None, gt=0, description="peak learning rate; default: 0.02 / sqrt(n_embd)")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    schedule: Literal["cosine", "wsd"] = "cosine"
+    warmup_steps: int | None = Field(None, ge=0, description="default: 5% of the steps, at most 200")
+    decay_fraction: float = Field(0.2, gt=0, le=1, description="wsd: the share of steps spent decaying")
+    weight_decay: float = Field(0.1, ge=0)
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.95, ge=0, lt=1)
+    grad_clip: float | None = Field(1.0, gt=0)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 autocast on GPUs that have it, fp16 + scaler on older GPUs, fp32 on CPU"
+    )
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    compile: bool = False
+    activation_checkpointing: bool = False
+    prefetch: int = Field(4, ge=1, description="micro-batches prepared ahead")
+    log_every: int = Field(10, ge=1)
+    eval_every: int = Field(100, ge=1)
+    eval_batches: int = Field(20, ge=1)
+    sample_every: int = Field(0, ge=0, description="0: sample only at evaluations")
+    sample_prompts: list[str] = Field(default_factory=lambda: ["The ", "def "])
+    sample_tokens: int = Field(48, ge=1)
+    checkpoint_every: int = Field(100, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
+
+
+class TrackingConfig(Section):
+    PERFORMANCE_ONLY = frozenset({"tracking_uri", "experiment", "system_metrics"})
+    tracking_uri: str | None = Field(None, description="default: sqlite:///<workspace>/mlflow.db")
+    experiment: str | None = Field(None, description="default: the run's name")
+    system_metrics: bool = True
+
+
 # ----------------------------------------------------------------------------- run
 
 
 class RunnerConfig(Section):
-    kind: Literal["threads"] = "threads"
+    """Where per-shard tasks run. Threads suit I/O and code that releases the GIL (tokenizers);
+    processes give true parallelism to pure-Python work such as HTML extraction in `clean`."""
+
+    PERFORMANCE_ONLY = frozenset({"kind", "max_workers"})
+    kind: Literal["threads", "processes"] = "threads"
     max_workers: int | None = Field(None, gt=0, description="parallel per-shard tasks; default: CPU count")
 
 
@@ -250,6 +358,9 @@ class Config(BaseModel):
     clean: CleanConfig = Field(default_factory=CleanConfig)
     tokenize: TokenizeConfig = Field(default_factory=TokenizeConfig)
     chunk: ChunkConfig = Field(default_factory=ChunkConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
 
 # ----------------------------------------------------------------------------- loading

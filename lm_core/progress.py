@@ -20,6 +20,9 @@ class Progress(Protocol):
     def advance(self, n: int = 1) -> None:
         """`n` more units are done."""
 
+    def describe(self, text: str) -> None:
+        """A short live status beside the bar (e.g. loss and tokens/s)."""
+
 
 class NullProgress:
     def start(self, total: int | None, unit: str) -> None:
@@ -28,13 +31,35 @@ class NullProgress:
     def advance(self, n: int = 1) -> None:
         pass
 
-
-# Runs `fn` over per-shard work items and returns the results in the items' order. Stages take
-# one so that the orchestration layer can fan shards out (a Prefect task per shard, on threads,
-# Dask or Ray); the default runs them here, one after another. `fn` and the items must be
-# plain picklable values (top-level functions, paths, configs), never open files or models.
-MapShards = Callable[[Callable[[T], R], Sequence[T]], list[R]]
+    def describe(self, text: str) -> None:
+        pass
 
 
-def serial_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
-    return [fn(item) for item in items]
+# `map_shards(fn, items, progress)` runs `fn` over per-shard work items and returns the results
+# in the items' order, advancing `progress` by one as each item finishes. Stages take one so that
+# the orchestration layer can fan shards out (a Prefect task per shard, on threads, processes,
+# Dask or Ray); the default runs them here, one after another. `fn` and the items must be plain
+# picklable values (top-level functions, paths, configs), never open files or models.
+MapShards = Callable[[Callable[[T], R], Sequence[T], Progress], list[R]]
+
+
+def serial_map(fn: Callable[[T], R], items: Sequence[T], progress: Progress = NullProgress()) -> list[R]:
+    results = []
+    for item in items:
+        results.append(fn(item))
+        progress.advance()
+    return results
+
+
+def thread_map(
+    fn: Callable[[T], R], items: Sequence[T], progress: Progress = NullProgress(), workers: int | None = None
+) -> list[R]:
+    """A `MapShards` on a local thread pool (for notebooks and scripts; flows use Prefect's)."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(fn, item) for item in items]
+        for f in as_completed(futures):
+            f.result()
+            progress.advance()
+        return [f.result() for f in futures]

@@ -23,12 +23,13 @@ def shard_name(index: int, prefix: str = "part") -> str:
     return f"{prefix}-{index:05d}{SUFFIX}"
 
 
-def shard_paths(folder: str | Path) -> list[Path]:
-    """A folder's shards in order (part-00000, part-00001, ...)."""
+def shard_paths(folder: str | Path, prefix: str = "part") -> list[Path]:
+    """A folder's numbered shards in order (part-00000, part-00001, ...); other files (such as
+    the chunk stage's tail.arrow) are not shards of the sequence."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.suffix == SUFFIX and not p.name.startswith("."))
+    return sorted(p for p in folder.iterdir() if p.suffix == SUFFIX and p.name.startswith(f"{prefix}-"))
 
 
 def write_shard(path: str | Path, table: pa.Table) -> int:

@@ -27,7 +27,7 @@ from typing import Any
 from pydantic import BaseModel
 
 MANIFEST = "_manifest.json"
-STAGES = ("crawl", "clean", "tokenize", "chunk")
+STAGES = ("crawl", "clean", "tokenize", "chunk", "pretrain")
 _REPORTED_LIBRARIES = ("lmforge", "pyarrow", "tokenizers", "trafilatura", "datasketch", "torch", "prefect")
 
 
@@ -184,6 +184,8 @@ class Workspace:
         folder is kept only when `resume` is true (a crawl resumes from it).
         """
         (self.root / stage).mkdir(parents=True, exist_ok=True)
+        # The lock file stays after the build: removing it would let a newcomer lock a fresh file
+        # while a waiter still holds the old one, and both would build.
         lock_path = self.root / stage / f".lock-{fp}"
         with open(lock_path, "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # a second builder of the same artifact waits here
@@ -203,10 +205,6 @@ class Workspace:
                 if not resume:
                     shutil.rmtree(b.dir, ignore_errors=True)
                 raise
-        try:
-            lock_path.unlink()
-        except FileNotFoundError:
-            pass
 
     def artifacts(self, stage: str | None = None) -> list[dict[str, Any]]:
         """Published artifacts, newest first, with their manifests."""

@@ -1,8 +1,9 @@
 """`lmforge`: the one command-line entry point.
 
-    lmforge run      [--config F] [--set k=v ...]     the lifecycle (today: the data stages)
+    lmforge run      [--config F] [--set k=v ...]     the lifecycle: data stages, then pretraining
     lmforge data     [--config F] [--set k=v ...]     crawl -> clean -> tokenize -> chunk
     lmforge stage NAME [--input latest|FP] [--force]  one stage alone, on earlier artifacts
+    lmforge export   --model FP|latest --out DIR      a Hugging Face folder (LlamaForCausalLM)
     lmforge ls       [--stage S]                      artifacts in the workspace
     lmforge config   [--config F] [--set k=v ...]     print the resolved configuration
 
@@ -25,6 +26,7 @@ from rich.table import Table
 
 from lm_core.config import Config, ConfigError, load_config
 from lm_core.shards import CorruptShardError
+from lm_core.train.checkpoint import CheckpointError
 from lm_core.workspace import STAGES, ArtifactError, Workspace
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="lmforge: from URLs to a trained GPT-style model.")
@@ -66,8 +68,18 @@ def _fail(e: Exception) -> None:
 
 @app.command()
 def run(config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False) -> None:
-    """Run the lifecycle on a configuration (today: the data stages)."""
-    data(config, set_, force)
+    """The lifecycle: data stages, then pretraining."""
+    cfg = _load(config, set_)
+    prepare_environment(cfg)
+    from flows.data import with_runner
+    from flows.lifecycle import lifecycle_flow
+
+    try:
+        refs = with_runner(lifecycle_flow, cfg)(config=cfg, force=force)
+    except (ArtifactError, CorruptShardError, CheckpointError, ValueError) as e:
+        _fail(e)
+    d = refs.data
+    _print_artifacts([d.crawl, d.clean, d.tokenize, d.chunk, refs.pretrain], cfg)
 
 
 @app.command()
@@ -91,23 +103,71 @@ def stage(
     set_: SetOpt = None,
     input_: Annotated[str, typer.Option("--input", help="input artifact: latest or a fingerprint (prefix)")] = "latest",
     force: ForceOpt = False,
+    restart: Annotated[
+        bool, typer.Option("--restart/--resume", help="discard an interrupted build instead of resuming it")
+    ] = False,
+    nproc: Annotated[int | None, typer.Option("--nproc", help="pretrain: processes per node (torchrun)")] = None,
+    nnodes: Annotated[int | None, typer.Option("--nnodes", help="pretrain: nodes (torchrun)")] = None,
 ) -> None:
     """Run one stage alone, on an artifact of the stage before it."""
     if name not in STAGES:
         err.print(f"[red]error:[/] unknown stage {name!r}; stages: {', '.join(STAGES)}")
         raise typer.Exit(2)
+    set_ = list(set_ or [])
+    if nproc is not None:
+        set_.append(f"pretrain.distributed.nproc={nproc}")
+    if nnodes is not None:
+        set_.append(f"pretrain.distributed.nnodes={nnodes}")
     cfg = _load(config, set_)
     prepare_environment(cfg)
-    from flows.data import STAGE_FLOWS, STAGE_INPUT, with_runner
+    from flows.data import with_runner
+    from flows.stages import STAGE_FLOWS, STAGE_INPUT
 
     kwargs = {"force": force}
     if name in STAGE_INPUT:
         kwargs[f"{STAGE_INPUT[name]}_artifact"] = input_
+    if restart:
+        _discard_partial(cfg, name, input_)
     try:
         ref = with_runner(STAGE_FLOWS[name], cfg)(config=cfg, **kwargs)
-    except (ArtifactError, CorruptShardError, ValueError) as e:
+    except (ArtifactError, CorruptShardError, CheckpointError, ValueError) as e:
         _fail(e)
     _print_artifacts([ref], cfg)
+
+
+def _discard_partial(cfg: Config, stage: str, input_: str) -> None:
+    """Forget an interrupted build of this stage (a crawl's frontier, a training's checkpoints)."""
+    import shutil
+
+    folder = Path(cfg.workspace) / stage
+    for partial in folder.glob(".partial-*") if folder.is_dir() else []:
+        shutil.rmtree(partial, ignore_errors=True)
+        console.print(f"discarded the interrupted build {partial.name}")
+
+
+@app.command("export")
+def export(
+    model: Annotated[str, typer.Option("--model", help="a pretrain fingerprint (prefix), latest, or a model folder")],
+    out: Annotated[Path, typer.Option("--out", help="folder to write")],
+    format_: Annotated[str, typer.Option("--format", help="hf: a transformers LlamaForCausalLM folder")] = "hf",
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Export a trained model (today: as a Hugging Face `LlamaForCausalLM` folder)."""
+    if format_ != "hf":
+        err.print(f"[red]error:[/] unknown export format {format_!r}; formats: hf")
+        raise typer.Exit(2)
+    from lm_core.export import export_hf
+
+    cfg = _load(config, set_)
+    src = Path(model)
+    try:
+        if not src.is_dir():
+            src = Workspace(cfg.workspace).resolve("pretrain", model).dir
+        written = export_hf(src, out)
+    except (ArtifactError, FileNotFoundError) as e:
+        _fail(e)
+    console.print(f"wrote {written}: load it with transformers.AutoModelForCausalLM.from_pretrained({str(written)!r})")
 
 
 @app.command("ls")

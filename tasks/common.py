@@ -22,6 +22,7 @@ from prefect.futures import as_completed
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.progress import Progress as RichProgress
 
+from lm_core.progress import NullProgress, Progress
 from lm_core.workspace import ArtifactRef, Workspace
 
 T = TypeVar("T")
@@ -64,19 +65,20 @@ def run_shard(fn: Callable[[T], R], item: T) -> R:
     return fn(item)
 
 
-def prefect_map(stage: str) -> Callable[[Callable[[T], R], Sequence[T]], list[R]]:
+def prefect_map(stage: str) -> Callable[[Callable[[T], R], Sequence[T], Progress], list[R]]:
     """A `MapShards` that runs each shard as its own Prefect task run on the flow's task runner
-    (threads by default; Dask or Ray when configured), results in the items' order."""
+    (threads by default; processes, Dask or Ray when configured), results in the items' order."""
 
-    def map_shards(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    def map_shards(fn: Callable[[T], R], items: Sequence[T], progress: Progress = NullProgress()) -> list[R]:
         if not items:
             return []
-        names = [f"{stage}-{fn.__name__}-{i:05d}" for i in range(len(items))]
         futures = [
-            run_shard.with_options(task_run_name=n).submit(fn, item) for n, item in zip(names, items, strict=True)
+            run_shard.with_options(task_run_name=f"{stage}-shard-{i:05d}-{fn.__name__}").submit(fn, item)
+            for i, item in enumerate(items)
         ]
         for f in as_completed(futures):
             f.result()  # raises the first shard failure at once instead of after all shards
+            progress.advance()
         return [f.result() for f in futures]
 
     return map_shards
@@ -98,6 +100,7 @@ class StageProgress:
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
+            TextColumn("{task.fields[status]}"),
             transient=False,
         )
         self._bar_task = None
@@ -119,7 +122,7 @@ class StageProgress:
             self._done, self._total = 0, total
             if self._bar_task is not None:
                 self._bar.update(self._bar_task, visible=True)
-            self._bar_task = self._bar.add_task(unit, total=total)
+            self._bar_task = self._bar.add_task(unit, total=total, status="")
         if self._artifact_id is None:
             try:
                 self._artifact_id = create_progress_artifact(
@@ -135,6 +138,11 @@ class StageProgress:
             if self._bar_task is not None:
                 self._bar.update(self._bar_task, advance=n)
         self._push(final=False)
+
+    def describe(self, text: str) -> None:
+        with self._lock:
+            if self._bar_task is not None:
+                self._bar.update(self._bar_task, status=text)
 
     def _push(self, final: bool) -> None:
         now = time.monotonic()

@@ -1,0 +1,17 @@
+"""Pretraining as a flow: the blocks of a chunk artifact -> a trained GPT, tracked in MLflow."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from lm_core.config import Config
+from lm_core.workspace import ArtifactRef, Workspace
+from tasks.pretrain import pretrain
+
+
+@flow(name="pretrain", log_prints=True)
+def pretrain_flow(config: Config, chunk_artifact: str = "latest", force: bool = False) -> ArtifactRef:
+    ws = str(config.workspace)
+    model = pretrain(config, Workspace(ws).resolve("chunk", chunk_artifact), ws, force)
+    print(f"weights: {model.path}/model.safetensors  (MLflow run {model.stats.get('mlflow_run_id')})")
+    return model

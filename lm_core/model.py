@@ -1,0 +1,335 @@
+"""The GPT, in one file.
+
+A decoder-only transformer in today's proven form, laid out exactly like Llama so that it
+exports to `transformers.LlamaForCausalLM` weight for weight:
+
+    tokens -> embedding -> n_layer x [RMSNorm -> causal self-attention (RoPE) -> + residual
+                                      RMSNorm -> SwiGLU MLP                   -> + residual]
+           -> RMSNorm -> linear head (optionally tied to the embedding) -> logits
+
+No biases anywhere. Attention goes through `scaled_dot_product_attention` (flash kernels on GPU);
+grouped-query attention when `n_kv_head < n_head`. One size dial, `depth`, derives the rest
+(`GPTConfig.from_depth`), as nanochat does. Generation uses a KV cache.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 8192
+    seq_len: int = 256  # the longest context trained on (and the RoPE table's length)
+    n_layer: int = 4
+    n_head: int = 4
+    n_kv_head: int = 4  # < n_head: grouped-query attention
+    n_embd: int = 256
+    mlp_hidden: int = 0  # SwiGLU width; 0: about 8/3 of n_embd, rounded up to a multiple of 64
+    tie_embeddings: bool = True
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
+        if self.n_head % self.n_kv_head:
+            raise ValueError(f"n_head ({self.n_head}) must be a multiple of n_kv_head ({self.n_kv_head})")
+        if (self.n_embd // self.n_head) % 2:
+            raise ValueError("the head dimension must be even (rotary embeddings rotate pairs)")
+        if not self.mlp_hidden:
+            self.mlp_hidden = 64 * math.ceil(8 * self.n_embd / 3 / 64)
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @classmethod
+    def from_depth(cls, depth: int, vocab_size: int, seq_len: int, **overrides) -> GPTConfig:
+        """nanochat's dial: width 64 per layer, heads of 128 (fewer for narrow models)."""
+        n_embd = 64 * depth
+        head_dim = 128 if n_embd >= 512 else 64
+        n_head = max(1, n_embd // head_dim)
+        values = dict(
+            vocab_size=vocab_size, seq_len=seq_len, n_layer=depth, n_head=n_head, n_kv_head=n_head, n_embd=n_embd
+        )
+        values.update(overrides)
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, (x.size(-1),), self.weight, self.eps)
+
+
+def rope_tables(seq_len: int, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin for every position, in Llama's layout (each frequency used for dims i and i+d/2)."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    angles = torch.outer(torch.arange(seq_len, dtype=torch.float32), inv_freq)
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: (B, H, T, D); cos/sin: (B or 1, 1, T, D)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = torch.cat([-x2, x1], dim=-1)
+    return x * cos + rotated * sin
+
+
+class KVCache:
+    """Keys and values of every layer for a batch being generated, preallocated to `max_len`."""
+
+    def __init__(self, cfg: GPTConfig, batch: int, max_len: int, device, dtype):
+        shape = (batch, cfg.n_kv_head, max_len, cfg.head_dim)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
+        self.length = 0  # positions filled so far (the same for every row)
+        self.max_len = max_len
+
+    def store(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        t = k.size(2)
+        self.k[layer][:, :, self.length : self.length + t] = k
+        self.v[layer][:, :, self.length : self.length + t] = v
+        end = self.length + t
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: GPTConfig, layer: int):
+        super().__init__()
+        self.layer = layer
+        self.n_head, self.n_kv_head, self.head_dim = cfg.n_head, cfg.n_kv_head, cfg.head_dim
+        self.q_proj = nn.Linear(cfg.n_embd, cfg.n_head * cfg.head_dim, bias=False)
+        self.k_proj = nn.Linear(cfg.n_embd, cfg.n_kv_head * cfg.head_dim, bias=False)
+        self.v_proj = nn.Linear(cfg.n_embd, cfg.n_kv_head * cfg.head_dim, bias=False)
+        self.o_proj = nn.Linear(cfg.n_head * cfg.head_dim, cfg.n_embd, bias=False)
+
+    def forward(self, x, cos, sin, mask=None, cache: KVCache | None = None) -> torch.Tensor:
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.store(self.layer, k, v)
+        gqa = self.n_kv_head != self.n_head
+        if mask is None:
+            # Training and prefill: plain causal attention (the flash path on GPU). One new token
+            # with a cache: it may see every cached position, so no mask at all.
+            causal = q.size(2) > 1
+            if causal and q.size(2) != k.size(2):
+                raise ValueError("causal attention over a partly filled cache needs an explicit mask")
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=gqa)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.n_embd, cfg.mlp_hidden, bias=False)
+        self.up_proj = nn.Linear(cfg.n_embd, cfg.mlp_hidden, bias=False)
+        self.down_proj = nn.Linear(cfg.mlp_hidden, cfg.n_embd, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig, layer: int):
+        super().__init__()
+        self.attn_norm = RMSNorm(cfg.n_embd, cfg.norm_eps)
+        self.attn = Attention(cfg, layer)
+        self.mlp_norm = RMSNorm(cfg.n_embd, cfg.norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, cos, sin, mask=None, cache=None) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), cos, sin, mask, cache)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
+        self.norm = RMSNorm(cfg.n_embd, cfg.norm_eps)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.embed.weight
+        cos, sin = rope_tables(cfg.seq_len, cfg.head_dim, cfg.rope_theta)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.apply(self._init_weights)
+        # GPT-2's scaling: each residual branch's output projection shrinks with depth so the
+        # residual stream's variance does not grow with the number of layers.
+        for name, p in self.named_parameters():
+            if name.endswith(("o_proj.weight", "down_proj.weight")):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        loss_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """idx, targets: (B, T) token ids. `loss_mask` (B, T), if given, selects the target
+        positions that count (fine-tuning on assistant tokens only). Returns (logits, mean loss)."""
+        B, T = idx.shape
+        if T > self.cfg.seq_len:
+            raise ValueError(f"sequence of {T} tokens is longer than the model's context ({self.cfg.seq_len})")
+        cos, sin = self.rope_cos[:T][None, None], self.rope_sin[:T][None, None]
+        x = self.embed(idx)
+        for block in self.blocks:
+            x = block(x, cos, sin)
+        logits = self.lm_head(self.norm(x))
+        if targets is None:
+            return logits, None
+        losses = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), reduction="none")
+        if loss_mask is None:
+            return logits, losses.mean()
+        m = loss_mask.reshape(-1).to(losses.dtype)
+        return logits, (losses * m).sum() / m.sum().clamp(min=1)
+
+    # ------------------------------------------------------------------ accounting
+
+    def num_params(self, exclude_embedding: bool = False) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        if exclude_embedding:
+            n -= self.embed.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training FLOPs per token (forward + backward): 6 per non-embedding parameter (PaLM's
+        estimate, counting the head) plus attention's score and value products."""
+        T = seq_len or self.cfg.seq_len
+        n = self.num_params(exclude_embedding=True) + (self.embed.weight.numel() if self.cfg.tie_embeddings else 0)
+        attn = 12 * self.cfg.n_layer * self.cfg.n_head * self.cfg.head_dim * T
+        return 6 * n + attn
+
+    # ------------------------------------------------------------------ generation
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        prompts: list[list[int]],
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        stop_tokens: tuple[int, ...] = (),
+        generator: torch.Generator | None = None,
+        use_cache: bool = True,
+    ) -> list[list[int]]:
+        """Continue each prompt (a batch of different lengths, left-padded) by up to
+        `max_new_tokens`. temperature 0 is greedy. A row stops at its first stop token (which is
+        not returned). Returns the new tokens of each row."""
+        if not prompts or any(len(p) == 0 for p in prompts):
+            raise ValueError("every prompt needs at least one token")
+        device = self.embed.weight.device
+        B, longest = len(prompts), max(len(p) for p in prompts)
+        total = longest + max_new_tokens
+        if total > self.cfg.seq_len:
+            raise ValueError(
+                f"prompt ({longest}) + new tokens ({max_new_tokens}) exceed the context ({self.cfg.seq_len})"
+            )
+        pad = torch.tensor([longest - len(p) for p in prompts], device=device)
+        idx = torch.zeros(B, longest, dtype=torch.long, device=device)
+        for i, p in enumerate(prompts):
+            idx[i, longest - len(p) :] = torch.tensor(p, device=device)
+        positions = mask = None
+        if bool(pad.any()):
+            # Row i's real tokens start at column pad[i]: they get positions 0, 1, ... and may
+            # not attend to the padding before them (padding rows attend to themselves only).
+            cols = torch.arange(total, device=device)
+            positions = (cols[None, :] - pad[:, None]).clamp(min=0)  # (B, total)
+            visible = cols[None, :] >= pad[:, None]  # key columns that hold real tokens
+            causal = torch.ones(total, total, dtype=torch.bool, device=device).tril()
+            mask = causal[None] & visible[:, None, :]  # (B, total, total)
+            mask |= torch.eye(total, dtype=torch.bool, device=device)[None]
+
+        cache = KVCache(self.cfg, B, total, device, self.embed.weight.dtype) if use_cache else None
+        new = torch.empty(B, max_new_tokens, dtype=torch.long, device=device)
+        stops = torch.tensor(stop_tokens, device=device) if stop_tokens else None
+        finished = torch.zeros(B, dtype=torch.bool, device=device)
+        seq, steps = idx, 0
+        for step in range(max_new_tokens):
+            start = cache.length if cache is not None else 0  # no cache: recompute the whole prefix
+            end = seq.size(1)
+            logits = self._forward_window(seq[:, start:], start, end, positions, mask, cache)
+            if cache is not None:
+                cache.length = end
+            nxt = sample(logits[:, -1, :], temperature, top_k, top_p, generator)
+            new[:, step] = nxt
+            steps += 1
+            if stops is not None:
+                finished |= torch.isin(nxt, stops)
+                if bool(finished.all()):
+                    break
+            seq = torch.cat([seq, nxt[:, None]], dim=1)
+        out = []
+        for row in new[:, :steps].tolist():  # each row up to its first stop token
+            cut = next((i for i, t in enumerate(row) if t in stop_tokens), len(row))
+            out.append(row[:cut])
+        return out
+
+    def _forward_window(self, idx, start, end, positions, mask, cache) -> torch.Tensor:
+        """Positions start..end-1 of the sequence (the new ones when a cache holds the rest)."""
+        if positions is None:  # no padding: every row's positions are the columns
+            cos, sin = self.rope_cos[start:end][None, None], self.rope_sin[start:end][None, None]
+            attn_mask = None
+        else:
+            cos = self.rope_cos[positions[:, start:end]][:, None]  # (B, 1, T, D)
+            sin = self.rope_sin[positions[:, start:end]][:, None]
+            attn_mask = mask[:, None, start:end, :end]  # (B, 1, Tq, Tk)
+        x = self.embed(idx)
+        for block in self.blocks:
+            x = block(x, cos, sin, attn_mask, cache)
+        return self.lm_head(self.norm(x))
+
+
+def sample(
+    logits: torch.Tensor,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One token per row from (B, V) logits: greedy at temperature 0, else top-k / nucleus."""
+    if temperature <= 0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / temperature
+    if top_k is not None and top_k > 0:
+        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and 0 < top_p < 1:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        drop = cumulative - sorted_logits.softmax(dim=-1) > top_p  # keep the smallest set reaching top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    probs = logits.softmax(dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)

@@ -1,0 +1,375 @@
+"""The pretraining loop: one process, or one rank of a torchrun job.
+
+    plan -> model (+ DDP/FSDP) -> AdamW -> resume from the last checkpoint, if any ->
+    for each step: grad-accumulated micro-batches -> clip -> step -> log
+                   every eval_every: validation loss / perplexity / bits-per-byte + samples
+                   every checkpoint_every: an atomic checkpoint (rank 0)
+    -> final evaluation and weights
+
+Exact resume: a checkpoint holds the weights, the optimizer, the step, every RNG state and the
+data loader's position, so a run killed and resumed computes the same weights as one that never
+stopped (bit for bit on CPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+from lm_core.config import ModelConfig, PretrainConfig
+from lm_core.model import GPT
+from lm_core.progress import NullProgress, Progress
+from lm_core.train import checkpoint as ckpt
+from lm_core.train.loader import TrainLoader, eval_batches
+from lm_core.train.plan import TrainPlan, lr_at, make_plan
+
+
+class Tracker(Protocol):
+    """Where metrics go (MLflow in practice); only rank 0 holds one."""
+
+    def log_params(self, params: dict[str, Any]) -> None: ...
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
+
+
+@dataclass
+class TrainData:
+    """Where the chunk stage put the blocks, and what bits-per-byte needs from its manifest."""
+
+    train_dir: Path
+    val_dir: Path
+    vocab_size: int
+    seq_len: int
+    val_bytes_per_token: float | None  # UTF-8 bytes of text per token in the validation split
+    eos_id: int = 0
+
+    @classmethod
+    def from_chunk(cls, chunk_dir: Path) -> TrainData:
+        from lm_core.workspace import read_manifest
+
+        stats = read_manifest(chunk_dir)["stats"]
+        val = stats.get("val", {})
+        bpt = val["bytes"] / val["tokens"] if val.get("tokens") else None
+        return cls(chunk_dir / "train", chunk_dir / "val", stats["vocab_size"], stats["seq_len"], bpt)
+
+
+@dataclass
+class TrainResult:
+    plan: TrainPlan
+    steps_done: int
+    resumed_from: int | None
+    final: dict[str, float] = field(default_factory=dict)  # last validation metrics
+    history: list[dict[str, float]] = field(default_factory=list)  # one row per logged step
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    loader_wait_fraction: float = 0.0
+
+
+# ----------------------------------------------------------------------------- devices and ranks
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    rank: int
+    local_rank: int
+    world_size: int
+    autocast_dtype: torch.dtype | None  # None: fp32
+    use_scaler: bool
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_runtime(cfg: PretrainConfig) -> Runtime:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    want_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    if want_cuda and not torch.cuda.is_available():
+        raise RuntimeError("pretrain.device is cuda but no CUDA device is available")
+    device = torch.device(f"cuda:{local_rank}") if want_cuda else torch.device("cpu")
+    if want_cuda:
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if want_cuda else "gloo")
+    precision = cfg.precision
+    if precision == "auto":
+        precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if want_cuda else "fp32"
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return Runtime(device, rank, local_rank, world, dtype, use_scaler=precision == "fp16")
+
+
+def autocast(rt: Runtime):
+    if rt.autocast_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=rt.device.type, dtype=rt.autocast_dtype)
+
+
+# ----------------------------------------------------------------------------- building blocks
+
+
+def make_optimizer(model: nn.Module, plan: TrainPlan, cfg: PretrainConfig, device: torch.device):
+    """AdamW; matrices (and embeddings) decay, norms' gains do not."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    fused = device.type == "cuda"
+    return torch.optim.AdamW(groups, lr=plan.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8, fused=fused)
+
+
+def rng_state() -> dict[str, torch.Tensor]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def unwrap(model: nn.Module) -> GPT:
+    return model.module if hasattr(model, "module") else model
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: TrainData, micro_batch: int, max_batches: int, rt: Runtime) -> dict[str, float]:
+    """Mean validation loss over up to `max_batches` micro-batches (all ranks together),
+    perplexity, and bits-per-byte from the split's bytes per token."""
+    model.eval()
+    total = torch.zeros(2, device=rt.device, dtype=torch.float64)  # summed loss, tokens
+    for x, y in eval_batches(data.val_dir, micro_batch, max_batches, rt.rank, rt.world_size):
+        x, y = x.to(rt.device), y.to(rt.device)
+        with autocast(rt):
+            _, loss = model(x, y)
+        total[0] += loss.double() * y.numel()
+        total[1] += y.numel()
+    if rt.world_size > 1:
+        dist.all_reduce(total)
+    model.train()
+    if total[1] == 0:
+        return {}
+    loss = (total[0] / total[1]).item()
+    out = {"val_loss": loss, "val_ppl": math.exp(min(loss, 50.0))}
+    if data.val_bytes_per_token:
+        out["val_bpb"] = loss / math.log(2) / data.val_bytes_per_token
+    return out
+
+
+def measure_peak_flops(device: torch.device, dtype: torch.dtype | None, seconds: float = 1.0) -> float:
+    """The matmul FLOP/s this device reaches here and now: the MFU denominator."""
+    n = 2048 if device.type == "cpu" else 8192
+    dt = dtype or torch.float32
+    a, b = torch.randn(n, n, device=device, dtype=dt), torch.randn(n, n, device=device, dtype=dt)
+    for _ in range(2):
+        a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    runs, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        runs += 1
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    return 2 * n**3 * runs / (time.perf_counter() - t0)
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def train(
+    cfg: PretrainConfig,
+    model_cfg: ModelConfig,
+    data: TrainData,
+    out_dir: Path,
+    seed: int,
+    tracker: Tracker | None = None,
+    progress: Progress = NullProgress(),
+    sample_fn=None,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Train into `out_dir` (checkpoints under `out_dir/checkpoints`, final weights in
+    `out_dir/model.safetensors`), resuming from the last checkpoint there if one exists.
+    `sample_fn(model, step) -> list[dict]` makes sample continuations at evaluations.
+    `stop_after` ends the process's work after that many steps (tests of resume)."""
+    t_start = time.time()
+    rt = setup_runtime(cfg)
+    plan = make_plan(cfg, model_cfg, data.vocab_size, data.seq_len, rt.world_size)
+    ckpt_root = out_dir / "checkpoints"
+
+    torch.manual_seed(seed)  # the same initial weights on every rank
+    model = GPT(plan.model).to(rt.device)
+    if cfg.activation_checkpointing:
+        for block in model.blocks:
+            block.forward = _checkpointed(block.forward)
+    optimizer = make_optimizer(model, plan, cfg, rt.device)
+    scaler = torch.amp.GradScaler(enabled=rt.use_scaler)
+
+    start_step, resumed_from, loader_state = 0, None, None
+    history: list[dict[str, float]] = []
+    done = ckpt.step_dirs(ckpt_root)
+    if done:
+        last = done[-1]
+        ckpt.load_weights(model, last / ckpt.WEIGHTS)
+        state = ckpt.load_train_state(last)
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"]) if state.get("scaler") else None
+        set_rng_state(state["rng"])
+        loader_state = state["loader"][rt.rank] if rt.rank < len(state["loader"]) else None
+        start_step = resumed_from = ckpt.read_meta(last)["step"]
+        history = ckpt.read_meta(last).get("history", [])
+
+    train_model: nn.Module = model
+    if rt.world_size > 1:
+        train_model = _wrap_distributed(model, cfg, rt)
+    if cfg.compile:
+        train_model = torch.compile(train_model)
+
+    loader = TrainLoader(
+        data.train_dir, plan.micro_batch, seed, rt.rank, rt.world_size, rt.device, cfg.prefetch, loader_state
+    )
+    if rt.is_main and tracker is not None:
+        tracker.log_params(plan.to_params())
+    peak = measure_peak_flops(rt.device, rt.autocast_dtype, 0.5) if rt.is_main else 0.0
+
+    progress.start(plan.steps, "steps")
+    progress.advance(start_step)
+    samples: list[dict[str, Any]] = []
+    final: dict[str, float] = {}
+    step = start_step
+    window_t, window_tokens, wait_before = time.perf_counter(), 0, 0.0
+    stop_at = plan.steps if stop_after is None else min(plan.steps, start_step + stop_after)
+    try:
+        while step < stop_at:
+            lr = lr_at(step, plan)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss_sum = torch.zeros((), device=rt.device)
+            for micro in range(plan.grad_accum):
+                x, y = loader.next()
+                sync = micro == plan.grad_accum - 1
+                with contextlib.nullcontext() if sync or rt.world_size == 1 else train_model.no_sync():
+                    with autocast(rt):
+                        _, loss = train_model(x, y)
+                    scaler.scale(loss / plan.grad_accum).backward()
+                loss_sum += loss.detach()
+            scaler.unscale_(optimizer)
+            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf"))
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            window_tokens += plan.total_batch_tokens
+            progress.advance()
+
+            if step % cfg.log_every == 0 or step == stop_at:
+                loss_value = loss_sum / plan.grad_accum
+                if rt.world_size > 1:
+                    dist.all_reduce(loss_value, op=dist.ReduceOp.AVG)
+                elapsed = time.perf_counter() - window_t
+                tok_s = window_tokens / elapsed
+                row = {
+                    "step": step,
+                    "loss": loss_value.item(),
+                    "lr": lr,
+                    "grad_norm": float(grad_norm),
+                    "tokens_per_s": tok_s,
+                    "tokens": step * plan.total_batch_tokens,
+                    "loader_wait_fraction": (loader.wait_seconds - wait_before) / elapsed,
+                }
+                if peak:
+                    row["mfu"] = plan.flops_per_token * tok_s / rt.world_size / peak
+                history.append(row)
+                if rt.is_main and tracker is not None:
+                    tracker.log_metrics({k: v for k, v in row.items() if k != "step"}, step)
+                _describe(progress, row)
+                window_t, window_tokens, wait_before = time.perf_counter(), 0, loader.wait_seconds
+
+            if step % cfg.eval_every == 0 or step == plan.steps:
+                final = evaluate(train_model, data, plan.micro_batch, cfg.eval_batches, rt)
+                if rt.is_main and tracker is not None and final:
+                    tracker.log_metrics(final, step)
+                if history:
+                    history[-1].update(final) if history[-1]["step"] == step else history.append(
+                        {"step": step, "tokens": step * plan.total_batch_tokens, **final}
+                    )
+                if rt.is_main and sample_fn is not None:
+                    samples.extend(sample_fn(model, step))
+
+            if step % cfg.checkpoint_every == 0 or step == stop_at:
+                _checkpoint(ckpt_root, step, model, optimizer, scaler, loader, plan, cfg, rt, history)
+    finally:
+        loader.close()
+
+    if rt.is_main and step == plan.steps:
+        ckpt.save_weights(model, out_dir / ckpt.WEIGHTS)
+    if rt.world_size > 1:
+        dist.barrier()
+    total_time = time.time() - t_start
+    return TrainResult(
+        plan=plan,
+        steps_done=step,
+        resumed_from=resumed_from,
+        final=final,
+        history=history,
+        samples=samples,
+        seconds=total_time,
+        loader_wait_fraction=loader.wait_seconds / max(total_time, 1e-9),
+    )
+
+
+def _describe(progress: Progress, row: dict[str, float]) -> None:
+    text = f"loss {row['loss']:.3f} | {row['tokens_per_s']:,.0f} tok/s"
+    if "mfu" in row:
+        text += f" | MFU {100 * row['mfu']:.0f}%"
+    progress.describe(text)
+
+
+def _checkpoint(root, step, model, optimizer, scaler, loader, plan, cfg, rt, history) -> None:
+    loader_states = [loader.state.to_dict()]
+    if rt.world_size > 1:  # each rank's data position; rank 0 writes them all
+        gathered: list[dict] = [None] * rt.world_size  # type: ignore[list-item]
+        dist.all_gather_object(gathered, loader.state.to_dict())
+        loader_states = gathered
+    if rt.is_main:
+        state = {
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict() if rt.use_scaler else {},
+            "rng": rng_state(),
+            "loader": loader_states,
+        }
+        meta = {"tokens": step * plan.total_batch_tokens, "model": plan.model.to_dict(), "history": history}
+        ckpt.save_checkpoint(root, step, model, state, meta, cfg.keep_checkpoints)
+    if rt.world_size > 1:
+        dist.barrier()
+
+
+def _wrap_distributed(model: GPT, cfg: PretrainConfig, rt: Runtime) -> nn.Module:
+    if cfg.distributed.strategy == "fsdp":
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+        return FSDP(model, use_orig_params=True, device_id=rt.device if rt.device.type == "cuda" else None)
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    return DDP(model, device_ids=[rt.local_rank] if rt.device.type == "cuda" else None)
+
+
+def _checkpointed(forward):
+    from torch.utils.checkpoint import checkpoint
+
+    def run(*args, **kwargs):
+        return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+
+    return run

@@ -1,0 +1,267 @@
+"""The pretrain stage: chunk artifact -> trained weights, tracked in MLflow, resumable.
+
+    pretrain/<fp>/
+        model.safetensors     the final weights
+        model_config.json     GPTConfig (what `GPT(GPTConfig(**json))` needs)
+        tokenizer.json        the tokenizer the model was trained with
+        train_state.pt        optimizer + RNG + data position of the last step (to continue)
+        metrics.json          final validation metrics and the whole logged history
+        samples.json          sampled continuations at each evaluation
+        loss_curve.png
+
+The run builds in `pretrain/.partial-<fp>/` with its checkpoints; a run killed at any moment
+resumes from the last checkpoint on the next call, in the same MLflow run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lm_core.config import Config
+from lm_core.progress import NullProgress, Progress
+from lm_core.tokenize import load_tokenizer
+from lm_core.tracking import MlflowTracker, default_tracking_uri, flatten, loss_curve_png
+from lm_core.train import checkpoint as ckpt
+from lm_core.train.loop import TrainData, TrainResult, train
+from lm_core.workspace import ArtifactRef, Workspace, fingerprint, read_manifest, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+CODE_VERSION = 1
+RUN_ID_FILE = "_mlflow_run_id"
+SPEC_FILE = "_launch.json"
+
+
+def pretrain_fingerprint(cfg: Config, chunk: ArtifactRef) -> str:
+    return fingerprint("pretrain", _decisive(cfg), {"chunk": chunk.fingerprint}, CODE_VERSION)
+
+
+def _decisive(cfg: Config) -> dict[str, Any]:
+    return {"model": cfg.model.fingerprint_fields(), "pretrain": cfg.pretrain.fingerprint_fields(), "seed": cfg.seed}
+
+
+def tracking_uri(cfg: Config) -> str:
+    return cfg.tracking.tracking_uri or default_tracking_uri(cfg.workspace)
+
+
+def run_pretrain(
+    cfg: Config,
+    chunk: ArtifactRef,
+    ws: Workspace,
+    progress: Progress = NullProgress(),
+    run_tags: dict[str, str] | None = None,
+) -> ArtifactRef:
+    """Train a model on `chunk` into a published `pretrain` artifact (or return the published
+    one). With `pretrain.distributed.nproc > 1` or several nodes, launches torchrun."""
+    fp = pretrain_fingerprint(cfg, chunk)
+    inputs = {"chunk": chunk.fingerprint, **{k: v for k, v in chunk.manifest()["inputs"].items() if k == "tokenize"}}
+    with ws.build("pretrain", fp, config=_decisive(cfg), inputs=inputs, resume=True) as b:
+        if b.published:
+            return b.ref
+        tracker = _tracker(cfg, b.dir, fp, chunk, run_tags or {})
+        try:
+            dist_cfg = cfg.pretrain.distributed
+            if dist_cfg.nproc > 1 or dist_cfg.nnodes > 1:
+                result = _launch_torchrun(cfg, chunk, b.dir, tracker.run_id)
+            else:
+                result = train(
+                    cfg.pretrain,
+                    cfg.model,
+                    TrainData.from_chunk(chunk.dir),
+                    b.dir,
+                    cfg.seed,
+                    tracker=tracker,
+                    progress=progress,
+                    sample_fn=sampler(cfg, chunk.dir),
+                )
+                result = _summary(result)
+            b.stats = _finish(b.dir, chunk, result, tracker, fp)
+        except BaseException:
+            tracker.finish(failed=True)
+            raise
+        tracker.finish()
+    assert b.ref is not None
+    return b.ref
+
+
+def _tracker(cfg: Config, partial: Path, fp: str, chunk: ArtifactRef, run_tags: dict[str, str]) -> MlflowTracker:
+    """A new MLflow run, or the interrupted run's own when resuming."""
+    chunk_inputs = chunk.manifest()["inputs"]
+    run_id_path = partial / RUN_ID_FILE
+    run_id = run_id_path.read_text().strip() if run_id_path.is_file() else None
+    tags = {
+        "lmforge.stage": "pretrain",
+        "lmforge.fingerprint": fp,
+        "lmforge.chunk": chunk.fingerprint,
+        "lmforge.tokenizer": chunk_inputs.get("tokenize", ""),
+        "lmforge.data": _data_lineage(chunk),
+        **run_tags,
+    }
+    tracker = MlflowTracker(
+        tracking_uri(cfg),
+        cfg.tracking.experiment or cfg.name,
+        f"pretrain-{fp[:8]}",
+        tags,
+        system_metrics=cfg.tracking.system_metrics,
+        run_id=run_id,
+    )
+    if run_id is None:
+        run_id_path.write_text(tracker.run_id)
+        tracker.log_params(
+            flatten(
+                "",
+                {
+                    "model": cfg.model.model_dump(mode="json"),
+                    "pretrain": cfg.pretrain.model_dump(mode="json"),
+                    "seed": cfg.seed,
+                },
+            )
+        )
+        tracker.log_json(cfg.model_dump(mode="json"), "config.json")
+    else:
+        tracker.set_tags({"lmforge.resumed": "true"})
+    return tracker
+
+
+def _data_lineage(chunk: ArtifactRef) -> str:
+    """The fingerprints of the stages upstream of `chunk`, e.g. clean:ab12 crawl:cd34."""
+    ws_root = chunk.dir.parent.parent
+    parts, stage, fp = [], "chunk", chunk.fingerprint
+    while True:
+        try:
+            inputs = read_manifest(ws_root / stage / fp).get("inputs", {})
+        except Exception:
+            break
+        upstream = [(k, v) for k, v in inputs.items() if isinstance(v, str) and (ws_root / k / v).is_dir()]
+        if not upstream:
+            break
+        stage, fp = upstream[0]
+        parts.append(f"{stage}:{fp}")
+    return " ".join(parts)
+
+
+def sampler(cfg: Config, chunk_dir: Path):
+    """Continuations of the configured prompts, sampled with a generator seeded by the step so
+    that sampling never disturbs the training RNG."""
+    tok = load_tokenizer(chunk_dir / "tokenizer.json")
+    eot = tok.token_to_id("<|endoftext|>")
+    p = cfg.pretrain
+
+    def sample(model: torch.nn.Module, step: int) -> list[dict[str, Any]]:
+        was_training = model.training
+        model.eval()
+        prompts = [tok.encode(s).ids or [eot] for s in p.sample_prompts]
+        room = model.cfg.seq_len - max(len(x) for x in prompts)
+        gen = torch.Generator(device=model.embed.weight.device).manual_seed(step)
+        outs = (
+            model.generate(
+                prompts, min(p.sample_tokens, room), temperature=0.8, top_k=50, stop_tokens=(eot,), generator=gen
+            )
+            if room > 0
+            else [[] for _ in prompts]
+        )
+        model.train(was_training)
+        return [{"step": step, "prompt": s, "text": tok.decode(o)} for s, o in zip(p.sample_prompts, outs, strict=True)]
+
+    return sample
+
+
+def _summary(result: TrainResult) -> dict[str, Any]:
+    last = result.history[-1] if result.history else {}
+    return {
+        "plan": result.plan.to_params(),
+        "steps": result.steps_done,
+        "resumed_from": result.resumed_from,
+        "final": result.final,
+        "history": result.history,
+        "samples": result.samples,
+        "seconds": result.seconds,
+        "loader_wait_fraction": result.loader_wait_fraction,
+        "tokens_per_s": last.get("tokens_per_s"),
+        "mfu": last.get("mfu"),
+    }
+
+
+def _finish(out: Path, chunk: ArtifactRef, summary: dict[str, Any], tracker: MlflowTracker, fp: str) -> dict:
+    """Lay out the published artifact, log its files to MLflow, and return its stats."""
+    if not (out / ckpt.WEIGHTS).is_file():
+        raise RuntimeError(f"training ended without final weights in {out}")
+    last = ckpt.step_dirs(out / "checkpoints")
+    if last:
+        shutil.move(str(last[-1] / ckpt.STATE), out / ckpt.STATE)
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    for stray in (RUN_ID_FILE, SPEC_FILE, "_summary.json"):
+        (out / stray).unlink(missing_ok=True)
+    plan = {k.removeprefix("plan."): v for k, v in summary["plan"].items() if k.startswith("plan.")}
+    model_cfg = {k.removeprefix("gpt."): v for k, v in summary["plan"].items() if k.startswith("gpt.")}
+    write_json_atomic(out / "model_config.json", model_cfg)
+    shutil.copy2(chunk.dir / "tokenizer.json", out / "tokenizer.json")
+    write_json_atomic(out / "metrics.json", {"final": summary["final"], "history": summary["history"]})
+    write_json_atomic(out / "samples.json", summary["samples"])
+    loss_curve_png(summary["history"], out / "loss_curve.png", f"pretrain {fp[:8]}")
+    for name in ("model_config.json", "metrics.json", "samples.json", "loss_curve.png"):
+        if (out / name).is_file():
+            tracker.log_artifact(out / name)
+    stats = {
+        "rows": None,
+        "params": plan["params"],
+        "steps": summary["steps"],
+        "tokens": plan["token_budget"],
+        "seconds": round(summary["seconds"], 1),
+        "tokens_per_s": summary["tokens_per_s"],
+        "mfu": summary["mfu"],
+        "loader_wait_fraction": summary["loader_wait_fraction"],
+        "mlflow_run_id": tracker.run_id,
+        "resumed_from": summary["resumed_from"],
+        **{k: v for k, v in summary["final"].items()},
+    }
+    tracker.set_tags({"lmforge.artifact": str(out.parent / fp)})
+    return {k: v for k, v in stats.items() if v is not None}
+
+
+# ----------------------------------------------------------------------------- torchrun
+
+
+def _launch_torchrun(cfg: Config, chunk: ArtifactRef, out: Path, run_id: str) -> dict[str, Any]:
+    """Run `lm_core.train.worker` on every rank with torchrun; rank 0 logs to `run_id` and
+    writes its summary next to the checkpoints."""
+    d = cfg.pretrain.distributed
+    spec = {
+        "config": cfg.model_dump(mode="json"),
+        "chunk_dir": str(chunk.dir),
+        "out_dir": str(out),
+        "tracking_uri": tracking_uri(cfg),
+        "run_id": run_id,
+    }
+    write_json_atomic(out / SPEC_FILE, spec)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc-per-node={d.nproc}",
+        f"--nnodes={d.nnodes}",
+        f"--node-rank={d.node_rank}",
+        f"--master-addr={d.master_addr}",
+        f"--master-port={d.master_port}",
+        "-m",
+        "lm_core.train.worker",
+        str(out / SPEC_FILE),
+    ]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // d.nproc))),
+    }
+    log.info("launching: %s", " ".join(cmd))
+    proc = subprocess.run(cmd, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"torchrun exited with status {proc.returncode}; the run resumes from its last checkpoint")
+    return json.loads((out / "_summary.json").read_text())

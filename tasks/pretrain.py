@@ -1,0 +1,40 @@
+"""The pretrain stage as a Prefect task: chunk artifact -> trained weights, tracked in MLflow."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+
+from lm_core.config import Config
+from lm_core.train.stage import pretrain_fingerprint, run_pretrain, tracking_uri
+from lm_core.workspace import ArtifactRef
+from tasks.common import STAGE_TASK, StageProgress, publish_stats, run_stage_task, stage_cache_key_fn, workspace_for
+
+
+# Tagged "training": a Prefect concurrency limit on that tag keeps two trainings off one GPU.
+@task(
+    name="pretrain",
+    tags=["training"],
+    cache_key_fn=stage_cache_key_fn("pretrain", lambda p: pretrain_fingerprint(p["cfg"], p["chunk"])),
+    **STAGE_TASK,
+)
+def pretrain_task(cfg: Config, chunk: ArtifactRef, workspace: str, force: bool = False) -> ArtifactRef:
+    tags = {"prefect.flow_run_id": str(flow_run.id or ""), "prefect.flow_run_name": str(flow_run.name or "")}
+    with StageProgress("pretrain") as progress:
+        ref = run_pretrain(cfg, chunk, workspace_for(workspace, "pretrain", force), progress=progress, run_tags=tags)
+    publish_stats(ref)
+    run_id = ref.stats.get("mlflow_run_id", "")
+    create_markdown_artifact(
+        f"**pretrain** `{ref.fingerprint}`\n\n- weights: `{ref.path}/model.safetensors`\n"
+        f"- MLflow run: `{run_id}` in `{tracking_uri(cfg)}`\n"
+        f"- validation: loss {ref.stats.get('val_loss', float('nan')):.4f}, "
+        f"bits/byte {ref.stats.get('val_bpb', float('nan')):.4f}\n",
+        key="pretrain-summary",
+    )
+    return ref
+
+
+def pretrain(cfg: Config, chunk: ArtifactRef, workspace: str, force: bool = False) -> ArtifactRef:
+    fp = pretrain_fingerprint(cfg, chunk)
+    return run_stage_task(pretrain_task, "pretrain", fp, force, cfg=cfg, chunk=chunk, workspace=workspace)

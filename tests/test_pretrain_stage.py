@@ -1,0 +1,133 @@
+"""The pretrain stage on real data-stage artifacts: tracked in MLflow (SQLite in a temp folder),
+published with its tokenizer, exportable to transformers with identical logits."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from lm_core.chunk import run_chunk
+from lm_core.clean import run_clean
+from lm_core.config import load_config
+from lm_core.crawl import run_crawl
+from lm_core.export import export_hf
+from lm_core.model import GPT, GPTConfig
+from lm_core.tokenize import load_tokenizer, run_tokenize
+from lm_core.train.checkpoint import load_weights
+from lm_core.train.stage import run_pretrain
+from lm_core.workspace import Workspace
+
+TOPICS = ["arrow", "parquet", "tokenizer", "crawler", "scheduler", "registry", "optimizer", "checkpoint"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pretrain")
+    docs = root / "docs"
+    docs.mkdir()
+    rng = random.Random(0)
+    verbs = ["reads", "writes", "checks", "sorts", "merges", "splits", "counts", "loads", "saves", "tests"]
+    things = ["shards", "records", "tokens", "pages", "batches", "weights", "metrics", "files", "rows", "blocks"]
+    for topic in TOPICS:
+        lines = [
+            f"The {topic} {rng.choice(verbs)} {rng.randint(2, 900)} {rng.choice(things)} before it "
+            f"{rng.choice(verbs)} the {rng.choice(things)} of step {rng.randint(1, 99)}."
+            for _ in range(60)
+        ]
+        (docs / f"{topic}.md").write_text("\n\n".join(" ".join(lines[i : i + 3]) for i in range(0, 60, 3)))
+    cfg = load_config(
+        None,
+        [
+            f"workspace={root / 'ws'}",
+            f"crawl.files=[{{path: {docs}}}]",
+            "clean.dedup.near=false",
+            "tokenize.vocab_size=512",
+            "chunk.seq_len=32",
+            "chunk.val_fraction=0.25",
+            "model.preset=tiny",
+            "pretrain.max_steps=30",
+            "pretrain.micro_batch=4",
+            "pretrain.eval_every=10",
+            "pretrain.checkpoint_every=10",
+            "pretrain.log_every=5",
+            "pretrain.lr=0.01",
+            "tracking.system_metrics=false",
+        ],
+    )
+    ws = Workspace(cfg.workspace)
+    chunk = run_chunk(cfg.chunk, run_tokenize(cfg.tokenize, run_clean(cfg.clean, run_crawl(cfg.crawl, ws), ws), ws), ws)
+    model = run_pretrain(cfg, chunk, ws, run_tags={"prefect.flow_run_id": "test-run"})
+    return cfg, ws, chunk, model
+
+
+def test_the_artifact_holds_weights_config_tokenizer_and_metrics(trained):
+    cfg, ws, chunk, model = trained
+    for name in (
+        "model.safetensors",
+        "model_config.json",
+        "tokenizer.json",
+        "train_state.pt",
+        "metrics.json",
+        "samples.json",
+        "loss_curve.png",
+    ):
+        assert (model.dir / name).is_file(), name
+    assert not (model.dir / "checkpoints").exists()
+    assert model.stats["steps"] == 30 and model.stats["val_bpb"] > 0
+    m = GPT(GPTConfig(**json.loads((model.dir / "model_config.json").read_text())))
+    load_weights(m, model.dir / "model.safetensors")
+    assert m.cfg.vocab_size == load_tokenizer(model.dir / "tokenizer.json").get_vocab_size()
+    assert json.loads((model.dir / "samples.json").read_text())[0]["prompt"] == cfg.pretrain.sample_prompts[0]
+
+
+def test_mlflow_has_params_step_metrics_artifacts_and_lineage(trained):
+    cfg, ws, chunk, model = trained
+    client = MlflowClient(f"sqlite:///{cfg.workspace.resolve() / 'mlflow.db'}")
+    run = client.get_run(model.stats["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["pretrain.max_steps"] == "30" and run.data.params["model.preset"] == "tiny"
+    assert int(run.data.params["plan.params"]) == model.stats["params"]
+    assert run.data.params["gpt.n_embd"] == "64"
+    losses = client.get_metric_history(run.info.run_id, "loss")
+    assert [m.step for m in losses] == [5, 10, 15, 20, 25, 30]
+    assert {m.step for m in client.get_metric_history(run.info.run_id, "val_bpb")} == {10, 20, 30}
+    tags = run.data.tags
+    assert tags["lmforge.chunk"] == chunk.fingerprint
+    assert tags["lmforge.tokenizer"] == chunk.manifest()["inputs"]["tokenize"]
+    assert "clean:" in tags["lmforge.data"] and "crawl:" in tags["lmforge.data"]
+    assert tags["prefect.flow_run_id"] == "test-run"
+    names = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.json", "loss_curve.png", "metrics.json", "samples.json"} <= names
+
+
+def test_a_second_run_returns_the_published_model(trained):
+    cfg, ws, chunk, model = trained
+    again = run_pretrain(cfg, chunk, ws)
+    assert again == model
+
+
+def test_hf_export_matches_our_logits(trained, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    _, _, _, model = trained
+    out = export_hf(model.dir, tmp_path / "hf")
+    ours = GPT(GPTConfig(**json.loads((model.dir / "model_config.json").read_text()))).eval()
+    load_weights(ours, model.dir / "model.safetensors")
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(out, torch_dtype=torch.float32).eval()
+    assert type(theirs).__name__ == "LlamaForCausalLM"
+    hf_tok = transformers.AutoTokenizer.from_pretrained(out)
+    text = "The scheduler reads data in step 3"
+    ids = load_tokenizer(model.dir / "tokenizer.json").encode(text).ids
+    assert hf_tok(text)["input_ids"] == ids
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        diff = (ours(x)[0] - theirs(x).logits).abs().max().item()
+    assert diff < 1e-4
+
+
+def test_export_refuses_a_folder_without_a_model(tmp_path):
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        export_hf(tmp_path, tmp_path / "out")

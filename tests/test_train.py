@@ -1,0 +1,251 @@
+"""Pretraining: it learns, batches add up, resume is exact, ranks split the data, checkpoints are
+plain tensors, and broken checkpoints are named."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lm_core import schemas
+from lm_core.config import load_config
+from lm_core.shards import write_shard
+from lm_core.train import checkpoint as ckpt
+from lm_core.train.loader import BlockStore, TrainLoader
+from lm_core.train.loop import TrainData, train
+from lm_core.workspace import write_json_atomic
+
+V, T = 64, 16
+REPO = Path(__file__).parent.parent
+
+
+def counting_blocks(n: int, seed: int) -> pa.Table:
+    """Blocks of a learnable language: runs of consecutive ids (mod V) from random starts."""
+    starts = np.random.default_rng(seed).integers(0, V, n)
+    arr = (starts[:, None] + np.arange(T + 1)[None]) % V
+    flat = pa.array(arr.astype(np.uint16).ravel())
+    return pa.table({"tokens": pa.FixedSizeListArray.from_arrays(flat, T + 1)}, schema=schemas.block(V, T))
+
+
+@pytest.fixture(scope="module")
+def chunk_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("chunk")
+    write_shard(d / "train" / "part-00000.arrow", counting_blocks(96, 0))
+    write_shard(d / "train" / "part-00001.arrow", counting_blocks(160, 1))
+    write_shard(d / "val" / "part-00000.arrow", counting_blocks(40, 2))
+    stats = {"vocab_size": V, "seq_len": T, "val": {"tokens": 40 * (T + 1), "bytes": 3 * 40 * (T + 1)}}
+    write_json_atomic(d / "_manifest.json", {"stats": stats, "inputs": {}})
+    return d
+
+
+def cfg_with(*overrides: str):
+    base = [
+        "model.preset=tiny",
+        "pretrain.micro_batch=8",
+        "pretrain.lr=0.01",
+        "pretrain.warmup_steps=2",
+        "pretrain.eval_every=1000",
+        "pretrain.checkpoint_every=1000",
+        "pretrain.log_every=1",
+        "pretrain.eval_batches=5",
+    ]
+    return load_config(None, [*base, *overrides])
+
+
+def run(chunk_dir: Path, out: Path, *overrides: str, **kwargs):
+    cfg = cfg_with(*overrides)
+    return train(cfg.pretrain, cfg.model, TrainData.from_chunk(chunk_dir), out, seed=7, **kwargs)
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path / ckpt.WEIGHTS))
+
+
+def same_weights(a: dict, b: dict, atol: float = 0.0) -> bool:
+    return a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=atol, rtol=0) for k in a)
+
+
+def test_loss_falls_and_validation_is_measured(chunk_dir, tmp_path):
+    r = run(chunk_dir, tmp_path, "pretrain.max_steps=40")
+    first, last = r.history[0]["loss"], r.history[-1]["loss"]
+    assert last < 0.5 * first, (first, last)
+    assert r.final["val_loss"] < first
+    assert r.final["val_ppl"] == pytest.approx(np.exp(r.final["val_loss"]))
+    # bits per byte = nats per token / ln 2 / (bytes per token); the fixture has 3 bytes per token
+    assert r.final["val_bpb"] == pytest.approx(r.final["val_loss"] / np.log(2) / 3)
+    assert (tmp_path / ckpt.WEIGHTS).is_file()
+
+
+def test_a_tiny_batch_can_be_overfit(tmp_path):
+    d = tmp_path / "one"
+    write_shard(d / "train" / "part-00000.arrow", counting_blocks(8, 3))
+    write_shard(d / "val" / "part-00000.arrow", counting_blocks(8, 3))
+    write_json_atomic(d / "_manifest.json", {"stats": {"vocab_size": V, "seq_len": T, "val": {}}, "inputs": {}})
+    r = run(d, tmp_path / "out", "pretrain.max_steps=150", "pretrain.lr=0.02", "pretrain.weight_decay=0")
+    assert r.history[-1]["loss"] < 0.05, r.history[-1]
+
+
+def test_gradient_accumulation_equals_the_large_batch(chunk_dir, tmp_path):
+    big = run(chunk_dir, tmp_path / "big", "pretrain.max_steps=5", "pretrain.micro_batch=8")
+    acc = run(
+        chunk_dir,
+        tmp_path / "acc",
+        "pretrain.max_steps=5",
+        "pretrain.micro_batch=2",
+        f"pretrain.total_batch_tokens={8 * T}",
+    )
+    assert acc.plan.grad_accum == 4 and big.plan.grad_accum == 1
+    # equal up to float summation order (Adam's first steps are ~lr = 1e-2 per weight)
+    assert same_weights(weights(tmp_path / "big"), weights(tmp_path / "acc"), atol=1e-4)
+    # ...while a different batch gives clearly different weights: the comparison can fail
+    run(chunk_dir, tmp_path / "other", "pretrain.max_steps=5", "pretrain.micro_batch=2")
+    assert not same_weights(weights(tmp_path / "big"), weights(tmp_path / "other"), atol=1e-3)
+
+
+KILLABLE_TRAIN = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+import test_train as t
+t.run(Path(sys.argv[1]), Path(sys.argv[2]), "pretrain.max_steps=20", "pretrain.checkpoint_every=2",
+      "pretrain.keep_checkpoints=3")
+"""
+
+
+def test_killed_and_resumed_run_equals_an_uninterrupted_one(chunk_dir, tmp_path):
+    straight = run(chunk_dir, tmp_path / "straight", "pretrain.max_steps=20")
+    out = tmp_path / "killed"
+    script = KILLABLE_TRAIN.format(tests=str(Path(__file__).parent))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", script, str(chunk_dir), str(out)], env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(int(p.name[5:]) >= 8 for p in ckpt.step_dirs(out / "checkpoints")):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)  # at whatever moment: mid-step or mid-checkpoint
+    proc.wait()
+    assert not (out / ckpt.WEIGHTS).exists(), "the run was meant to be killed before finishing"
+    resumed = run(chunk_dir, out, "pretrain.max_steps=20", "pretrain.checkpoint_every=2", "pretrain.keep_checkpoints=3")
+    assert resumed.resumed_from is not None and 8 <= resumed.resumed_from < 20
+    assert same_weights(weights(tmp_path / "straight"), weights(out)), "resume must be exact on CPU"
+    assert straight.steps_done == resumed.steps_done == 20
+    assert len(ckpt.step_dirs(out / "checkpoints")) <= 3
+
+
+def test_stop_and_resume_in_process_is_exact(chunk_dir, tmp_path):
+    run(chunk_dir, tmp_path / "a", "pretrain.max_steps=12", "pretrain.schedule=wsd")
+    half = run(chunk_dir, tmp_path / "b", "pretrain.max_steps=12", "pretrain.schedule=wsd", stop_after=5)
+    assert half.steps_done == 5 and not (tmp_path / "b" / ckpt.WEIGHTS).exists()
+    run(chunk_dir, tmp_path / "b", "pretrain.max_steps=12", "pretrain.schedule=wsd")
+    assert same_weights(weights(tmp_path / "a"), weights(tmp_path / "b"))
+
+
+DDP_MAIN = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+import test_train as t
+t.run(Path(sys.argv[1]), Path(sys.argv[2]), "pretrain.max_steps=4", "pretrain.micro_batch=4")
+"""
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_one_process_at_the_same_global_batch(chunk_dir, tmp_path):
+    one = run(chunk_dir, tmp_path / "one", "pretrain.max_steps=4", "pretrain.micro_batch=8")
+    spec_out = tmp_path / "ddp"
+    script_file = tmp_path / "ddp_main.py"
+    script_file.write_text(DDP_MAIN.format(tests=str(Path(__file__).parent)))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node=2",
+            "--master-port=29517",
+            str(script_file),
+            str(chunk_dir),
+            str(spec_out),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert one.plan.total_batch_tokens == 8 * T
+    assert same_weights(weights(tmp_path / "one"), weights(spec_out), atol=1e-4)
+
+
+def test_ranks_read_disjoint_blocks_and_the_order_is_seeded(tmp_path):
+    arr = np.zeros((256, T + 1), dtype=np.uint16)
+    arr[:, 0], arr[:, 1] = np.arange(256) // V, np.arange(256) % V  # each block names its index
+    table = pa.table({"tokens": pa.FixedSizeListArray.from_arrays(pa.array(arr.ravel()), T + 1)})
+    write_shard(tmp_path / "train" / "part-00000.arrow", table)
+
+    def seen(rank, world, seed=1, batches=16):
+        loader = TrainLoader(tmp_path / "train", 8, seed, rank, world)
+        try:
+            return [int(x[0]) * V + int(x[1]) for _ in range(batches) for x in loader.next()[0]]
+        finally:
+            loader.close()
+
+    r0, r1 = seen(0, 2), seen(1, 2)  # 16 batches of 8 = each rank's whole share of one epoch
+    assert sorted(r0 + r1) == list(range(256)), "together the ranks see every block exactly once"
+    assert seen(0, 1) == seen(0, 1) and seen(0, 1) != seen(0, 1, seed=2)
+
+
+def test_loader_position_resumes_the_exact_batch_sequence(chunk_dir):
+    full = TrainLoader(chunk_dir / "train", 8, 3)
+    expected = [full.next()[0] for _ in range(40)]  # crosses an epoch boundary (256 blocks / 8)
+    full.close()
+    first = TrainLoader(chunk_dir / "train", 8, 3)
+    got = [first.next()[0] for _ in range(17)]
+    state = first.state.to_dict()
+    first.close()
+    second = TrainLoader(chunk_dir / "train", 8, 3, state=state)
+    got += [second.next()[0] for _ in range(23)]
+    second.close()
+    assert all(torch.equal(a, b) for a, b in zip(expected, got, strict=True))
+
+
+def test_block_store_maps_without_copying(chunk_dir):
+    store = BlockStore(chunk_dir / "train")
+    assert len(store) == 256 and store.block_len == T + 1
+    assert all(not p.flags.owndata for p in store.parts), "blocks must be views of the mapped shards"
+
+
+def test_checkpoints_are_plain_tensors_and_refuse_pickles(chunk_dir, tmp_path):
+    run(chunk_dir, tmp_path, "pretrain.max_steps=3", "pretrain.checkpoint_every=3")
+    last = ckpt.step_dirs(tmp_path / "checkpoints")[-1]
+    state = torch.load(last / ckpt.STATE, weights_only=True)
+    assert {"optimizer", "rng", "loader"} <= state.keys()
+    load_file(str(last / ckpt.WEIGHTS))  # safetensors: no code can run on load
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    torch.save({"optimizer": Evil()}, last / ckpt.STATE)
+    with pytest.raises(ckpt.CheckpointError, match="not a plain-tensor file"):
+        ckpt.load_train_state(last)
+
+
+def test_corrupt_or_missing_checkpoints_are_named(chunk_dir, tmp_path):
+    run(chunk_dir, tmp_path, "pretrain.max_steps=2", "pretrain.checkpoint_every=2")
+    last = ckpt.step_dirs(tmp_path / "checkpoints")[-1]
+    weights_file = last / ckpt.WEIGHTS
+    weights_file.write_bytes(weights_file.read_bytes()[:100])
+    with pytest.raises(ckpt.CheckpointError, match=str(weights_file)):
+        run(chunk_dir, tmp_path, "pretrain.max_steps=4")
+    (last / ckpt.STATE).unlink()
+    with pytest.raises(ckpt.CheckpointError, match="missing"):
+        ckpt.load_train_state(last)
