@@ -80,6 +80,7 @@ def run(config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False) 
         _fail(e)
     d = refs.data
     _print_artifacts([d.crawl, d.clean, d.tokenize, d.chunk, refs.pretrain], cfg)
+    _print_model(refs.pretrain, cfg)
 
 
 @app.command()
@@ -244,6 +245,28 @@ def _print_artifacts(refs, cfg: Config) -> None:
     console.print(table)
     console.print(
         f"list them any time with: lmforge ls --config <your config>  (workspace: {Path(cfg.workspace).resolve()})"
+    )
+
+
+def _print_model(ref, cfg: Config) -> None:
+    import json
+
+    s = ref.stats
+    console.print(
+        f"\n[bold]model[/] {ref.fingerprint}: {s.get('params', 0) / 1e6:.1f}M parameters, {s.get('steps')} steps, "
+        f"{s.get('tokens', 0):,} tokens; validation loss {s.get('val_loss', float('nan')):.3f}, "
+        f"perplexity {s.get('val_ppl', float('nan')):.1f}, bits/byte {s.get('val_bpb', float('nan')):.3f}"
+    )
+    samples = json.loads((ref.dir / "samples.json").read_text()) if (ref.dir / "samples.json").is_file() else []
+    if samples:
+        last = samples[-len(cfg.pretrain.sample_prompts) :][0]
+        console.print(f"sample: [italic]{last['prompt']}[/]{last['text']}", markup=True, highlight=False)
+    ws = Path(cfg.workspace).resolve()
+    console.print(
+        "\nbrowse the runs:\n"
+        f"  Prefect UI:  PREFECT_HOME={ws / '.prefect'} .venv/bin/prefect server start   -> http://127.0.0.1:4200\n"
+        f"  MLflow UI:   .venv/bin/mlflow ui --backend-store-uri sqlite:///{ws / 'mlflow.db'}   -> http://127.0.0.1:5000\n"
+        f"  export:      .venv/bin/lmforge export --model {ref.fingerprint[:8]} --out hf-model"
     )
 
 
