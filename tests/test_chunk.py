@@ -10,6 +10,7 @@ import random
 import numpy as np
 import pyarrow as pa
 import pytest
+from helpers import clean_doc
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
 from lm_core.chunk import TAIL_FILE, EmptySplitError, chunk_fingerprint, run_chunk, split_is_val
@@ -239,18 +240,7 @@ def test_an_empty_train_split_is_a_clear_error(tmp_path):
 def test_clean_documents_come_back_from_the_blocks(tmp_path):
     ws = Workspace(tmp_path)
     texts = [f"Document {i}: " + "naïve café <|endoftext|> 😀 " * (i % 7) + "\n\tend  " for i in range(120)]
-    rows = [
-        {
-            "id": hashlib.sha256(t.encode()).hexdigest()[:16],
-            "url": f"https://x.org/{i}",
-            "source": "urls",
-            "text": t,
-            "language": "en",
-            "n_words": len(t.split()),
-            "n_bytes": len(t.encode()),
-        }
-        for i, t in enumerate(texts)
-    ]
+    rows = [clean_doc(i, t, host="x.org") for i, t in enumerate(texts)]
     parts = [rows[:25], [], rows[25:60], rows[60:]]  # an empty shard too: a filter may drop a whole shard
     with ws.build("clean", "e2e", config={}, inputs={}) as b:
         for index, part in enumerate(parts):

@@ -11,6 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers import FailAfter, Interrupted
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
@@ -228,25 +229,6 @@ def test_hf_dataset_without_the_text_column_is_a_clear_error(tmp_path, jsonl_dat
 
 
 # ----------------------------------------------------------------------------- together, and resumed
-
-
-class Interrupted(Exception):
-    """Stands for whatever stops a crawl part-way: a crash, a kill, a full disk."""
-
-
-class FailAfter:
-    """A progress listener that crashes the crawl after `n` documents: an interruption."""
-
-    def __init__(self, n: int):
-        self.n = n
-
-    def start(self, total, unit):
-        pass
-
-    def advance(self, k=1):
-        self.n -= k
-        if self.n < 0:
-            raise Interrupted("the crawl was interrupted")
 
 
 def combined_config(tmp_path: Path, corpus: Path, jsonl_dataset: Path) -> CrawlConfig:

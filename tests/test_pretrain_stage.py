@@ -131,3 +131,23 @@ def test_hf_export_matches_our_logits(trained, tmp_path):
 def test_export_refuses_a_folder_without_a_model(tmp_path):
     with pytest.raises(FileNotFoundError, match="model.safetensors"):
         export_hf(tmp_path, tmp_path / "out")
+
+
+@pytest.mark.slow
+def test_two_process_pretraining_through_torchrun_publishes_and_logs_once(trained, monkeypatch):
+    cfg, ws, chunk, _ = trained
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    cfg2 = cfg.model_copy(deep=True)
+    cfg2.seed = 99  # another model
+    cfg2.pretrain.max_steps = 6
+    cfg2.pretrain.distributed.nproc = 2
+    cfg2.pretrain.distributed.master_port = 29541
+    model = run_pretrain(cfg2, chunk, ws)
+    assert (model.dir / "model.safetensors").is_file() and model.stats["steps"] == 6
+    client = MlflowClient(f"sqlite:///{cfg.workspace.resolve() / 'mlflow.db'}")
+    run = client.get_run(model.stats["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["plan.world_size"] == "2"
+    # one writer: each logged step appears once, not once per rank
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
+    assert steps == sorted(set(steps)) and steps[-1] == 6

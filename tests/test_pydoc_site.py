@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from helpers import FailAfter, Interrupted
 
 from lm_core.config import CrawlConfig
 from lm_core.crawl import reasons, run_crawl
@@ -94,23 +95,6 @@ def test_default_excludes_refuse_modules_that_act_on_import():
     patterns = [re.compile(p) for p in DEFAULT_EXCLUDES]
     assert [u for u in refused if not any(p.search(base + u) for p in patterns)] == []
     assert [u for u in kept if any(p.search(base + u) for p in patterns)] == []
-
-
-class Interrupted(Exception):
-    """Stands for whatever stops a crawl part-way: a crash, a kill, a full disk."""
-
-
-class FailAfter:
-    def __init__(self, n: int):
-        self.n = n
-
-    def start(self, total, unit):
-        pass
-
-    def advance(self, k=1):
-        self.n -= k
-        if self.n < 0:
-            raise Interrupted("the crawl was interrupted")
 
 
 def test_crawl_of_the_demo_site(tmp_path):

@@ -16,6 +16,7 @@ import typing
 
 import pyarrow as pa
 import pytest
+from helpers import clean_doc
 from tokenizers import pre_tokenizers, trainers
 
 from lm_core.config import TokenizeConfig
@@ -178,18 +179,7 @@ def make_clean(ws: Workspace, texts: list[str], per_shard: int, empty_shards: in
         {},
         0,
     )
-    rows = [
-        {
-            "id": hashlib.sha256(f"{i}:{t}".encode()).hexdigest()[:16],
-            "url": f"https://example.org/{i}",
-            "source": "urls",
-            "text": t,
-            "language": "en",
-            "n_words": len(t.split()),
-            "n_bytes": len(t.encode()),
-        }
-        for i, t in enumerate(texts)
-    ]
+    rows = [clean_doc(i, t) for i, t in enumerate(texts)]
     with ws.build("clean", fp, config={}, inputs={}) as b:
         index = 0
         for start in range(0, len(rows), per_shard):

@@ -148,21 +148,23 @@ def test_stop_and_resume_in_process_is_exact(chunk_dir, tmp_path):
     assert same_weights(weights(tmp_path / "a"), weights(tmp_path / "b"))
 
 
-DDP_MAIN = """
+DISTRIBUTED_MAIN = """
 import sys
 from pathlib import Path
 sys.path.insert(0, {tests!r})
 import test_train as t
-t.run(Path(sys.argv[1]), Path(sys.argv[2]), "pretrain.max_steps=4", "pretrain.micro_batch=4")
+t.run(Path(sys.argv[1]), Path(sys.argv[2]), "pretrain.max_steps=4", "pretrain.micro_batch=4",
+      "pretrain.distributed.strategy={strategy}", "pretrain.checkpoint_every=2")
 """
 
 
 @pytest.mark.slow
-def test_two_process_ddp_matches_one_process_at_the_same_global_batch(chunk_dir, tmp_path):
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_match_one_process_at_the_same_global_batch(chunk_dir, tmp_path, strategy):
     one = run(chunk_dir, tmp_path / "one", "pretrain.max_steps=4", "pretrain.micro_batch=8")
-    spec_out = tmp_path / "ddp"
-    script_file = tmp_path / "ddp_main.py"
-    script_file.write_text(DDP_MAIN.format(tests=str(Path(__file__).parent)))
+    spec_out = tmp_path / strategy
+    script_file = tmp_path / "distributed_main.py"
+    script_file.write_text(DISTRIBUTED_MAIN.format(tests=str(Path(__file__).parent), strategy=strategy))
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [
@@ -183,6 +185,10 @@ def test_two_process_ddp_matches_one_process_at_the_same_global_batch(chunk_dir,
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert one.plan.total_batch_tokens == 8 * T
     assert same_weights(weights(tmp_path / "one"), weights(spec_out), atol=1e-4)
+    # rank 0 gathered whole weights and optimizer state into its checkpoints
+    last = ckpt.step_dirs(spec_out / "checkpoints")[-1]
+    assert set(weights(last)) == set(weights(tmp_path / "one"))
+    assert len(ckpt.load_train_state(last)["loader"]) == 2
 
 
 def test_ranks_read_disjoint_blocks_and_the_order_is_seeded(tmp_path):

@@ -23,19 +23,13 @@ from dataclasses import dataclass
 
 import charset_normalizer
 
+from lm_core.bom import sniff_bom
+
 # Longest prefix looked at by the slow guessers; the whole body is then decoded with their answer.
 _SNIFF_BYTES = 64 * 1024
 
 # WHATWG Encoding Standard: browsers read these labels as windows-1252, and so do web pages.
 _WEB_ALIASES = {"latin_1": "cp1252", "iso8859-1": "cp1252", "ascii": "cp1252"}
-
-_BOMS = (  # UTF-32 first: its little-endian BOM starts with UTF-16's
-    (codecs.BOM_UTF32_LE, "utf-32-le"),
-    (codecs.BOM_UTF32_BE, "utf-32-be"),
-    (codecs.BOM_UTF8, "utf-8"),
-    (codecs.BOM_UTF16_LE, "utf-16-le"),
-    (codecs.BOM_UTF16_BE, "utf-16-be"),
-)
 
 
 @dataclass(frozen=True)
@@ -100,13 +94,13 @@ def decode_body(body: bytes, declared: str | None = None, detected: str | None =
     if not body:
         return Decoded("", "utf-8", "empty", False)
 
-    for bom, encoding in _BOMS:
-        if body.startswith(bom):
-            payload = body[len(bom) :]
-            text = _strict(payload, encoding)
-            if text is not None:
-                return Decoded(text, encoding, "bom", False)
-            return Decoded(payload.decode(encoding, errors="replace"), encoding, "bom", True)
+    if marked := sniff_bom(body):
+        bom, encoding = marked
+        payload = body[len(bom) :]
+        text = _strict(payload, encoding)
+        if text is not None:
+            return Decoded(text, encoding, "bom", False)
+        return Decoded(payload.decode(encoding, errors="replace"), encoding, "bom", True)
 
     for method, label in (("declared", declared), ("detected", detected)):
         encoding = codec_name(label)

@@ -15,17 +15,12 @@ import codecs
 import re
 from dataclasses import dataclass
 
+from lm_core.bom import sniff_bom
+
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 _PRESCAN_BYTES = 4096  # the HTML standard looks for <meta charset> in the first 1024; pages are sloppier
 _META_CHARSET = re.compile(rb"""<meta[^>]*?charset\s*=\s*["']?\s*([a-zA-Z0-9_.:-]+)""", re.IGNORECASE)
 _XML_DECLARATION = re.compile(rb"""^\s*<\?xml[^>]*encoding\s*=\s*["']([a-zA-Z0-9_.:-]+)""", re.IGNORECASE)
-_BOMS = (  # longest first: the UTF-32 LE mark starts with the UTF-16 LE one
-    (codecs.BOM_UTF32_LE, "utf-32-le"),
-    (codecs.BOM_UTF32_BE, "utf-32-be"),
-    (codecs.BOM_UTF8, "utf-8"),
-    (codecs.BOM_UTF16_LE, "utf-16-le"),
-    (codecs.BOM_UTF16_BE, "utf-16-be"),
-)
 
 
 @dataclass(frozen=True)
@@ -80,7 +75,8 @@ def declared_encoding(body: bytes, content_type: str | None, media: str | None) 
         m = _META_CHARSET.search(head) or _XML_DECLARATION.search(head)
         label = m.group(1).decode("ascii") if m else None
     if label is None:
-        label = next((name for bom, name in _BOMS if body.startswith(bom)), None)
+        marked = sniff_bom(body)
+        label = marked[1] if marked else None
     return _canonical(label) if label else None
 
 

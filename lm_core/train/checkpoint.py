@@ -31,30 +31,34 @@ class CheckpointError(RuntimeError):
     """A checkpoint that is missing, incomplete or unreadable; the message names the file."""
 
 
-def state_dict_for_saving(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Weights with tied tensors stored once (safetensors refuses shared storage)."""
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Weights as safetensors, tied tensors stored once (safetensors refuses shared storage)."""
     out, seen = {}, set()
-    for name, t in model.state_dict().items():
+    for name, t in tensors.items():
         key = (t.data_ptr(), t.shape)
         if key in seen:
             continue
         seen.add(key)
         out[name] = t.detach().contiguous().cpu()
-    return out
+    save_file(out, str(path))
 
 
-def save_weights(model: torch.nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
-    save_file(state_dict_for_saving(model), str(path), metadata=metadata)
+def save_weights(model: torch.nn.Module, path: Path) -> None:
+    save_tensors(model.state_dict(), path)
 
 
-def load_weights(model: torch.nn.Module, path: Path) -> None:
-    """Load safetensors weights into `model`; tied weights may be stored once."""
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
     try:
-        tensors = load_file(str(path))
+        return load_file(str(path))
     except FileNotFoundError:
         raise CheckpointError(f"weights file {path} is missing") from None
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"weights file {path} is corrupt: {e}") from None
+
+
+def load_weights(model: torch.nn.Module, path: Path) -> None:
+    """Load safetensors weights into `model`; tied weights may be stored once."""
+    tensors = load_tensors(path)
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     tied = {n for n in missing if n == "lm_head.weight" and getattr(model, "cfg", None) and model.cfg.tie_embeddings}
     missing = [n for n in missing if n not in tied]
@@ -71,14 +75,19 @@ def step_dirs(root: Path) -> list[Path]:
 
 
 def save_checkpoint(
-    root: Path, step: int, model: torch.nn.Module, train_state: dict[str, Any], meta: dict[str, Any], keep: int
+    root: Path,
+    step: int,
+    weights: dict[str, torch.Tensor],
+    train_state: dict[str, Any],
+    meta: dict[str, Any],
+    keep: int,
 ) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:06d}"
     tmp = root / f".tmp-step-{step:06d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_weights(model, tmp / WEIGHTS)
+    save_tensors(weights, tmp / WEIGHTS)
     torch.save(train_state, tmp / STATE)
     (tmp / META).write_text(json.dumps({"step": step, **meta}, indent=2, sort_keys=True, default=str))
     for f in tmp.iterdir():

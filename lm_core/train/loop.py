@@ -24,6 +24,12 @@ from typing import Any, Protocol
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_state_dict,
+    set_state_dict,
+)
 
 from lm_core.config import ModelConfig, PretrainConfig
 from lm_core.model import GPT
@@ -214,7 +220,9 @@ def train(
     if cfg.activation_checkpointing:
         for block in model.blocks:
             block.forward = _checkpointed(block.forward)
-    optimizer = make_optimizer(model, plan, cfg, rt.device)
+    fsdp = rt.world_size > 1 and cfg.distributed.strategy == "fsdp"
+    train_model: nn.Module = _wrap_distributed(model, cfg, rt) if rt.world_size > 1 else model
+    optimizer = make_optimizer(train_model, plan, cfg, rt.device)  # after wrapping: FSDP owns the params
     scaler = torch.amp.GradScaler(enabled=rt.use_scaler)
 
     start_step, resumed_from, loader_state = 0, None, None
@@ -222,18 +230,24 @@ def train(
     done = ckpt.step_dirs(ckpt_root)
     if done:
         last = done[-1]
-        ckpt.load_weights(model, last / ckpt.WEIGHTS)
         state = ckpt.load_train_state(last)
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"]) if state.get("scaler") else None
+        weights = ckpt.load_tensors(last / ckpt.WEIGHTS)
+        if plan.model.tie_embeddings:
+            weights.setdefault("lm_head.weight", weights["embed.weight"])
+        set_state_dict(
+            train_model,
+            optimizer,
+            model_state_dict=weights,
+            optim_state_dict=state["optimizer"],
+            options=StateDictOptions(full_state_dict=True),
+        )
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         loader_state = state["loader"][rt.rank] if rt.rank < len(state["loader"]) else None
-        start_step = resumed_from = ckpt.read_meta(last)["step"]
-        history = ckpt.read_meta(last).get("history", [])
-
-    train_model: nn.Module = model
-    if rt.world_size > 1:
-        train_model = _wrap_distributed(model, cfg, rt)
+        meta = ckpt.read_meta(last)
+        start_step = resumed_from = meta["step"]
+        history = meta.get("history", [])
     if cfg.compile:
         train_model = torch.compile(train_model)
 
@@ -259,14 +273,18 @@ def train(
             loss_sum = torch.zeros((), device=rt.device)
             for micro in range(plan.grad_accum):
                 x, y = loader.next()
-                sync = micro == plan.grad_accum - 1
-                with contextlib.nullcontext() if sync or rt.world_size == 1 else train_model.no_sync():
+                sync = micro == plan.grad_accum - 1  # ranks exchange gradients on the last micro-batch only
+                if fsdp:
+                    model.set_requires_gradient_sync(sync)
+                with contextlib.nullcontext() if sync or rt.world_size == 1 or fsdp else train_model.no_sync():
                     with autocast(rt):
                         _, loss = train_model(x, y)
                     scaler.scale(loss / plan.grad_accum).backward()
                 loss_sum += loss.detach()
             scaler.unscale_(optimizer)
             grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf"))
+            if hasattr(grad_norm, "full_tensor"):  # FSDP2: a sharded norm, made whole
+                grad_norm = grad_norm.full_tensor()
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
@@ -305,16 +323,18 @@ def train(
                     history[-1].update(final) if history[-1]["step"] == step else history.append(
                         {"step": step, "tokens": step * plan.total_batch_tokens, **final}
                     )
-                if rt.is_main and sample_fn is not None:
+                if rt.is_main and sample_fn is not None and not fsdp:  # FSDP ranks hold shards, not the model
                     samples.extend(sample_fn(model, step))
 
             if step % cfg.checkpoint_every == 0 or step == stop_at:
-                _checkpoint(ckpt_root, step, model, optimizer, scaler, loader, plan, cfg, rt, history)
+                _checkpoint(ckpt_root, step, train_model, optimizer, scaler, loader, plan, cfg, rt, history)
     finally:
         loader.close()
 
-    if rt.is_main and step == plan.steps:
-        ckpt.save_weights(model, out_dir / ckpt.WEIGHTS)
+    if step == plan.steps:
+        weights, _ = full_state(train_model, None)
+        if rt.is_main:
+            ckpt.save_tensors(weights, out_dir / ckpt.WEIGHTS)
     if rt.world_size > 1:
         dist.barrier()
     total_time = time.time() - t_start
@@ -337,30 +357,55 @@ def _describe(progress: Progress, row: dict[str, float]) -> None:
     progress.describe(text)
 
 
-def _checkpoint(root, step, model, optimizer, scaler, loader, plan, cfg, rt, history) -> None:
+def full_state(train_model: nn.Module, optimizer) -> tuple[dict, dict]:
+    """Whole (unsharded) weights and optimizer state keyed by parameter names, on the CPU: the
+    same for one process, DDP and FSDP (where every rank must call it: it gathers shards)."""
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    model = _unwrap_compiled(train_model)
+    if optimizer is None:
+        weights, optim = get_model_state_dict(model, options=opts), {}
+    else:
+        weights, optim = get_state_dict(model, optimizer, options=opts)
+    if unwrap(model).cfg.tie_embeddings:  # gathered copies no longer share storage: store the tie once
+        weights.pop("lm_head.weight", None)
+    return weights, optim
+
+
+def _checkpoint(root, step, train_model, optimizer, scaler, loader, plan, cfg, rt, history) -> None:
     loader_states = [loader.state.to_dict()]
     if rt.world_size > 1:  # each rank's data position; rank 0 writes them all
         gathered: list[dict] = [None] * rt.world_size  # type: ignore[list-item]
         dist.all_gather_object(gathered, loader.state.to_dict())
         loader_states = gathered
+    weights, optim_state = full_state(train_model, optimizer)
     if rt.is_main:
         state = {
-            "optimizer": optimizer.state_dict(),
+            "optimizer": optim_state,
             "scaler": scaler.state_dict() if rt.use_scaler else {},
             "rng": rng_state(),
             "loader": loader_states,
         }
         meta = {"tokens": step * plan.total_batch_tokens, "model": plan.model.to_dict(), "history": history}
-        ckpt.save_checkpoint(root, step, model, state, meta, cfg.keep_checkpoints)
+        ckpt.save_checkpoint(root, step, weights, state, meta, cfg.keep_checkpoints)
     if rt.world_size > 1:
         dist.barrier()
 
 
+def _unwrap_compiled(m: nn.Module) -> nn.Module:
+    return getattr(m, "_orig_mod", m)
+
+
 def _wrap_distributed(model: GPT, cfg: PretrainConfig, rt: Runtime) -> nn.Module:
     if cfg.distributed.strategy == "fsdp":
-        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
 
-        return FSDP(model, use_orig_params=True, device_id=rt.device if rt.device.type == "cuda" else None)
+        # FSDP2: each block's parameters (then the rest, at the root) sharded across ranks, with
+        # their gradients and optimizer state; works on GPUs (NCCL) and on CPU (gloo).
+        mesh = init_device_mesh(rt.device.type, (rt.world_size,))
+        for block in model.blocks:
+            fully_shard(block, mesh=mesh)
+        return fully_shard(model, mesh=mesh)
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     return DDP(model, device_ids=[rt.local_rank] if rt.device.type == "cuda" else None)
