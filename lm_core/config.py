@@ -334,6 +334,46 @@ class TrackingConfig(Section):
     system_metrics: bool = True
 
 
+# ----------------------------------------------------------------------------- evaluate, register
+
+
+class GenerationConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_new_tokens: int = Field(32, ge=1)
+    temperature: float = Field(0.0, ge=0, description="0: greedy")
+    top_k: int | None = Field(None, ge=1)
+    top_p: float | None = Field(None, gt=0, le=1)
+    seed: int = 0
+
+
+class EvaluateConfig(Section):
+    """How a model is scored: perplexity and bits-per-byte on the validation blocks and on any
+    extra texts; BLEU and chrF of its generations on prompt/reference pairs."""
+
+    PERFORMANCE_ONLY = frozenset({"batch_size"})
+    val_batches: int | None = Field(None, ge=1, description="validation micro-batches to score; null: all")
+    batch_size: int = Field(16, ge=1)
+    texts: list[FilesSource] = Field(default_factory=list, description="extra texts to score (txt, md, jsonl)")
+    hf_texts: list[HFDatasetSource] = Field(default_factory=list, description="extra `datasets` texts to score")
+    stride: int | None = Field(None, ge=1, description="sliding-window step for long texts; default: half the context")
+    pair_sets: list[str] = Field(default_factory=list, description="JSONL files of {prompt, reference} pairs")
+    heldout_pairs: int = Field(64, ge=0, description="pairs built from held-out documents; 0: none")
+    prompt_tokens: int = Field(48, ge=1, description="held-out pairs: tokens of a passage given as the prompt")
+    reference_tokens: int = Field(32, ge=1, description="held-out pairs: tokens of its continuation")
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    table_rows: int = Field(20, ge=0, description="samples shown in the results table")
+
+
+class RegistryConfig(Section):
+    """Where a model is registered in MLflow, and the gate a challenger must pass to be champion."""
+
+    PERFORMANCE_ONLY = frozenset({"model_name", "description"})
+    model_name: str | None = Field(None, description="registered model name; default: the run's name")
+    description: str | None = None
+    min_bpb_gain: float = Field(0.0, ge=0, description="champion if val bits-per-byte is lower by more than this")
+    bleu_tolerance: float = Field(0.0, ge=0, description="...and BLEU is not worse by more than this")
+
+
 # ----------------------------------------------------------------------------- run
 
 
@@ -361,6 +401,8 @@ class Config(BaseModel):
     model: ModelConfig = Field(default_factory=ModelConfig)
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
 
 
 # ----------------------------------------------------------------------------- loading
