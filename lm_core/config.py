@@ -350,9 +350,10 @@ class EvaluateConfig(Section):
     """How a model is scored: perplexity and bits-per-byte on the validation blocks and on any
     extra texts; BLEU and chrF of its generations on prompt/reference pairs."""
 
-    PERFORMANCE_ONLY = frozenset({"batch_size"})
+    PERFORMANCE_ONLY = frozenset({"batch_size", "device"})
     val_batches: int | None = Field(None, ge=1, description="validation micro-batches to score; null: all")
     batch_size: int = Field(16, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: a GPU if there is one; fp32 either way")
     texts: list[FilesSource] = Field(default_factory=list, description="extra texts to score (txt, md, jsonl)")
     hf_texts: list[HFDatasetSource] = Field(default_factory=list, description="extra `datasets` texts to score")
     stride: int | None = Field(None, ge=1, description="sliding-window step for long texts; default: half the context")
@@ -403,6 +404,19 @@ class Config(BaseModel):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+
+    @property
+    def tracking_uri(self) -> str:
+        """MLflow's store: `tracking.tracking_uri`, or the workspace's own SQLite database."""
+        return self.tracking.tracking_uri or default_tracking_uri(self.workspace)
+
+    @property
+    def experiment(self) -> str:
+        return self.tracking.experiment or self.name
+
+
+def default_tracking_uri(workspace: str | Path) -> str:
+    return f"sqlite:///{Path(workspace).resolve() / 'mlflow.db'}"
 
 
 # ----------------------------------------------------------------------------- loading

@@ -17,14 +17,12 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
+from lm_core.config import default_tracking_uri  # noqa: F401  (re-exported: where callers look for it)
+
 log = logging.getLogger(__name__)
 
 _MAX_PARAM_LEN = 6000  # MLflow's limit on a param value
 _BATCH = 100  # params per log_batch call (MLflow's limit)
-
-
-def default_tracking_uri(workspace: str | Path) -> str:
-    return f"sqlite:///{(Path(workspace).resolve() / 'mlflow.db')}"
 
 
 def flatten(prefix: str, value: Any, out: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -26,7 +26,6 @@ from rich.table import Table
 
 from lm_core.config import Config, ConfigError, load_config
 from lm_core.shards import CorruptShardError
-from lm_core.train.checkpoint import CheckpointError
 from lm_core.workspace import STAGES, ArtifactError, Workspace
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="lmforge: from URLs to a trained GPT-style model.")
@@ -61,6 +60,41 @@ def prepare_environment(cfg: Config) -> None:
         os.environ.setdefault(k, v)
 
 
+class PrefectWarmUp:
+    """Start Prefect's embedded API server in the background while the flows' heavy imports
+    (torch, MLflow, ...) load: the two take seconds each and overlap well on two cores. With
+    PREFECT_API_URL set (a real server) there is nothing to start."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.error: BaseException | None = None
+        self._thread = None
+        if not os.environ.get("PREFECT_API_URL"):
+            self._thread = threading.Thread(target=self._start, name="prefect-api-warm-up", daemon=True)
+            self._thread.start()
+
+    def _start(self) -> None:
+        try:
+            from prefect.server.api.server import SubprocessASGIServer
+
+            SubprocessASGIServer().start()  # the instance Prefect's client uses for the embedded API
+        except BaseException as e:  # surfaced by wait(); Prefect would retry the start itself
+            self.error = e
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Errors that mean bad input (a config, an artifact, a checkpoint), shown without a traceback.
+    Imported late: the CLI itself starts without torch."""
+    from lm_core.train.checkpoint import CheckpointError
+
+    return (ArtifactError, CorruptShardError, CheckpointError, ValueError)
+
+
 def _fail(e: Exception) -> None:
     err.print(f"[red]error:[/] {e}")
     raise typer.Exit(1) from None
@@ -71,12 +105,14 @@ def run(config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False) 
     """The lifecycle: data stages, then pretraining."""
     cfg = _load(config, set_)
     prepare_environment(cfg)
+    warm = PrefectWarmUp()
     from flows.data import with_runner
     from flows.lifecycle import lifecycle_flow
 
+    warm.wait()
     try:
         refs = with_runner(lifecycle_flow, cfg)(config=cfg, force=force)
-    except (ArtifactError, CorruptShardError, CheckpointError, ValueError) as e:
+    except _user_errors() as e:
         _fail(e)
     d = refs.data
     _print_artifacts([d.crawl, d.clean, d.tokenize, d.chunk, refs.pretrain], cfg)
@@ -88,11 +124,13 @@ def data(config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False)
     """crawl -> clean -> tokenize -> chunk, each stage cached by fingerprint."""
     cfg = _load(config, set_)
     prepare_environment(cfg)
+    warm = PrefectWarmUp()
     from flows.data import data_flow, with_runner
 
+    warm.wait()
     try:
         refs = with_runner(data_flow, cfg)(config=cfg, force=force)
-    except (ArtifactError, CorruptShardError, ValueError) as e:
+    except _user_errors() as e:
         _fail(e)
     _print_artifacts([refs.crawl, refs.clean, refs.tokenize, refs.chunk], cfg)
 
@@ -121,9 +159,11 @@ def stage(
         set_.append(f"pretrain.distributed.nnodes={nnodes}")
     cfg = _load(config, set_)
     prepare_environment(cfg)
+    warm = PrefectWarmUp()
     from flows.data import with_runner
     from flows.stages import STAGE_FLOWS, STAGE_INPUT
 
+    warm.wait()
     kwargs = {"force": force}
     if name in STAGE_INPUT:
         kwargs[f"{STAGE_INPUT[name]}_artifact"] = input_
@@ -131,7 +171,7 @@ def stage(
         _discard_partial(cfg, name, input_)
     try:
         ref = with_runner(STAGE_FLOWS[name], cfg)(config=cfg, **kwargs)
-    except (ArtifactError, CorruptShardError, CheckpointError, ValueError) as e:
+    except _user_errors() as e:
         _fail(e)
     _print_artifacts([ref], cfg)
 

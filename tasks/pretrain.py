@@ -7,7 +7,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from lm_core.config import Config
-from lm_core.train.stage import pretrain_fingerprint, run_pretrain, tracking_uri
+from lm_core.train.fingerprint import pretrain_fingerprint
 from lm_core.workspace import ArtifactRef
 from tasks.common import STAGE_TASK, StageProgress, publish_stats, run_stage_task, stage_cache_key_fn, workspace_for
 
@@ -20,6 +20,8 @@ from tasks.common import STAGE_TASK, StageProgress, publish_stats, run_stage_tas
     **STAGE_TASK,
 )
 def pretrain_task(cfg: Config, chunk: ArtifactRef, workspace: str, force: bool = False) -> ArtifactRef:
+    from lm_core.train.stage import run_pretrain  # torch and MLflow: only when there is training to do
+
     tags = {"prefect.flow_run_id": str(flow_run.id or ""), "prefect.flow_run_name": str(flow_run.name or "")}
     with StageProgress("pretrain") as progress:
         ref = run_pretrain(cfg, chunk, workspace_for(workspace, "pretrain", force), progress=progress, run_tags=tags)
@@ -27,7 +29,7 @@ def pretrain_task(cfg: Config, chunk: ArtifactRef, workspace: str, force: bool =
     run_id = ref.stats.get("mlflow_run_id", "")
     create_markdown_artifact(
         f"**pretrain** `{ref.fingerprint}`\n\n- weights: `{ref.path}/model.safetensors`\n"
-        f"- MLflow run: `{run_id}` in `{tracking_uri(cfg)}`\n"
+        f"- MLflow run: `{run_id}` in `{cfg.tracking_uri}`\n"
         f"- validation: loss {ref.stats.get('val_loss', float('nan')):.4f}, "
         f"bits/byte {ref.stats.get('val_bpb', float('nan')):.4f}\n",
         key="pretrain-summary",

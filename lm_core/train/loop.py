@@ -14,7 +14,6 @@ stopped (bit for bit on CPU).
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from lm_core.config import ModelConfig, PretrainConfig
+from lm_core.evaluate.perplexity import Perplexity, loss_totals
 from lm_core.model import GPT
 from lm_core.progress import NullProgress, Progress
 from lm_core.train import checkpoint as ckpt
@@ -155,23 +155,15 @@ def evaluate(model: nn.Module, data: TrainData, micro_batch: int, max_batches: i
     """Mean validation loss over up to `max_batches` micro-batches (all ranks together),
     perplexity, and bits-per-byte from the split's bytes per token."""
     model.eval()
-    total = torch.zeros(2, device=rt.device, dtype=torch.float64)  # summed loss, tokens
-    for x, y in eval_batches(data.val_dir, micro_batch, max_batches, rt.rank, rt.world_size):
-        x, y = x.to(rt.device), y.to(rt.device)
-        with autocast(rt):
-            _, loss = model(x, y)
-        total[0] += loss.double() * y.numel()
-        total[1] += y.numel()
+    batches = eval_batches(data.val_dir, micro_batch, max_batches, rt.rank, rt.world_size)
+    totals = loss_totals(model, batches, rt.device, lambda: autocast(rt))  # summed loss, tokens
     if rt.world_size > 1:
-        dist.all_reduce(total)
+        dist.all_reduce(totals)
     model.train()
-    if total[1] == 0:
-        return {}
-    loss = (total[0] / total[1]).item()
-    out = {"val_loss": loss, "val_ppl": math.exp(min(loss, 50.0))}
-    if data.val_bytes_per_token:
-        out["val_bpb"] = loss / math.log(2) / data.val_bytes_per_token
-    return out
+    nats, tokens = totals.tolist()
+    scored_bytes = tokens * data.val_bytes_per_token if data.val_bytes_per_token else None
+    score = Perplexity(nats, int(tokens), scored_bytes)
+    return {f"val_{k}": v for k, v in score.metrics().items() if k != "tokens"}
 
 
 def measure_peak_flops(device: torch.device, dtype: torch.dtype | None, seconds: float = 1.0) -> float:

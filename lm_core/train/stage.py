@@ -29,28 +29,16 @@ import torch
 from lm_core.config import Config
 from lm_core.progress import NullProgress, Progress
 from lm_core.tokenize import load_tokenizer
-from lm_core.tracking import MlflowTracker, default_tracking_uri, flatten, loss_curve_png
+from lm_core.tracking import MlflowTracker, flatten, loss_curve_png
 from lm_core.train import checkpoint as ckpt
+from lm_core.train.fingerprint import decisive, pretrain_fingerprint
 from lm_core.train.loop import TrainData, TrainResult, train
-from lm_core.workspace import ArtifactRef, Workspace, fingerprint, read_manifest, write_json_atomic
+from lm_core.workspace import ArtifactRef, Workspace, read_manifest, write_json_atomic
 
 log = logging.getLogger(__name__)
 
-CODE_VERSION = 1
 RUN_ID_FILE = "_mlflow_run_id"
 SPEC_FILE = "_launch.json"
-
-
-def pretrain_fingerprint(cfg: Config, chunk: ArtifactRef) -> str:
-    return fingerprint("pretrain", _decisive(cfg), {"chunk": chunk.fingerprint}, CODE_VERSION)
-
-
-def _decisive(cfg: Config) -> dict[str, Any]:
-    return {"model": cfg.model.fingerprint_fields(), "pretrain": cfg.pretrain.fingerprint_fields(), "seed": cfg.seed}
-
-
-def tracking_uri(cfg: Config) -> str:
-    return cfg.tracking.tracking_uri or default_tracking_uri(cfg.workspace)
 
 
 def run_pretrain(
@@ -64,7 +52,7 @@ def run_pretrain(
     one). With `pretrain.distributed.nproc > 1` or several nodes, launches torchrun."""
     fp = pretrain_fingerprint(cfg, chunk)
     inputs = {"chunk": chunk.fingerprint, **{k: v for k, v in chunk.manifest()["inputs"].items() if k == "tokenize"}}
-    with ws.build("pretrain", fp, config=_decisive(cfg), inputs=inputs, resume=True) as b:
+    with ws.build("pretrain", fp, config=decisive(cfg), inputs=inputs, resume=True) as b:
         if b.published:
             return b.ref
         tracker = _tracker(cfg, b.dir, fp, chunk, run_tags or {})
@@ -107,8 +95,8 @@ def _tracker(cfg: Config, partial: Path, fp: str, chunk: ArtifactRef, run_tags: 
         **run_tags,
     }
     tracker = MlflowTracker(
-        tracking_uri(cfg),
-        cfg.tracking.experiment or cfg.name,
+        cfg.tracking_uri,
+        cfg.experiment,
         f"pretrain-{fp[:8]}",
         tags,
         system_metrics=cfg.tracking.system_metrics,
@@ -239,7 +227,7 @@ def _launch_torchrun(cfg: Config, chunk: ArtifactRef, out: Path, run_id: str) ->
         "config": cfg.model_dump(mode="json"),
         "chunk_dir": str(chunk.dir),
         "out_dir": str(out),
-        "tracking_uri": tracking_uri(cfg),
+        "tracking_uri": cfg.tracking_uri,
         "run_id": run_id,
     }
     write_json_atomic(out / SPEC_FILE, spec)
