@@ -86,6 +86,7 @@ class TextModel:
         ids = [(self.encode(p) or [self.eos_id])[-keep:] for p in prompts]
         device = self.model.embed.weight.device
         gen = torch.Generator(device=device).manual_seed(s.seed)
-        outs = self.model.generate(ids, new, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
-                                   stop_tokens=(self.eos_id,), generator=gen)
+        outs = self.model.generate(
+            ids, new, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, stop_tokens=(self.eos_id,), generator=gen
+        )
         return [self.decode(o) for o in outs]

@@ -25,6 +25,16 @@ _MAX_PARAM_LEN = 6000  # MLflow's limit on a param value
 _BATCH = 100  # params per log_batch call (MLflow's limit)
 
 
+def artifact_location(tracking_uri: str, experiment: str) -> str | None:
+    """Beside a SQLite store, artifacts go to `mlartifacts/<experiment>` next to the database
+    (MLflow's default, `./mlruns`, would follow the current directory). A tracking server
+    decides for itself (None)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    db = Path(tracking_uri.removeprefix("sqlite:///"))
+    return (db.parent / "mlartifacts" / experiment).resolve().as_uri()
+
+
 def flatten(prefix: str, value: Any, out: dict[str, Any] | None = None) -> dict[str, Any]:
     """{"a": {"b": 1}} -> {"a.b": 1}: nested config sections as dotted param names."""
     out = {} if out is None else out
@@ -52,7 +62,9 @@ class MlflowTracker:
         self.tracking_uri = tracking_uri
         if run_id is None:
             exp = self.client.get_experiment_by_name(experiment)
-            exp_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+            exp_id = exp.experiment_id if exp else self.client.create_experiment(
+                experiment, artifact_location=artifact_location(tracking_uri, experiment)
+            )
             run_id = self.client.create_run(exp_id, run_name=run_name, tags=tags or {}).info.run_id
         self.run_id = run_id
         self._monitor = None

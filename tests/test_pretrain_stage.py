@@ -100,6 +100,8 @@ def test_mlflow_has_params_step_metrics_artifacts_and_lineage(trained):
     assert tags["lmforge.tokenizer"] == chunk.manifest()["inputs"]["tokenize"]
     assert "clean:" in tags["lmforge.data"] and "crawl:" in tags["lmforge.data"]
     assert tags["prefect.flow_run_id"] == "test-run"
+    # artifacts live in the workspace beside the store, not wherever the command was started
+    assert run.info.artifact_uri.startswith((cfg.workspace.resolve() / "mlartifacts").as_uri())
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.json", "loss_curve.png", "metrics.json", "samples.json"} <= names
 
