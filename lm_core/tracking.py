@@ -62,8 +62,12 @@ class MlflowTracker:
         self.tracking_uri = tracking_uri
         if run_id is None:
             exp = self.client.get_experiment_by_name(experiment)
-            exp_id = exp.experiment_id if exp else self.client.create_experiment(
-                experiment, artifact_location=artifact_location(tracking_uri, experiment)
+            exp_id = (
+                exp.experiment_id
+                if exp
+                else self.client.create_experiment(
+                    experiment, artifact_location=artifact_location(tracking_uri, experiment)
+                )
             )
             run_id = self.client.create_run(exp_id, run_name=run_name, tags=tags or {}).info.run_id
         self.run_id = run_id

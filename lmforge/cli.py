@@ -4,6 +4,8 @@
     lmforge data     [--config F] [--set k=v ...]     crawl -> clean -> tokenize -> chunk
     lmforge stage NAME [--input latest|FP] [--force]  one stage alone, on earlier artifacts
     lmforge export   --model FP|latest --out DIR      a Hugging Face folder (LlamaForCausalLM)
+    lmforge generate --model SPEC "prompt" ...        continue prompts (SPEC: models:/name@alias, folder, FP)
+    lmforge chat     --model SPEC                     talk to a model in the terminal
     lmforge ls       [--stage S]                      artifacts in the workspace
     lmforge config   [--config F] [--set k=v ...]     print the resolved configuration
 
@@ -184,6 +186,83 @@ def _discard_partial(cfg: Config, stage: str, input_: str) -> None:
     for partial in folder.glob(".partial-*") if folder.is_dir() else []:
         shutil.rmtree(partial, ignore_errors=True)
         console.print(f"discarded the interrupted build {partial.name}")
+
+
+ModelOpt = Annotated[
+    str,
+    typer.Option("--model", "-m", help="models:/<name>@<alias> or /<version>, a model folder, or a fingerprint"),
+]
+MaxNewOpt = Annotated[int, typer.Option("--max-new-tokens", "-n", min=1)]
+TemperatureOpt = Annotated[float, typer.Option("--temperature", "-t", min=0.0, help="0: greedy")]
+TopKOpt = Annotated[int | None, typer.Option("--top-k", min=1)]
+TopPOpt = Annotated[float | None, typer.Option("--top-p", min=0.0, max=1.0)]
+SeedOpt = Annotated[int, typer.Option("--seed")]
+
+
+def _load_model(model: str, cfg: Config):
+    """A TextModel from a registry URI, a folder or a workspace fingerprint; errors named."""
+    from lm_core.registry import ModelNotFound, load_text_model
+    from lm_core.textgen import ModelLoadError
+
+    try:
+        return load_text_model(model, workspace=cfg.workspace, tracking_uri=cfg.tracking_uri)
+    except (ModelNotFound, ModelLoadError) as e:
+        _fail(e)
+
+
+@app.command()
+def generate(
+    prompts: Annotated[list[str], typer.Argument(help="one or more prompts, continued in one batch")],
+    model: ModelOpt = "latest",
+    max_new_tokens: MaxNewOpt = 64,
+    temperature: TemperatureOpt = 0.8,
+    top_k: TopKOpt = 50,
+    top_p: TopPOpt = None,
+    seed: SeedOpt = 0,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Continue prompts with a trained or registered model."""
+    from lm_core.textgen import GenerationSettings
+
+    cfg = _load(config, set_)
+    text_model = _load_model(model, cfg)
+    settings = GenerationSettings(max_new_tokens, temperature, top_k, top_p, seed)
+    for prompt, out in zip(prompts, text_model.generate(prompts, settings), strict=True):
+        console.print(f"[bold]{prompt}[/]{out}", highlight=False)
+
+
+@app.command()
+def chat(
+    model: ModelOpt = "latest",
+    max_new_tokens: MaxNewOpt = 128,
+    temperature: TemperatureOpt = 0.8,
+    top_k: TopKOpt = 50,
+    top_p: TopPOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Talk to a model in the terminal: each turn is continued from the conversation so far
+    (the oldest turns drop out when the context is full). Ctrl-D or an empty line ends it."""
+    from lm_core.textgen import GenerationSettings
+
+    cfg = _load(config, set_)
+    text_model = _load_model(model, cfg)
+    console.print(f"[dim]{text_model.source}: {text_model.context}-token context. Ctrl-D to leave.[/]")
+    transcript, turn = "", 0
+    while True:
+        try:
+            line = console.input("[bold green]you>[/] ")
+        except EOFError:
+            break
+        if not line.strip():
+            break
+        transcript += f"{line}\n"
+        settings = GenerationSettings(max_new_tokens, temperature, top_k, top_p, seed=turn)
+        reply = text_model.generate([transcript], settings)[0]
+        console.print(f"[bold blue]model>[/] {reply.strip()}", highlight=False)
+        transcript += f"{reply.strip()}\n"
+        turn += 1
 
 
 @app.command("export")

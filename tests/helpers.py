@@ -38,3 +38,24 @@ def clean_doc(i: int, text: str, host: str = "example.org") -> dict:
         "n_words": len(text.split()),
         "n_bytes": len(text.encode()),
     }
+
+
+VERBS = ["reads", "writes", "checks", "sorts", "merges", "splits", "counts", "loads", "saves", "tests"]
+THINGS = ["shards", "records", "tokens", "pages", "batches", "weights", "metrics", "files", "rows", "blocks"]
+
+
+def write_topic_docs(folder, topics: list[str], sentences: int, seed: int = 0) -> None:
+    """One markdown file per topic of `sentences` patterned sentences in paragraphs of three: a
+    corpus a tiny model learns something from in a few steps."""
+    import random
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    for topic in topics:
+        lines = [
+            f"The {topic} {rng.choice(VERBS)} {rng.randint(2, 900)} {rng.choice(THINGS)} before it "
+            f"{rng.choice(VERBS)} the {rng.choice(THINGS)} of step {rng.randint(1, 99)}."
+            for _ in range(sentences)
+        ]
+        text = "\n\n".join(" ".join(lines[i : i + 3]) for i in range(0, sentences, 3))
+        (folder / f"{topic}.md").write_text(text)

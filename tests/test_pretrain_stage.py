@@ -4,10 +4,10 @@ published with its tokenizer, exportable to transformers with identical logits."
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 import torch
+from helpers import write_topic_docs
 from mlflow import MlflowClient
 
 from lm_core.chunk import run_chunk
@@ -28,17 +28,7 @@ TOPICS = ["arrow", "parquet", "tokenizer", "crawler", "scheduler", "registry", "
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("pretrain")
     docs = root / "docs"
-    docs.mkdir()
-    rng = random.Random(0)
-    verbs = ["reads", "writes", "checks", "sorts", "merges", "splits", "counts", "loads", "saves", "tests"]
-    things = ["shards", "records", "tokens", "pages", "batches", "weights", "metrics", "files", "rows", "blocks"]
-    for topic in TOPICS:
-        lines = [
-            f"The {topic} {rng.choice(verbs)} {rng.randint(2, 900)} {rng.choice(things)} before it "
-            f"{rng.choice(verbs)} the {rng.choice(things)} of step {rng.randint(1, 99)}."
-            for _ in range(60)
-        ]
-        (docs / f"{topic}.md").write_text("\n\n".join(" ".join(lines[i : i + 3]) for i in range(0, 60, 3)))
+    write_topic_docs(docs, TOPICS, 60)
     cfg = load_config(
         None,
         [

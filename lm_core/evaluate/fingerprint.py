@@ -1,0 +1,25 @@
+"""What decides an evaluation's output, hashed: light to import (no torch), so that a cached
+run finds its published artifact without loading a model."""
+
+from __future__ import annotations
+
+from lm_core.config import EvaluateConfig
+from lm_core.evaluate.sets import source_digests
+from lm_core.workspace import ArtifactRef, fingerprint
+
+STAGE = "evaluate"
+CODE_VERSION = 1  # bump when the same config, model and data would score differently
+
+
+def evaluate_inputs(cfg: EvaluateConfig, model: ArtifactRef, chunk: ArtifactRef) -> dict[str, str]:
+    """The model and chunk artifacts, and a digest of the content of every local pair and text file."""
+    return {model.stage: model.fingerprint, "chunk": chunk.fingerprint, **source_digests(cfg)}
+
+
+def evaluate_fingerprint(cfg: EvaluateConfig, model: ArtifactRef, chunk: ArtifactRef) -> str:
+    return fingerprint_of(cfg, evaluate_inputs(cfg, model, chunk))
+
+
+def fingerprint_of(cfg: EvaluateConfig, inputs: dict[str, str]) -> str:
+    """The fingerprint, given the inputs already hashed (the stage hashes the files only once)."""
+    return fingerprint(STAGE, cfg.fingerprint_fields(), inputs, CODE_VERSION)
