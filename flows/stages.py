@@ -1,7 +1,10 @@
 """Which flow re-runs each stage alone, and which stage's artifact it takes as input."""
 
 from flows.data import chunk_flow, clean_flow, crawl_flow, tokenize_flow
+from flows.evaluate import evaluate_flow
+from flows.finetune import finetune_flow
 from flows.pretrain import pretrain_flow
+from flows.register import register_flow
 
 STAGE_FLOWS = {
     "crawl": crawl_flow,
@@ -9,5 +12,16 @@ STAGE_FLOWS = {
     "tokenize": tokenize_flow,
     "chunk": chunk_flow,
     "pretrain": pretrain_flow,
+    "finetune": finetune_flow,
+    "evaluate": evaluate_flow,
+    "register": register_flow,
 }
-STAGE_INPUT = {"clean": "crawl", "tokenize": "clean", "chunk": "tokenize", "pretrain": "chunk"}
+STAGE_INPUT = {
+    "clean": "crawl",
+    "tokenize": "clean",
+    "chunk": "tokenize",
+    "pretrain": "chunk",
+    "finetune": "pretrain",
+    "evaluate": "pretrain",
+    "register": "evaluate",
+}

@@ -327,6 +327,81 @@ class PretrainConfig(Section):
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
 
 
+# ----------------------------------------------------------------------------- fine-tune
+
+
+class ChatDatasetSource(BaseModel):
+    """A `datasets.load_dataset` source of chat (`messages`, or `prompt` + `response`) or
+    preference (`prompt`, `chosen`, `rejected`) records."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: str
+    name: str | None = None
+    data_files: str | list[str] | dict[str, str | list[str]] | None = None
+    split: str = "train"
+    streaming: bool = True
+    max_examples: int | None = Field(default=None, gt=0)
+
+
+class LoRAConfig(BaseModel):
+    """Low-rank adapters on the chosen projections; merged into the weights at the end."""
+
+    model_config = ConfigDict(extra="forbid")
+    rank: int = Field(8, ge=1)
+    alpha: float = Field(16.0, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    targets: list[Literal["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]] = Field(
+        default_factory=lambda: ["q_proj", "v_proj"], min_length=1
+    )
+
+
+class FinetuneConfig(Section):
+    """The second stage of the recipe: a pretrained model -> a chat model.
+
+    `sft` learns the assistant turns of chat data; `dpo` prefers chosen over rejected replies
+    against a frozen copy of the starting model; `distill` trains a smaller student (`student`)
+    on the starting model's logits. Without chat data, a question/answer set is built from the
+    cleaned corpus (`qa_pairs`)."""
+
+    PERFORMANCE_ONLY = frozenset({"enabled", "eval_every", "log_every", "model_name", "micro_batch"})
+    enabled: bool = Field(False, description="the lifecycle fine-tunes (and registers the chat model) when true")
+    method: Literal["sft", "dpo", "distill"] = "sft"
+    base: str = Field(
+        "pretrain", description="pretrain: the lifecycle's model; or models:/<name>@<alias>, a folder, a fingerprint"
+    )
+    chat_files: list[str] = Field(default_factory=list, description="JSONL chat files: messages or prompt/response")
+    chat_datasets: list[ChatDatasetSource] = Field(default_factory=list)
+    preference_files: list[str] = Field(default_factory=list, description="dpo: JSONL {prompt, chosen, rejected}")
+    preference_datasets: list[ChatDatasetSource] = Field(default_factory=list)
+    qa_pairs: int = Field(2000, ge=0, description="without chat data: pairs built from the cleaned corpus (at most)")
+    heldout_fraction: float = Field(0.1, gt=0, lt=1, description="share of the chat data held out for evaluation")
+    max_answer_chars: int = Field(600, ge=40)
+    packing: bool = Field(True, description="several chats per row (no padding) instead of one padded chat per row")
+    epochs: float = Field(2.0, gt=0)
+    max_steps: int | None = Field(None, ge=1, description="optimizer steps; default: epochs over the training chats")
+    micro_batch: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    lr: float = Field(3e-4, gt=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    warmup_steps: int = Field(10, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float | None = Field(1.0, gt=0)
+    freeze_embeddings: bool = False
+    freeze_blocks: int = Field(0, ge=0, description="freeze the first N transformer blocks")
+    lora: LoRAConfig | None = Field(None, description="train low-rank adapters only (merged at the end)")
+    dpo_beta: float = Field(0.1, gt=0)
+    student: ModelConfig | None = Field(None, description="distill: the student's shape (default: half the depth)")
+    distill_temperature: float = Field(2.0, gt=0)
+    distill_alpha: float = Field(0.5, ge=0, le=1, description="weight of the KL term; the rest is cross-entropy")
+    curriculum: Literal["none", "length", "teacher_loss"] = Field(
+        "none", description="order the training chats easy to hard (by length or by the starting model's loss)"
+    )
+    quantize: bool = Field(False, description="also register a dynamic-int8 version for CPU inference")
+    eval_every: int = Field(50, ge=1)
+    log_every: int = Field(10, ge=1)
+    model_name: str | None = Field(None, description="registered chat model name; default: <name>-chat")
+
+
 class TrackingConfig(Section):
     PERFORMANCE_ONLY = frozenset({"tracking_uri", "experiment", "system_metrics"})
     tracking_uri: str | None = Field(None, description="default: sqlite:///<workspace>/mlflow.db")
@@ -401,6 +476,7 @@ class Config(BaseModel):
     chunk: ChunkConfig = Field(default_factory=ChunkConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)

@@ -2,7 +2,9 @@
 MLflow model, `lmforge generate` and `lmforge chat` all load.
 
 A model folder (a pretrain or fine-tune artifact, or the files of a registered model) holds
-`model.safetensors`, `model_config.json` and `tokenizer.json`; nothing in it is unpickled.
+`model.safetensors`, `model_config.json` and `tokenizer.json`; nothing in it is unpickled. A
+chat model (fine-tuned on conversations) also holds `chat.json`: its prompts are then user
+messages, rendered with the chat template, and its replies end at `<|end|>`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from lm_core.tokenize import END_OF_TEXT, TokenizerError, load_tokenizer
 from lm_core.train.checkpoint import CheckpointError, load_weights
 
 MODEL_FILES = ("model.safetensors", "model_config.json", "tokenizer.json")
+INT8_FILE = "model.int8.safetensors"  # an int8-compressed model holds this in place of model.safetensors
+CHAT_FILE = "chat.json"  # present in a chat model's folder: {"template": CHAT_TEMPLATE}
+CHAT_TEMPLATE = "lmforge-chat-v1"
 
 
 class ModelLoadError(RuntimeError):
@@ -37,7 +42,7 @@ class GenerationSettings:
 class TextModel:
     """A GPT and its tokenizer: strings in, strings out."""
 
-    def __init__(self, model: GPT, tokenizer: Tokenizer, source: str = ""):
+    def __init__(self, model: GPT, tokenizer: Tokenizer, source: str = "", chat: bool = False):
         if tokenizer.get_vocab_size() > model.cfg.vocab_size:
             raise ModelLoadError(
                 f"{source}: the tokenizer has {tokenizer.get_vocab_size()} tokens but the model only "
@@ -45,11 +50,24 @@ class TextModel:
             )
         self.model, self.tokenizer, self.source = model.eval(), tokenizer, source
         self.eos_id = tokenizer.token_to_id(END_OF_TEXT)
+        self.template = None
+        if chat:
+            from lm_core.finetune.chat import ChatDataError, ChatTemplate
+
+            try:
+                self.template = ChatTemplate(tokenizer)
+            except ChatDataError as e:
+                raise ModelLoadError(f"{source}: a chat model, but {e}") from None
+
+    @property
+    def is_chat(self) -> bool:
+        return self.template is not None
 
     @classmethod
     def load(cls, folder: str | Path, device: str = "cpu") -> TextModel:
         folder = Path(folder)
-        missing = [f for f in MODEL_FILES if not (folder / f).is_file()]
+        int8 = not (folder / MODEL_FILES[0]).is_file() and (folder / INT8_FILE).is_file()
+        missing = [f for f in MODEL_FILES if not (folder / f).is_file() and not (int8 and f == MODEL_FILES[0])]
         if missing:
             raise ModelLoadError(f"{folder} is not a model folder: {', '.join(missing)} missing")
         try:
@@ -60,12 +78,21 @@ class TextModel:
             tokenizer = load_tokenizer(folder / "tokenizer.json")
         except TokenizerError as e:
             raise ModelLoadError(str(e)) from None
+        if int8:  # int8 weights, int8 matrix products on CPU
+            from lm_core.finetune.quantize import load_int8
+
+            try:
+                model = load_int8(folder, cfg)
+            except (ValueError, OSError) as e:
+                raise ModelLoadError(f"{folder / INT8_FILE}: {e}") from None
+            return cls(model, tokenizer, str(folder), chat=_chat_marker(folder))
         model = GPT(cfg)
         try:
             load_weights(model, folder / "model.safetensors")
         except CheckpointError as e:
             raise ModelLoadError(str(e)) from None
-        return cls(model.to(device), tokenizer, str(folder))
+        chat = _chat_marker(folder)
+        return cls(model.to(device), tokenizer, str(folder), chat=chat)
 
     @property
     def context(self) -> int:
@@ -78,15 +105,52 @@ class TextModel:
         return self.tokenizer.decode(ids, skip_special_tokens=False)
 
     def generate(self, prompts: list[str], settings: GenerationSettings | None = None) -> list[str]:
-        """Continue each prompt; stops at end-of-text. Prompts longer than the context keep their
-        last tokens (room is left for the new ones)."""
+        """A base model continues each prompt (up to end-of-text); a chat model answers each
+        prompt as a user message. Prompts longer than the context keep their last tokens."""
+        if not prompts:
+            return []
+        if self.template is not None:
+            from lm_core.finetune.chat import Message
+
+            return self.reply([[Message("user", p)] for p in prompts], settings)
         s = settings or GenerationSettings()
-        new = max(1, min(s.max_new_tokens, self.context - 1))
-        keep = self.context - new
+        new, keep = self._budget(s)
         ids = [(self.encode(p) or [self.eos_id])[-keep:] for p in prompts]
+        return [self.decode(o) for o in self._generate(ids, new, s, (self.eos_id,))]
+
+    def reply(self, conversations: list, settings: GenerationSettings | None = None) -> list[str]:
+        """A chat model's next assistant turn for each conversation (a list of `Message`s, the
+        last one the user's); the oldest turns drop out when the context is full."""
+        if self.template is None:
+            raise ModelLoadError(f"{self.source} is not a chat model (no {CHAT_FILE}): use generate()")
+        if not conversations:
+            return []
+        s = settings or GenerationSettings()
+        new, keep = self._budget(s)
+        ids = [self.template.prompt_ids(conv, max_len=keep) for conv in conversations]
+        return [self.template.decode_reply(o) for o in self._generate(ids, new, s, self.template.stop_ids)]
+
+    def _budget(self, s: GenerationSettings) -> tuple[int, int]:
+        """(new tokens, prompt tokens kept): both fit the context."""
+        new = max(1, min(s.max_new_tokens, self.context - 1))
+        return new, self.context - new
+
+    def _generate(self, ids: list[list[int]], new: int, s: GenerationSettings, stop: tuple[int, ...]):
         device = self.model.embed.weight.device
         gen = torch.Generator(device=device).manual_seed(s.seed)
-        outs = self.model.generate(
-            ids, new, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, stop_tokens=(self.eos_id,), generator=gen
+        return self.model.generate(
+            ids, new, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, stop_tokens=stop, generator=gen
         )
-        return [self.decode(o) for o in outs]
+
+
+def _chat_marker(folder: Path) -> bool:
+    path = folder / CHAT_FILE
+    if not path.is_file():
+        return False
+    try:
+        template = json.loads(path.read_text()).get("template")
+    except (json.JSONDecodeError, AttributeError, UnicodeDecodeError) as e:
+        raise ModelLoadError(f"{path} is not valid: {e}") from None
+    if template != CHAT_TEMPLATE:
+        raise ModelLoadError(f"{path}: unknown chat template {template!r}; this lmforge knows {CHAT_TEMPLATE!r}")
+    return True

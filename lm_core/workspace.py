@@ -27,7 +27,7 @@ from typing import Any
 from pydantic import BaseModel
 
 MANIFEST = "_manifest.json"
-STAGES = ("crawl", "clean", "tokenize", "chunk", "pretrain")
+STAGES = ("crawl", "clean", "tokenize", "chunk", "pretrain", "finetune", "evaluate", "register")
 _REPORTED_LIBRARIES = ("lmforge", "pyarrow", "tokenizers", "trafilatura", "datasketch", "torch", "prefect")
 
 

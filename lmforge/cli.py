@@ -1,6 +1,6 @@
 """`lmforge`: the one command-line entry point.
 
-    lmforge run      [--config F] [--set k=v ...]     the lifecycle: data stages, then pretraining
+    lmforge run      [--config F] [--set k=v ...]     the lifecycle: data, pretrain, evaluate, register
     lmforge data     [--config F] [--set k=v ...]     crawl -> clean -> tokenize -> chunk
     lmforge stage NAME [--input latest|FP] [--force]  one stage alone, on earlier artifacts
     lmforge export   --model FP|latest --out DIR      a Hugging Face folder (LlamaForCausalLM)
@@ -29,6 +29,10 @@ from rich.table import Table
 from lm_core.config import Config, ConfigError, load_config
 from lm_core.shards import CorruptShardError
 from lm_core.workspace import STAGES, ArtifactError, Workspace
+from lmforge.embedded import EmbeddedServer
+
+# MLflow's download progress bars would interleave with our output (and generated text).
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="lmforge: from URLs to a trained GPT-style model.")
 console = Console()
@@ -62,31 +66,20 @@ def prepare_environment(cfg: Config) -> None:
         os.environ.setdefault(k, v)
 
 
-class PrefectWarmUp:
-    """Start Prefect's embedded API server in the background while the flows' heavy imports
-    (torch, MLflow, ...) load: the two take seconds each and overlap well on two cores. With
-    PREFECT_API_URL set (a real server) there is nothing to start."""
-
-    def __init__(self) -> None:
-        import threading
-
-        self.error: BaseException | None = None
-        self._thread = None
-        if not os.environ.get("PREFECT_API_URL"):
-            self._thread = threading.Thread(target=self._start, name="prefect-api-warm-up", daemon=True)
-            self._thread.start()
-
-    def _start(self) -> None:
-        try:
-            from prefect.server.api.server import SubprocessASGIServer
-
-            SubprocessASGIServer().start()  # the instance Prefect's client uses for the embedded API
-        except BaseException as e:  # surfaced by wait(); Prefect would retry the start itself
-            self.error = e
-
-    def wait(self) -> None:
-        if self._thread is not None:
-            self._thread.join()
+def _orchestrate(cfg: Config, load_flow):
+    """Run a flow against Prefect: a configured server (PREFECT_API_URL), or the embedded one
+    started here, which boots while `load_flow()` imports the flows and returns the call."""
+    prepare_environment(cfg)
+    server = EmbeddedServer(Path(os.environ["PREFECT_HOME"]))
+    try:
+        call = load_flow()
+        server.wait()
+        with server.settings():
+            return call()
+    except _user_errors() as e:
+        _fail(e)
+    finally:
+        server.stop()
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
@@ -104,36 +97,37 @@ def _fail(e: Exception) -> None:
 
 @app.command()
 def run(config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False) -> None:
-    """The lifecycle: data stages, then pretraining."""
+    """The lifecycle: crawl -> clean -> tokenize -> chunk -> pretrain -> evaluate -> register."""
     cfg = _load(config, set_)
-    prepare_environment(cfg)
-    warm = PrefectWarmUp()
-    from flows.data import with_runner
-    from flows.lifecycle import lifecycle_flow
 
-    warm.wait()
-    try:
-        refs = with_runner(lifecycle_flow, cfg)(config=cfg, force=force)
-    except _user_errors() as e:
-        _fail(e)
+    def call():
+        from flows.data import with_runner
+        from flows.lifecycle import lifecycle_flow
+
+        return lambda: with_runner(lifecycle_flow, cfg)(config=cfg, force=force)
+
+    refs = _orchestrate(cfg, call)
     d = refs.data
-    _print_artifacts([d.crawl, d.clean, d.tokenize, d.chunk, refs.pretrain], cfg)
-    _print_model(refs.pretrain, cfg)
+    chat = [r for r in (refs.finetune, refs.chat_evaluate, refs.chat_registration) if r is not None]
+    _print_artifacts(
+        [d.crawl, d.clean, d.tokenize, d.chunk, refs.pretrain, refs.evaluate, refs.registration, *chat], cfg
+    )
+    _print_model(refs.pretrain, refs.evaluate, refs.registration, cfg)
+    if refs.chat_registration is not None:
+        _print_chat_model(refs.finetune, refs.chat_evaluate, refs.chat_registration)
 
 
 @app.command()
 def data(config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False) -> None:
     """crawl -> clean -> tokenize -> chunk, each stage cached by fingerprint."""
     cfg = _load(config, set_)
-    prepare_environment(cfg)
-    warm = PrefectWarmUp()
-    from flows.data import data_flow, with_runner
 
-    warm.wait()
-    try:
-        refs = with_runner(data_flow, cfg)(config=cfg, force=force)
-    except _user_errors() as e:
-        _fail(e)
+    def call():
+        from flows.data import data_flow, with_runner
+
+        return lambda: with_runner(data_flow, cfg)(config=cfg, force=force)
+
+    refs = _orchestrate(cfg, call)
     _print_artifacts([refs.crawl, refs.clean, refs.tokenize, refs.chunk], cfg)
 
 
@@ -160,21 +154,19 @@ def stage(
     if nnodes is not None:
         set_.append(f"pretrain.distributed.nnodes={nnodes}")
     cfg = _load(config, set_)
-    prepare_environment(cfg)
-    warm = PrefectWarmUp()
-    from flows.data import with_runner
-    from flows.stages import STAGE_FLOWS, STAGE_INPUT
-
-    warm.wait()
-    kwargs = {"force": force}
-    if name in STAGE_INPUT:
-        kwargs[f"{STAGE_INPUT[name]}_artifact"] = input_
     if restart:
         _discard_partial(cfg, name, input_)
-    try:
-        ref = with_runner(STAGE_FLOWS[name], cfg)(config=cfg, **kwargs)
-    except _user_errors() as e:
-        _fail(e)
+
+    def call():
+        from flows.data import with_runner
+        from flows.stages import STAGE_FLOWS, STAGE_INPUT
+
+        kwargs = {"force": force}
+        if name in STAGE_INPUT:
+            kwargs[f"{STAGE_INPUT[name]}_artifact"] = input_
+        return lambda: with_runner(STAGE_FLOWS[name], cfg)(config=cfg, **kwargs)
+
+    ref = _orchestrate(cfg, call)
     _print_artifacts([ref], cfg)
 
 
@@ -242,14 +234,18 @@ def chat(
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Talk to a model in the terminal: each turn is continued from the conversation so far
-    (the oldest turns drop out when the context is full). Ctrl-D or an empty line ends it."""
+    """Talk to a model in the terminal. A chat model (fine-tuned) answers through its chat
+    template, with the whole conversation as history; a base model continues the transcript.
+    The oldest turns drop out when the context is full. Ctrl-D or an empty line ends it."""
+    from lm_core.finetune.chat import Message
     from lm_core.textgen import GenerationSettings
 
     cfg = _load(config, set_)
     text_model = _load_model(model, cfg)
-    console.print(f"[dim]{text_model.source}: {text_model.context}-token context. Ctrl-D to leave.[/]")
-    transcript, turn = "", 0
+    kind = "chat model" if text_model.is_chat else "base model: it continues the transcript"
+    console.print(f"[dim]{text_model.source} ({kind}), {text_model.context}-token context. Ctrl-D to leave.[/]")
+    history: list[Message] = []
+    turn = 0
     while True:
         try:
             line = console.input("[bold green]you>[/] ")
@@ -257,11 +253,15 @@ def chat(
             break
         if not line.strip():
             break
-        transcript += f"{line}\n"
+        history.append(Message("user", line))
         settings = GenerationSettings(max_new_tokens, temperature, top_k, top_p, seed=turn)
-        reply = text_model.generate([transcript], settings)[0]
-        console.print(f"[bold blue]model>[/] {reply.strip()}", highlight=False)
-        transcript += f"{reply.strip()}\n"
+        if text_model.is_chat:
+            reply = text_model.reply([history], settings)[0].strip()
+        else:
+            transcript = "".join(f"{m.content}\n" for m in history)
+            reply = text_model.generate([transcript], settings)[0].strip()
+        console.print(f"[bold blue]model>[/] {reply}", highlight=False)
+        history.append(Message("assistant", reply or "..."))
         turn += 1
 
 
@@ -367,26 +367,68 @@ def _print_artifacts(refs, cfg: Config) -> None:
     )
 
 
-def _print_model(ref, cfg: Config) -> None:
+def _print_model(model, evaluation, registration, cfg: Config) -> None:
+
+    s, e, r = model.stats, evaluation.stats, registration.stats
+    console.print(
+        f"\n[bold]model[/] {model.fingerprint}: {s.get('params', 0) / 1e6:.1f}M parameters, {s.get('steps')} steps, "
+        f"{s.get('tokens', 0):,} tokens"
+    )
+    scores = [f"{k} {v:.4g}" for k, v in e.items() if k.startswith(("val_", "text.", "bleu.", "chrf.")) and _is_num(v)]
+    console.print("evaluation: " + (", ".join(scores) or "no scores"), highlight=False)
+    console.print(
+        f"[bold]registered[/] {r['model_uri']} ({r['decision']}; aliases {', '.join('@' + a for a in r['aliases'])})\n"
+        f"  {r['reason']}",
+        highlight=False,
+    )
+    samples = _samples(evaluation)
+    if samples:
+        first = samples[0]
+        console.print(f"sample: [italic]{first['prompt']}[/]{first['generation']}", markup=True, highlight=False)
+    ws = Path(cfg.workspace).resolve()
+    name = r["name"]
+    console.print(
+        "\nnext:\n"
+        f'  generate:    .venv/bin/lmforge generate --model models:/{name}@champion "The"\n'
+        f"  serve:       .venv/bin/mlflow models serve -m models:/{name}@champion --env-manager local "
+        f"(with MLFLOW_TRACKING_URI={cfg.tracking_uri})\n"
+        f"  Prefect UI:  PREFECT_HOME={ws / '.prefect'} .venv/bin/prefect server start   -> http://127.0.0.1:4200\n"
+        f"  MLflow UI:   .venv/bin/mlflow ui --backend-store-uri {cfg.tracking_uri}   -> http://127.0.0.1:5000\n"
+        f"  export:      .venv/bin/lmforge export --model {model.fingerprint[:8]} --out hf-model"
+    )
+
+
+def _print_chat_model(model, evaluation, registration) -> None:
+
+    s, e, r = model.stats, evaluation.stats, registration.stats
+    console.print(
+        f"\n[bold]chat model[/] {model.fingerprint} ({s.get('method')}, {s.get('steps')} steps on "
+        f"{s.get('train_examples')} chats from {s.get('source')}): held-out loss "
+        f"{s.get('initial_heldout_loss', float('nan')):.3f} -> {s.get('heldout_loss', float('nan')):.3f}",
+        highlight=False,
+    )
+    scores = [f"{k} {v:.4g}" for k, v in e.items() if k.startswith(("bleu.", "chrf.", "val_bpb")) and _is_num(v)]
+    console.print("evaluation: " + (", ".join(scores) or "no scores"), highlight=False)
+    console.print(
+        f"[bold]registered[/] {r['model_uri']} ({r['decision']}; aliases {', '.join('@' + a for a in r['aliases'])})\n"
+        f"  {r['reason']}\n  talk to it: .venv/bin/lmforge chat --model models:/{r['name']}@champion",
+        highlight=False,
+    )
+    chats = [x for x in _samples(evaluation) if x["set"] == "chat"]
+    if chats:
+        console.print(f"sample: [bold]user>[/] {chats[0]['prompt']}\n        [bold]model>[/] {chats[0]['generation']}")
+
+
+def _samples(evaluation) -> list[dict]:
+    """An evaluation's samples: set, prompt, generation, reference."""
     import json
 
-    s = ref.stats
-    console.print(
-        f"\n[bold]model[/] {ref.fingerprint}: {s.get('params', 0) / 1e6:.1f}M parameters, {s.get('steps')} steps, "
-        f"{s.get('tokens', 0):,} tokens; validation loss {s.get('val_loss', float('nan')):.3f}, "
-        f"perplexity {s.get('val_ppl', float('nan')):.1f}, bits/byte {s.get('val_bpb', float('nan')):.3f}"
-    )
-    samples = json.loads((ref.dir / "samples.json").read_text()) if (ref.dir / "samples.json").is_file() else []
-    if samples:
-        last = samples[-len(cfg.pretrain.sample_prompts) :][0]
-        console.print(f"sample: [italic]{last['prompt']}[/]{last['text']}", markup=True, highlight=False)
-    ws = Path(cfg.workspace).resolve()
-    console.print(
-        "\nbrowse the runs:\n"
-        f"  Prefect UI:  PREFECT_HOME={ws / '.prefect'} .venv/bin/prefect server start   -> http://127.0.0.1:4200\n"
-        f"  MLflow UI:   .venv/bin/mlflow ui --backend-store-uri sqlite:///{ws / 'mlflow.db'}   -> http://127.0.0.1:5000\n"
-        f"  export:      .venv/bin/lmforge export --model {ref.fingerprint[:8]} --out hf-model"
-    )
+    path = evaluation.dir / "samples.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
 
 
 def main() -> None:

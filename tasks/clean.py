@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import task
 
-from lm_core.clean import clean_fingerprint, run_clean
+from lm_core.clean.fingerprint import clean_fingerprint
 from lm_core.config import CleanConfig
 from lm_core.workspace import ArtifactRef
 from tasks.common import (
@@ -24,6 +24,8 @@ from tasks.common import (
     **STAGE_TASK,
 )
 def clean_task(cfg: CleanConfig, crawl: ArtifactRef, workspace: str, force: bool = False) -> ArtifactRef:
+    from lm_core.clean.stage import run_clean  # trafilatura, datasketch: only when there is cleaning to do
+
     with StageProgress("clean") as progress:
         ref = run_clean(
             cfg, crawl, workspace_for(workspace, "clean", force), map_shards=prefect_map("clean"), progress=progress

@@ -12,6 +12,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from prefect import Task, task
@@ -51,6 +52,36 @@ def run_stage_task(stage_task: Task, stage: str, fp: str, force: bool, **params:
     (or `force`: then the artifact is rebuilt and replaced)."""
     published = Workspace(params["workspace"]).is_published(stage, fp)
     return stage_task.with_options(refresh_cache=force or not published)(**params, force=force)
+
+
+def prefect_run_tags() -> dict[str, str]:
+    """Tags for an MLflow run or model version, naming the Prefect flow run that made it."""
+    from prefect.runtime import flow_run
+
+    return {"prefect.flow_run_id": str(flow_run.id or ""), "prefect.flow_run_name": str(flow_run.name or "")}
+
+
+# A training holds a slot of this global concurrency limit when the team has created one
+# (`prefect gcl create lmforge-training --limit 1`): two trainings never share a GPU. Only
+# trainings take a slot: a cached stage never waits for one.
+TRAINING_SLOTS = "lmforge-training"
+
+
+@contextmanager
+def training_slot():
+    """Hold a TRAINING_SLOTS slot while training, if that limit exists."""
+    from prefect.client.orchestration import get_client
+    from prefect.concurrency.sync import concurrency
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        with get_client(sync_client=True) as client:
+            client.read_global_concurrency_limit_by_name(TRAINING_SLOTS)
+    except ObjectNotFound:
+        yield
+        return
+    with concurrency(TRAINING_SLOTS, occupy=1):
+        yield
 
 
 def workspace_for(workspace: str, stage: str, force: bool) -> Workspace:

@@ -4,26 +4,32 @@ from __future__ import annotations
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
-from prefect.runtime import flow_run
 
 from lm_core.config import Config
 from lm_core.train.fingerprint import pretrain_fingerprint
 from lm_core.workspace import ArtifactRef
-from tasks.common import STAGE_TASK, StageProgress, publish_stats, run_stage_task, stage_cache_key_fn, workspace_for
+from tasks.common import (
+    STAGE_TASK,
+    StageProgress,
+    prefect_run_tags,
+    publish_stats,
+    run_stage_task,
+    stage_cache_key_fn,
+    training_slot,
+    workspace_for,
+)
 
 
-# Tagged "training": a Prefect concurrency limit on that tag keeps two trainings off one GPU.
 @task(
     name="pretrain",
-    tags=["training"],
     cache_key_fn=stage_cache_key_fn("pretrain", lambda p: pretrain_fingerprint(p["cfg"], p["chunk"])),
     **STAGE_TASK,
 )
 def pretrain_task(cfg: Config, chunk: ArtifactRef, workspace: str, force: bool = False) -> ArtifactRef:
     from lm_core.train.stage import run_pretrain  # torch and MLflow: only when there is training to do
 
-    tags = {"prefect.flow_run_id": str(flow_run.id or ""), "prefect.flow_run_name": str(flow_run.name or "")}
-    with StageProgress("pretrain") as progress:
+    tags = prefect_run_tags()
+    with training_slot(), StageProgress("pretrain") as progress:
         ref = run_pretrain(cfg, chunk, workspace_for(workspace, "pretrain", force), progress=progress, run_tags=tags)
     publish_stats(ref)
     run_id = ref.stats.get("mlflow_run_id", "")

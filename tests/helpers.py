@@ -59,3 +59,37 @@ def write_topic_docs(folder, topics: list[str], sentences: int, seed: int = 0) -
         ]
         text = "\n\n".join(" ".join(lines[i : i + 3]) for i in range(0, sentences, 3))
         (folder / f"{topic}.md").write_text(text)
+
+
+def pretrained_workspace(root, topics: list[str], sentences: int, *overrides: str, run_tags=None):
+    """A workspace whose data stages ran on topic documents and which holds a tiny pretrained
+    model: (config, workspace, chunk artifact, pretrain artifact)."""
+    from lm_core.chunk import run_chunk
+    from lm_core.clean import run_clean
+    from lm_core.config import load_config
+    from lm_core.crawl import run_crawl
+    from lm_core.tokenize import run_tokenize
+    from lm_core.train.stage import run_pretrain
+    from lm_core.workspace import Workspace
+
+    docs = root / "docs"
+    write_topic_docs(docs, topics, sentences)
+    cfg = load_config(
+        None,
+        [
+            f"workspace={root / 'ws'}",
+            f"crawl.files=[{{path: {docs}}}]",
+            "clean.dedup.near=false",
+            "tokenize.vocab_size=512",
+            "chunk.seq_len=32",
+            "chunk.val_fraction=0.25",
+            "model.preset=tiny",
+            "pretrain.micro_batch=4",
+            "tracking.system_metrics=false",
+            *overrides,
+        ],
+    )
+    ws = Workspace(cfg.workspace)
+    tokens = run_tokenize(cfg.tokenize, run_clean(cfg.clean, run_crawl(cfg.crawl, ws), ws), ws)
+    chunk = run_chunk(cfg.chunk, tokens, ws)
+    return cfg, ws, chunk, run_pretrain(cfg, chunk, ws, run_tags=run_tags)

@@ -11,13 +11,13 @@ import sys
 
 import pyarrow as pa
 import pytest
-from helpers import write_topic_docs
+from helpers import pretrained_workspace
 from sacrebleu.metrics import BLEU, CHRF
 
 from lm_core.chunk import run_chunk
 from lm_core.chunk.pack import split_is_val
 from lm_core.clean import run_clean
-from lm_core.config import ChunkConfig, EvaluateConfig, FilesSource, GenerationConfig, HFDatasetSource, load_config
+from lm_core.config import ChunkConfig, EvaluateConfig, FilesSource, GenerationConfig, HFDatasetSource
 from lm_core.crawl import run_crawl
 from lm_core.evaluate import (
     EvalSetError,
@@ -32,7 +32,6 @@ from lm_core.evaluate.pairs import clean_docs_dir
 from lm_core.shards import read_shard, shard_paths
 from lm_core.textgen import ModelLoadError, TextModel
 from lm_core.tokenize import load_tokenizer
-from lm_core.train.stage import run_pretrain
 from lm_core.workspace import ArtifactRef, Workspace
 
 TOPICS = ["arrow", "parquet", "tokenizer", "crawler", "scheduler", "registry", "optimizer", "checkpoint",
@@ -42,29 +41,15 @@ TOPICS = ["arrow", "parquet", "tokenizer", "crawler", "scheduler", "registry", "
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("evaluate")
-    docs = root / "docs"
-    write_topic_docs(docs, TOPICS, 30)
-    cfg = load_config(
-        None,
-        [
-            f"workspace={root / 'ws'}",
-            f"crawl.files=[{{path: {docs}}}]",
-            "clean.dedup.near=false",
-            "tokenize.vocab_size=512",
-            "chunk.seq_len=32",
-            "chunk.val_fraction=0.25",
-            "model.preset=tiny",
-            "pretrain.max_steps=8",
-            "pretrain.micro_batch=4",
-            "pretrain.eval_every=8",
-            "pretrain.checkpoint_every=8",
-            "pretrain.lr=0.01",
-            "tracking.system_metrics=false",
-        ],
+    cfg, ws, chunk, model = pretrained_workspace(
+        root,
+        TOPICS,
+        30,
+        "pretrain.max_steps=8",
+        "pretrain.eval_every=8",
+        "pretrain.checkpoint_every=8",
+        "pretrain.lr=0.01",
     )
-    ws = Workspace(cfg.workspace)
-    chunk = run_chunk(cfg.chunk, run_tokenize_clean_crawl(cfg, ws), ws)
-    model = run_pretrain(cfg, chunk, ws)
     extra = root / "extra"
     extra.mkdir()
     (extra / "notes.txt").write_text("The registry keeps every model's metrics.\n" * 20, encoding="utf-8")

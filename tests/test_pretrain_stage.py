@@ -7,19 +7,14 @@ import json
 
 import pytest
 import torch
-from helpers import write_topic_docs
+from helpers import pretrained_workspace
 from mlflow import MlflowClient
 
-from lm_core.chunk import run_chunk
-from lm_core.clean import run_clean
-from lm_core.config import load_config
-from lm_core.crawl import run_crawl
 from lm_core.export import export_hf
 from lm_core.model import GPT, GPTConfig
-from lm_core.tokenize import load_tokenizer, run_tokenize
+from lm_core.tokenize import load_tokenizer
 from lm_core.train.checkpoint import load_weights
 from lm_core.train.stage import run_pretrain
-from lm_core.workspace import Workspace
 
 TOPICS = ["arrow", "parquet", "tokenizer", "crawler", "scheduler", "registry", "optimizer", "checkpoint"]
 
@@ -27,31 +22,11 @@ TOPICS = ["arrow", "parquet", "tokenizer", "crawler", "scheduler", "registry", "
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("pretrain")
-    docs = root / "docs"
-    write_topic_docs(docs, TOPICS, 60)
-    cfg = load_config(
-        None,
-        [
-            f"workspace={root / 'ws'}",
-            f"crawl.files=[{{path: {docs}}}]",
-            "clean.dedup.near=false",
-            "tokenize.vocab_size=512",
-            "chunk.seq_len=32",
-            "chunk.val_fraction=0.25",
-            "model.preset=tiny",
-            "pretrain.max_steps=30",
-            "pretrain.micro_batch=4",
-            "pretrain.eval_every=10",
-            "pretrain.checkpoint_every=10",
-            "pretrain.log_every=5",
-            "pretrain.lr=0.01",
-            "tracking.system_metrics=false",
-        ],
-    )
-    ws = Workspace(cfg.workspace)
-    chunk = run_chunk(cfg.chunk, run_tokenize(cfg.tokenize, run_clean(cfg.clean, run_crawl(cfg.crawl, ws), ws), ws), ws)
-    model = run_pretrain(cfg, chunk, ws, run_tags={"prefect.flow_run_id": "test-run"})
-    return cfg, ws, chunk, model
+    return pretrained_workspace(
+        root, TOPICS, 60,
+        "pretrain.max_steps=30", "pretrain.eval_every=10", "pretrain.checkpoint_every=10", "pretrain.log_every=5",
+        "pretrain.lr=0.01", run_tags={"prefect.flow_run_id": "test-run"},
+    )  # fmt: skip
 
 
 def test_the_artifact_holds_weights_config_tokenizer_and_metrics(trained):

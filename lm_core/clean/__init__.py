@@ -9,35 +9,31 @@ data and deduplicated; every dropped document is kept in `rejected/` with its re
     dedup.py     exact and MinHash near-duplicate detection
     pipeline.py  one document through all of the above
     stage.py     the stage over shards: filter (map), dedup (reduce), write (map)
+    fingerprint.py  what decides the artifact (light: for cached runs)
+
+The names below are imported on first use: `clean_fingerprint` needs none of the pipeline.
 """
 
-from lm_core.clean.pipeline import (
-    DUPLICATE,
-    EMPTY,
-    EXTRACT_ERROR,
-    LANGUAGE,
-    NEAR_DUPLICATE,
-    NO_TEXT,
-    NOT_TEXT,
-    REASONS,
-    UNSUPPORTED,
-)
-from lm_core.clean.quality import QUALITY_REASONS
-from lm_core.clean.stage import CODE_VERSION, CleanError, clean_fingerprint, run_clean
+from __future__ import annotations
 
-__all__ = [
-    "run_clean",
-    "clean_fingerprint",
-    "CODE_VERSION",
-    "CleanError",
-    "REASONS",
-    "QUALITY_REASONS",
-    "EMPTY",
-    "NOT_TEXT",
-    "UNSUPPORTED",
-    "EXTRACT_ERROR",
-    "NO_TEXT",
-    "LANGUAGE",
-    "DUPLICATE",
-    "NEAR_DUPLICATE",
-]
+from lm_core.lazy import lazy_attributes
+
+_HOME = {
+    "DUPLICATE": "pipeline",
+    "EMPTY": "pipeline",
+    "EXTRACT_ERROR": "pipeline",
+    "LANGUAGE": "pipeline",
+    "NEAR_DUPLICATE": "pipeline",
+    "NO_TEXT": "pipeline",
+    "NOT_TEXT": "pipeline",
+    "REASONS": "pipeline",
+    "UNSUPPORTED": "pipeline",
+    "QUALITY_REASONS": "quality",
+    "CODE_VERSION": "fingerprint",
+    "clean_fingerprint": "fingerprint",
+    "CleanError": "stage",
+    "run_clean": "stage",
+}
+__all__ = sorted(_HOME)
+
+__getattr__ = lazy_attributes(__name__, _HOME)

@@ -29,15 +29,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lm_core.clean.dedup import DIGEST_BYTES, Deduplicator
+from lm_core.clean.fingerprint import STAGE, clean_fingerprint
 from lm_core.clean.pipeline import Dropped, Kept, clean_document
 from lm_core.config import CleanConfig
 from lm_core.progress import MapShards, NullProgress, Progress, serial_map
 from lm_core.schemas import CLEAN_DOC, RAW_DOC, REJECTED
 from lm_core.shards import read_shard, shard_name, shard_paths, write_shard
-from lm_core.workspace import ArtifactRef, Workspace, fingerprint
+from lm_core.workspace import ArtifactRef, Workspace
 
-STAGE = "clean"
-CODE_VERSION = 1
 _WORK = "_work"  # intermediates, inside the partial folder
 _READ_ROWS = 64  # raw documents materialised as Python objects at a time
 
@@ -231,10 +230,6 @@ def write_outputs(job: WriteJob) -> WriteSummary:
 
 
 # ------------------------------------------------------------------ the stage
-
-
-def clean_fingerprint(cfg: CleanConfig, crawl: ArtifactRef) -> str:
-    return fingerprint(STAGE, cfg.fingerprint_fields(), {"crawl": crawl.fingerprint}, CODE_VERSION)
 
 
 def _merge(counters: list[dict[str, int]]) -> dict[str, int]:

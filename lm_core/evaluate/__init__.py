@@ -22,63 +22,36 @@ training loop's `lm_core.evaluate.perplexity`) load only what they need.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from lm_core.lazy import lazy_attributes
 
-# the modules that define the names below, lightest first: a name is looked up in this order
-_MODULES = ("errors", "fingerprint", "pairs", "sets", "perplexity", "bleu", "stage")
+_HOME = {
+    "EvalSetError": "errors",
+    "PairFileError": "errors",
+    "CODE_VERSION": "fingerprint",
+    "STAGE": "fingerprint",
+    "evaluate_fingerprint": "fingerprint",
+    "HELDOUT": "pairs",
+    "Pair": "pairs",
+    "heldout_pairs": "pairs",
+    "read_pairs": "pairs",
+    "write_pairs": "pairs",
+    "Perplexity": "perplexity",
+    "loss_totals": "perplexity",
+    "score_blocks": "perplexity",
+    "score_texts": "perplexity",
+    "score_validation": "perplexity",
+    "sliding_windows": "perplexity",
+    "build_pair_sets": "sets",
+    "published_pair_sets": "sets",
+    "read_text_sets": "sets",
+    "PairScores": "bleu",
+    "corpus_scores": "bleu",
+    "score_pairs": "bleu",
+    "EvalResult": "stage",
+    "check_tokenizer": "stage",
+    "evaluate_model": "stage",
+    "run_evaluate": "stage",
+}
+__all__ = sorted(_HOME)
 
-__all__ = [
-    "CODE_VERSION",
-    "HELDOUT",
-    "STAGE",
-    "EvalResult",
-    "EvalSetError",
-    "Pair",
-    "PairFileError",
-    "PairScores",
-    "Perplexity",
-    "build_pair_sets",
-    "check_tokenizer",
-    "corpus_scores",
-    "evaluate_fingerprint",
-    "evaluate_model",
-    "heldout_pairs",
-    "loss_totals",
-    "published_pair_sets",
-    "read_pairs",
-    "read_text_sets",
-    "run_evaluate",
-    "score_blocks",
-    "score_pairs",
-    "score_texts",
-    "score_validation",
-    "sliding_windows",
-    "write_pairs",
-]
-
-if TYPE_CHECKING:
-    from lm_core.evaluate.bleu import PairScores, corpus_scores, score_pairs
-    from lm_core.evaluate.errors import EvalSetError, PairFileError
-    from lm_core.evaluate.fingerprint import CODE_VERSION, STAGE, evaluate_fingerprint
-    from lm_core.evaluate.pairs import HELDOUT, Pair, heldout_pairs, read_pairs, write_pairs
-    from lm_core.evaluate.perplexity import (
-        Perplexity,
-        loss_totals,
-        score_blocks,
-        score_texts,
-        score_validation,
-        sliding_windows,
-    )
-    from lm_core.evaluate.sets import build_pair_sets, published_pair_sets, read_text_sets
-    from lm_core.evaluate.stage import EvalResult, check_tokenizer, evaluate_model, run_evaluate
-
-
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        for module in _MODULES:
-            found = importlib.import_module(f"lm_core.evaluate.{module}")
-            if hasattr(found, name):
-                globals()[name] = value = getattr(found, name)
-                return value
-    raise AttributeError(f"module 'lm_core.evaluate' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _HOME)

@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # torch is imported only where a model is used: fingerprints 
 TEXT_TYPES = ["text/plain", "text/markdown"]  # and .jsonl, which the files reader always takes
 _NO_SIZE_LIMIT = 1 << 50
 PAIRS_DIR = "pairs"
+CHAT = "chat"  # the pair set of a fine-tuned chat model's held-out chats
 
 
 # ----------------------------------------------------------------------------- names
@@ -49,7 +50,7 @@ def _unique(names: list[str], taken: set[str]) -> list[str]:
 def pair_set_paths(cfg: EvaluateConfig) -> dict[str, Path]:
     """The configured pair files by set name (`heldout` is reserved for the held-out pairs)."""
     paths = [Path(p).expanduser() for p in cfg.pair_sets]
-    names = _unique([_clean_name(p.stem) for p in paths], {HELDOUT})
+    names = _unique([_clean_name(p.stem) for p in paths], {HELDOUT, CHAT})
     return dict(zip(names, paths, strict=True))
 
 
@@ -144,11 +145,35 @@ def read_text_sets(cfg: EvaluateConfig) -> dict[str, list[str]]:
     return sets
 
 
-def build_pair_sets(cfg: EvaluateConfig, model: TextModel, chunk_dir: str | Path) -> dict[str, list[Pair]]:
-    """The held-out pairs (if `heldout_pairs` > 0), then every configured pair file."""
+HELDOUT_CHATS = "data/heldout.jsonl"  # in a finetune artifact (see lm_core.finetune.stage)
+
+
+def chat_pairs(model_dir: str | Path) -> list[Pair]:
+    """A chat model's held-out single-turn chats as pairs: the user's message is the prompt (the
+    model renders it with its chat template) and the assistant's reply the reference."""
+    from lm_core.finetune.data import read_chat_jsonl
+
+    path = Path(model_dir) / HELDOUT_CHATS
+    if not path.is_file():
+        return []
+    pairs = []
+    for conv in read_chat_jsonl(path):
+        turns = [m for m in conv.messages if m.role != "system"]
+        if len(turns) == 2 and turns[0].role == "user" and turns[1].role == "assistant":
+            pairs.append(Pair(turns[0].content, turns[1].content))
+    return pairs
+
+
+def build_pair_sets(
+    cfg: EvaluateConfig, model: TextModel, chunk_dir: str | Path, model_dir: str | Path | None = None
+) -> dict[str, list[Pair]]:
+    """The held-out pairs (if `heldout_pairs` > 0; for a chat model also its held-out chats),
+    then every configured pair file."""
     sets: dict[str, list[Pair]] = {}
     if cfg.heldout_pairs:
         sets[HELDOUT] = heldout_pairs(model, chunk_dir, cfg.heldout_pairs, cfg.prompt_tokens, cfg.reference_tokens)
+    if model_dir is not None and model.is_chat and (chats := chat_pairs(model_dir)):
+        sets[CHAT] = chats
     for name, path in pair_set_paths(cfg).items():
         sets[name] = read_pairs(path)
     return sets

@@ -127,7 +127,7 @@ def run_evaluate(
         t0 = time.perf_counter()
         text_model = TextModel.load(model.dir, device=resolve_device(cfg.device))
         check_tokenizer(text_model, chunk.dir)  # before any work: nothing else is worth doing then
-        pair_sets = build_pair_sets(cfg, text_model, chunk.dir)
+        pair_sets = build_pair_sets(cfg, text_model, chunk.dir, model.dir)
         text_sets = read_text_sets(cfg)
         result = evaluate_model(text_model, cfg, chunk.dir, pair_sets, text_sets, progress)
         _write(b.dir, pair_sets, result)

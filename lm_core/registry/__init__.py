@@ -1,28 +1,36 @@
 """The MLflow model registry and serving: log a trained model as a pyfunc "models from code",
-register it with the champion/challenger gate, and load any model a user names."""
+register it with the champion/challenger gate, and load any model a user names.
 
-from lm_core.registry.gate import GateDecision, decide
-from lm_core.registry.log import log_text_model
-from lm_core.registry.register import (
-    CHALLENGER,
-    CHAMPION,
-    Champion,
-    RegistrationResult,
-    current_champion,
-    register_model,
-)
-from lm_core.registry.resolve import ModelNotFound, load_text_model
+    gate.py          does a challenger replace the champion? (pure: no MLflow)
+    log.py           log a model folder into a run as a pyfunc
+    pyfunc_model.py  the pyfunc's code: prompts in, generated text out
+    register.py      a registry version with its aliases, tags and reason
+    resolve.py       load a model from models:/..., a folder, a checkpoint or a fingerprint
+    stage.py         the `register` artifact: log the evaluation, score the champion, register
 
-__all__ = [
-    "CHALLENGER",
-    "CHAMPION",
-    "Champion",
-    "GateDecision",
-    "ModelNotFound",
-    "RegistrationResult",
-    "current_champion",
-    "decide",
-    "load_text_model",
-    "log_text_model",
-    "register_model",
-]
+The names below are imported on first use: a cached run looks up `register_fingerprint`
+without importing MLflow or torch.
+"""
+
+from __future__ import annotations
+
+from lm_core.lazy import lazy_attributes
+
+_HOME = {
+    "GateDecision": "gate",
+    "decide": "gate",
+    "log_text_model": "log",
+    "CHALLENGER": "register",
+    "CHAMPION": "register",
+    "Champion": "register",
+    "RegistrationResult": "register",
+    "current_champion": "register",
+    "register_model": "register",
+    "ModelNotFound": "resolve",
+    "load_text_model": "resolve",
+    "register_fingerprint": "stage",
+    "run_register": "stage",
+}
+__all__ = sorted(_HOME)
+
+__getattr__ = lazy_attributes(__name__, _HOME)

@@ -16,6 +16,7 @@ from lm_core.config import RegistryConfig
 
 BPB = "val_bpb"  # bits per byte on the validation blocks: lower is better
 BLEU = "bleu.heldout"  # BLEU of generations on held-out prompt/reference pairs: higher is better
+CHAT_BLEU = "bleu.chat"  # a chat model's BLEU on its held-out chats: compared in BLEU's place
 
 
 @dataclass(frozen=True)
@@ -37,13 +38,14 @@ def decide(cfg: RegistryConfig, metrics: dict[str, float], champion_metrics: dic
     gain = old_bpb - new_bpb
     failed = [] if gain > cfg.min_bpb_gain else [f"{BPB} not lower by enough"]
     checks = [f"{BPB} {_versus(new_bpb, old_bpb, 4)} (must be lower by more than {cfg.min_bpb_gain:.4f})"]
-    new_bleu, old_bleu = _get(metrics, BLEU), _get(champion_metrics, BLEU)
+    bleu = CHAT_BLEU if CHAT_BLEU in metrics and CHAT_BLEU in champion_metrics else BLEU
+    new_bleu, old_bleu = _get(metrics, bleu), _get(champion_metrics, bleu)
     if new_bleu is None or old_bleu is None:
-        checks.append(f"{BLEU} not compared (not measured for both)")
+        checks.append(f"{bleu} not compared (not measured for both)")
     else:
         if old_bleu - new_bleu > cfg.bleu_tolerance:
-            failed.append(f"{BLEU} lower by too much")
-        checks.append(f"{BLEU} {_versus(new_bleu, old_bleu, 2)} (may be lower by at most {cfg.bleu_tolerance:.2f})")
+            failed.append(f"{bleu} lower by too much")
+        checks.append(f"{bleu} {_versus(new_bleu, old_bleu, 2)} (may be lower by at most {cfg.bleu_tolerance:.2f})")
     verdict = f"stays challenger, {' and '.join(failed)}" if failed else "becomes champion"
     return GateDecision(not failed, f"{verdict}: " + "; ".join(checks))
 

@@ -152,3 +152,23 @@ def _describe(cfg: RegistryConfig, metrics: dict[str, float], reason: str) -> st
     scores = ", ".join(f"{k} {float(v):.4g}" for k, v in sorted(metrics.items()) if v is not None)
     lines = [cfg.description or "", f"Scores: {scores or 'none'}.", f"Gate: {reason}."]
     return "\n\n".join(line for line in lines if line)
+
+
+def register_variant(
+    tracking_uri: str, run_id: str, model_dir: str | Path, name: str, alias: str, tags: dict[str, str], description: str
+) -> str:
+    """Register another form of a registered model (an int8 copy, say) as its own version, under
+    `alias` only: a variant never takes the champion or challenger aliases. Returns its version."""
+    client = registry_client(tracking_uri)
+    logged_uri = log_text_model(tracking_uri, run_id, model_dir, name=f"{name}-{alias}")
+    model_id = logged_uri.removeprefix("models:/")
+    mv = client.create_model_version(
+        name,
+        source=client.get_logged_model(model_id).artifact_location,
+        run_id=run_id,
+        tags={k: str(v) for k, v in tags.items()},
+        description=description,
+        model_id=model_id,
+    )
+    client.set_registered_model_alias(name, alias, str(mv.version))
+    return str(mv.version)

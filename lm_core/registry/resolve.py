@@ -70,7 +70,8 @@ def _tracking_uri(tracking_uri: str | None, workspace: str | Path | None) -> str
     return uri
 
 
-def _load_registered(spec: str, tracking_uri: str, device: str) -> TextModel:
+def registered_version(spec: str, tracking_uri: str) -> tuple[str, str]:
+    """(name, version) of a `models:/<name>@<alias>` or `models:/<name>/<version>` spec."""
     m = _REGISTERED.match(spec)
     if not m:
         raise ModelNotFound(f"{spec!r} is not a registered model URI: use models:/<name>@<alias> or models:/<name>/<n>")
@@ -89,14 +90,19 @@ def _load_registered(spec: str, tracking_uri: str, device: str) -> TextModel:
         if alias not in model.aliases:
             have = ", ".join(f"@{a} (v{v})" for a, v in sorted(model.aliases.items())) or "none"
             raise ModelNotFound(f"registered model {name!r} has no alias @{alias}; its aliases: {have}")
-        version = str(model.aliases[alias])
-    else:
-        versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
-        if int(version) not in versions:
-            raise ModelNotFound(
-                f"registered model {name!r} has no version {version}; its versions: "
-                + (", ".join(map(str, versions)) or "none")
-            )
+        return name, str(model.aliases[alias])
+    versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
+    if int(version) not in versions:
+        raise ModelNotFound(
+            f"registered model {name!r} has no version {version}; its versions: "
+            + (", ".join(map(str, versions)) or "none")
+        )
+    return name, version
+
+
+def _load_registered(spec: str, tracking_uri: str, device: str) -> TextModel:
+    name, version = registered_version(spec, tracking_uri)
+    client = registry_client(tracking_uri)
     source = client.get_model_version_download_uri(name, version)
     with tempfile.TemporaryDirectory(prefix="lmforge-model-") as tmp:
         folder = mlflow.artifacts.download_artifacts(

@@ -1,0 +1,20 @@
+"""Registration as a flow: an evaluated model -> a version of the registered model in MLflow,
+`challenger` always, `champion` when it passes the gate against the current champion."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from lm_core.config import Config
+from lm_core.workspace import ArtifactRef, Workspace
+from tasks.register import register
+
+
+@flow(name="register", log_prints=True)
+def register_flow(config: Config, evaluate_artifact: str = "latest", force: bool = False) -> ArtifactRef:
+    ref = register(
+        config, Workspace(config.workspace).resolve("evaluate", evaluate_artifact), str(config.workspace), force
+    )
+    s = ref.stats
+    print(f"{s['model_uri']}: {s['decision']} ({s['reason']})")
+    return ref

@@ -1,0 +1,188 @@
+"""The finetune stage: a workspace model (pretrain or finetune artifact) -> a chat model.
+
+    finetune/<fp>/
+        model.safetensors, model_config.json, tokenizer.json   a model folder like pretrain's
+        chat.json                 marks a chat model: prompts are user messages (the template)
+        data/train.jsonl          the chats (or preference pairs) it learned from
+        data/heldout.jsonl        held-out chats: evaluation scores BLEU/chrF on them
+        data/heldout_preferences.jsonl   dpo: held-out preference pairs
+        metrics.json              held-out figures before and after, and the logged history
+        int8/                     with `quantize`: int8 weights and the compression report
+
+The base model is named by `finetune.base`: `pretrain` (the lifecycle's own model), a workspace
+fingerprint or `latest`, or a registered model (`models:/<name>@<alias>` or `/<version>`),
+which is traced back to the workspace artifact it was registered from (its lineage tags). The
+fine-tuned model keeps its base's chunk lineage, so it is evaluated on the same validation
+blocks. Without chat data the chats are question/answer pairs built from the cleaned corpus
+that the base model was pretrained on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from lm_core.config import Config
+from lm_core.progress import NullProgress, Progress
+from lm_core.workspace import ArtifactError, ArtifactRef, Workspace, fingerprint, read_manifest
+
+STAGE = "finetune"
+CODE_VERSION = 1
+MODEL_STAGES = ("pretrain", "finetune")
+DATA_DIR = "data"
+HELDOUT_CHATS = f"{DATA_DIR}/heldout.jsonl"
+HELDOUT_PREFERENCES = f"{DATA_DIR}/heldout_preferences.jsonl"
+
+
+class FinetuneError(ValueError):
+    """A fine-tuning that cannot start: its base model or data are missing or unfit."""
+
+
+# ----------------------------------------------------------------------------- inputs (light)
+
+
+def resolve_base(cfg: Config, pretrain: ArtifactRef | None, ws: Workspace) -> ArtifactRef:
+    """The workspace model artifact `finetune.base` names."""
+    spec = cfg.finetune.base
+    if spec == "pretrain":
+        if pretrain is None:
+            return ws.resolve("pretrain", "latest")
+        return pretrain
+    if spec.startswith("models:/"):
+        return _registered_artifact(spec, cfg.tracking_uri, ws)
+    found = [a for stage in MODEL_STAGES for a in ws.artifacts(stage)]
+    if spec == "latest" and found:
+        return ws.ref(found[0]["stage"], found[0]["fingerprint"])
+    matches = [a for a in found if a["fingerprint"].startswith(spec)]
+    if len(matches) != 1:
+        listing = ", ".join(f"{a['stage']}:{a['fingerprint'][:12]}" for a in found) or "none"
+        what = "no" if not matches else "more than one"
+        raise FinetuneError(f"finetune.base {spec!r}: {what} model artifact matches in {ws.root}; models: {listing}")
+    return ws.ref(matches[0]["stage"], matches[0]["fingerprint"])
+
+
+def _registered_artifact(spec: str, tracking_uri: str, ws: Workspace) -> ArtifactRef:
+    from lm_core.registry.register import registry_client
+    from lm_core.registry.resolve import ModelNotFound, registered_version
+
+    try:
+        name, version = registered_version(spec, tracking_uri)
+    except ModelNotFound as e:
+        raise FinetuneError(f"finetune.base: {e}") from None
+    tags = registry_client(tracking_uri).get_model_version(name, version).tags
+    for stage in reversed(MODEL_STAGES):  # a chat model's tags name its base too: itself first
+        fp = tags.get(f"lmforge.{stage}")
+        if fp and ws.is_published(stage, fp):
+            return ws.ref(stage, fp)
+    raise FinetuneError(
+        f"finetune.base {spec!r} is models:/{name}/{version}, whose training artifact is not in {ws.root}: "
+        "fine-tune in the workspace that trained it, or name a workspace model"
+    )
+
+
+def lineage(base: ArtifactRef, ws: Workspace) -> dict[str, str]:
+    """The chunk and clean artifacts upstream of a model artifact."""
+    inputs = read_manifest(base.dir)["inputs"]
+    chunk = inputs.get("chunk")
+    if chunk is None:
+        raise FinetuneError(f"{base.dir} names no chunk artifact: not a model this workspace trained")
+    try:
+        tokenize = read_manifest(ws.artifact_dir("chunk", chunk))["inputs"]["tokenize"]
+        clean = read_manifest(ws.artifact_dir("tokenize", tokenize))["inputs"]["clean"]
+    except (ArtifactError, KeyError):
+        clean = None  # the corpus is gone: fine-tuning then needs chat data of its own
+    return {"chunk": chunk, **({"clean": clean} if clean else {})}
+
+
+def _digest(paths: list[str]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(Path(p).name.encode() + b"\0")
+        try:
+            with open(p, "rb") as f:
+                h.update(hashlib.file_digest(f, "sha256").digest())
+        except OSError:
+            raise FinetuneError(f"finetune data file {p} cannot be read") from None
+    return h.hexdigest()[:16]
+
+
+def finetune_inputs(cfg: Config, base: ArtifactRef, ws: Workspace) -> dict[str, str]:
+    ft = cfg.finetune
+    inputs = {base.stage: base.fingerprint, **lineage(base, ws)}
+    files = ft.preference_files if ft.method == "dpo" else ft.chat_files
+    if files:
+        inputs["data_files"] = _digest(files)
+    datasets = ft.preference_datasets if ft.method == "dpo" else ft.chat_datasets
+    if datasets:
+        from lm_core.finetune.data import dataset_local_files
+
+        local = [f for d in datasets for f in dataset_local_files(d.model_dump())]
+        inputs["datasets"] = _digest(local) if local else "remote"
+    if not (files or datasets) and "clean" not in inputs:
+        raise FinetuneError(
+            f"no chat data given (finetune.chat_files, chat_datasets) and the corpus of {base.stage} "
+            f"{base.fingerprint} is not in the workspace to build question/answer pairs from"
+        )
+    return inputs
+
+
+def decisive(cfg: Config) -> dict[str, Any]:
+    fields = cfg.finetune.fingerprint_fields()
+    fields.pop("base")  # resolved to an artifact: an input
+    return {"finetune": fields, "seed": cfg.seed}
+
+
+def finetune_fingerprint(cfg: Config, base: ArtifactRef, ws: Workspace) -> str:
+    return fingerprint(STAGE, decisive(cfg), finetune_inputs(cfg, base, ws), CODE_VERSION)
+
+
+# ----------------------------------------------------------------------------- the stage
+
+
+def run_finetune(
+    cfg: Config,
+    base: ArtifactRef,
+    ws: Workspace,
+    progress: Progress = NullProgress(),
+    run_tags: dict[str, str] | None = None,
+) -> ArtifactRef:
+    """Fine-tune `base` into a published `finetune` artifact, or return the published one."""
+    inputs = finetune_inputs(cfg, base, ws)
+    fp = fingerprint(STAGE, decisive(cfg), inputs, CODE_VERSION)
+    with ws.build(STAGE, fp, config=decisive(cfg), inputs=inputs) as b:
+        if b.published:
+            return b.ref
+        from lm_core.finetune import build
+
+        t0 = time.perf_counter()
+        examples = build.examples(cfg.finetune, ws, inputs, cfg.seed)
+        build.write_examples(b.dir / DATA_DIR, examples)
+        tracker = build.tracker(cfg, fp, base, inputs, run_tags or {})
+        try:
+            model, result, report = build.train(cfg, base, examples, b.dir, tracker, progress)
+            stats = build.finish(cfg, b.dir, base, model, result, report, examples, tracker)
+        except BaseException:
+            tracker.finish(failed=True)
+            raise
+        tracker.finish()
+        b.stats = {**stats, "mlflow_run_id": tracker.run_id, "seconds": round(time.perf_counter() - t0, 1)}
+    assert b.ref is not None
+    return b.ref
+
+
+def heldout_chats_file(model_dir: str | Path) -> Path | None:
+    path = Path(model_dir) / HELDOUT_CHATS
+    return path if path.is_file() else None
+
+
+def heldout_preferences_file(model_dir: str | Path) -> Path | None:
+    path = Path(model_dir) / HELDOUT_PREFERENCES
+    return path if path.is_file() else None
+
+
+def read_metrics(model_dir: str | Path) -> dict[str, Any]:
+    path = Path(model_dir) / "metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else {}

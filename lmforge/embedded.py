@@ -1,0 +1,118 @@
+"""Prefect's embedded API for one `lmforge` command, started the moment the command starts.
+
+Prefect's own ephemeral server (`SubprocessASGIServer`) starts only when the first flow runs,
+and the parent must import Prefect's whole server package (seconds) just to launch it. Here
+the same uvicorn command is launched before anything heavy is imported, so the server boots
+while the flows import; the flows then talk to it as to any server. With PREFECT_API_URL set
+(a running `prefect server`), nothing is started.
+
+Flow-run heartbeats are turned off against this server: they exist so a long-lived server can
+detect crashed runs, and this one lives exactly as long as the run (each heartbeat thread also
+costs up to a second to stop, per subflow).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager, nullcontext
+from importlib import metadata
+from pathlib import Path
+
+START_TIMEOUT_S = 300  # the first start migrates a fresh database: slow on a small machine
+
+
+class EmbeddedServerError(RuntimeError):
+    pass
+
+
+class EmbeddedServer:
+    def __init__(self, prefect_home: Path):
+        self.process: subprocess.Popen | None = None
+        self.api_url: str | None = None
+        if os.environ.get("PREFECT_API_URL"):
+            return  # a real server is configured
+        self.home = Path(prefect_home)
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.home / "embedded-server.log"
+        self._migrated_stamp = self.home / f".migrated-prefect-{metadata.version('prefect')}"
+        port = _free_port()
+        self.api_url = f"http://127.0.0.1:{port}/api"
+        env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+        if self._migrated_stamp.is_file() and (self.home / "prefect.db").is_file():
+            env["PREFECT_API_DATABASE_MIGRATE_ON_START"] = "false"  # migrated by this version already
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app",
+                 "--host", "127.0.0.1", "--port", str(port), "--log-level", "error", "--lifespan", "on"],
+                env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+
+    def wait(self) -> None:
+        """Block until the server answers its health check."""
+        if self.process is None:
+            return
+        import httpx
+
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise EmbeddedServerError(
+                    f"Prefect's embedded server exited with code {self.process.returncode}; see {self.log_path}"
+                )
+            try:
+                if httpx.get(f"{self.api_url}/health", timeout=1.0).status_code == 200:
+                    self._migrated_stamp.touch()
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise EmbeddedServerError(
+            f"Prefect's embedded server did not start in {START_TIMEOUT_S} s; see {self.log_path}"
+        )
+
+    @contextmanager
+    def settings(self):
+        """Prefect settings that point the flows at this server, for the duration of a call."""
+        if self.api_url is None:
+            with nullcontext():
+                yield
+            return
+        from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+        with temporary_settings(updates={PREFECT_API_URL: self.api_url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            try:
+                yield
+            finally:
+                _drain_events()
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+
+def _drain_events() -> None:
+    """Send the events still queued (task and flow run events) while the server is up."""
+    try:
+        from prefect.events.worker import EventsWorker
+
+        EventsWorker.drain_all(timeout=5)
+    except Exception:  # events are a convenience for the UI; never fail a run over them
+        pass
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
