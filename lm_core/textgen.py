@@ -113,6 +113,12 @@ class TextModel:
             from lm_core.finetune.chat import Message
 
             return self.reply([[Message("user", p)] for p in prompts], settings)
+        return self.complete(prompts, settings)
+
+    def complete(self, prompts: list[str], settings: GenerationSettings | None = None) -> list[str]:
+        """Continue each prompt as plain text, up to end-of-text, chat model or not."""
+        if not prompts:
+            return []
         s = settings or GenerationSettings()
         new, keep = self._budget(s)
         ids = [(self.encode(p) or [self.eos_id])[-keep:] for p in prompts]

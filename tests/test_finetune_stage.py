@@ -10,7 +10,8 @@ import pytest
 import torch
 from helpers import pretrained_workspace
 
-from lm_core.config import LoRAConfig, ModelConfig
+from lm_core.config import EvaluateConfig, LoRAConfig, ModelConfig
+from lm_core.evaluate import run_evaluate
 from lm_core.finetune.batches import pad_batch
 from lm_core.finetune.chat import ChatDataError, ChatTemplate, Conversation, Message
 from lm_core.finetune.stage import FinetuneError, finetune_fingerprint, resolve_base, run_finetune
@@ -52,6 +53,10 @@ def pretrained(tmp_path_factory):
         root, TOPICS, 30, "pretrain.max_steps=10", "pretrain.lr=0.01", "chunk.seq_len=64"
     )
     return root, cfg, ws, model
+
+
+def chunk_of(ref):
+    return ref.manifest()["inputs"]["chunk"]
 
 
 def configured(cfg, **finetune):
@@ -103,6 +108,12 @@ def test_dpo_raises_preference_accuracy_on_held_out_pairs(pretrained):
     assert ref.stats["heldout_preference_accuracy"] > 0.9
     assert ref.stats["heldout_reward_margin"] > 0
     assert (ref.dir / "data" / "heldout_preferences.jsonl").is_file()
+    # evaluated like any model: the held-out preferences are scored, and kept for the champion
+    scored = run_evaluate(EvaluateConfig(heldout_pairs=0, val_batches=2), ref, ws.ref("chunk", chunk_of(ref)), ws)
+    assert scored.stats["preference_reward_accuracy.heldout"] > 0.9  # against the model it started from
+    assert 0 <= scored.stats["preference_accuracy.heldout"] <= 1
+    assert scored.stats["preference_pairs.heldout"] == ref.stats["heldout_examples"]
+    assert (scored.dir / "preferences" / "heldout.jsonl").is_file()
 
 
 def test_distillation_trains_a_smaller_student_closer_to_its_teacher(pretrained):

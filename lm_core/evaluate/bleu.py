@@ -46,16 +46,19 @@ def generate(
     cfg: GenerationConfig,
     batch_size: int,
     progress: Progress = NullProgress(),
+    as_chat: bool = False,
 ) -> list[str]:
-    """The model's continuation of each prompt, in the prompts' order. Prompts of similar token
-    length are batched together, so little of a batch is padding."""
+    """The model's continuation of each prompt (with `as_chat`, a chat model's reply to it as a
+    user message), in the prompts' order. Prompts of similar token length are batched together,
+    so little of a batch is padding."""
     lengths = [len(model.encode(p)) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: (lengths[i], i))
     out: list[str] = [""] * len(prompts)
     s = settings(cfg)
     for start in range(0, len(order), batch_size):
         batch = order[start : start + batch_size]
-        for i, text in zip(batch, model.generate([prompts[i] for i in batch], s), strict=True):
+        run = model.generate if as_chat else model.complete
+        for i, text in zip(batch, run([prompts[i] for i in batch], s), strict=True):
             out[i] = text
         progress.advance(len(batch))
     return out
@@ -88,13 +91,15 @@ def score_pairs(
     batch_size: int,
     progress: Progress = NullProgress(),
     name: str = "pairs",
+    as_chat: bool = False,
 ) -> PairScores:
-    """Generate a continuation of every prompt and score them against the references."""
+    """Generate a continuation of every prompt (`as_chat`: a chat model's reply) and score them
+    against the references."""
     if not pairs:
         raise EvalSetError(f"the pair set {name!r} is empty")
     progress.start(len(pairs), f"{name} prompts")
     t0 = time.perf_counter()
-    generations = generate(model, [p.prompt for p in pairs], cfg, batch_size, progress)
+    generations = generate(model, [p.prompt for p in pairs], cfg, batch_size, progress, as_chat)
     seconds = time.perf_counter() - t0
     scores, signatures = corpus_scores(generations, [p.reference for p in pairs])
     samples = [

@@ -8,7 +8,7 @@ from lm_core.evaluate.sets import source_digests
 from lm_core.workspace import ArtifactRef, fingerprint
 
 STAGE = "evaluate"
-CODE_VERSION = 1  # bump when the same config, model and data would score differently
+CODE_VERSION = 2  # bump when the same config, model and data would score differently (2: preferences)
 
 
 def evaluate_inputs(cfg: EvaluateConfig, model: ArtifactRef, chunk: ArtifactRef) -> dict[str, str]:

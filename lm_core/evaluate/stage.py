@@ -30,7 +30,8 @@ from lm_core.evaluate.errors import EvalSetError
 from lm_core.evaluate.fingerprint import STAGE, evaluate_inputs, fingerprint_of
 from lm_core.evaluate.pairs import Pair, write_pairs
 from lm_core.evaluate.perplexity import score_texts, score_validation
-from lm_core.evaluate.sets import PAIRS_DIR, build_pair_sets, read_text_sets
+from lm_core.evaluate.preferences import model_preference_sets, preference_accuracy, write_preference_sets
+from lm_core.evaluate.sets import CHAT, PAIRS_DIR, build_pair_sets, read_text_sets
 from lm_core.progress import NullProgress, Progress
 from lm_core.textgen import TextModel
 from lm_core.tokenize import TOKENIZER_FILE, load_tokenizer
@@ -66,6 +67,8 @@ def evaluate_model(
     pair_sets: dict[str, list[Pair]],
     text_sets: dict[str, list[str]] | None = None,
     progress: Progress = NullProgress(),
+    preference_sets: dict[str, list] | None = None,
+    reference: TextModel | None = None,
 ) -> EvalResult:
     """Validation loss/perplexity/bits-per-byte on the chunk's validation blocks (skipped when
     `chunk_dir` is None: a model with another tokenizer cannot read them), the same on each text
@@ -85,12 +88,17 @@ def evaluate_model(
         result.metrics |= {f"text.{name}.{k}": v for k, v in score.metrics().items()}
 
     for name, pairs in pair_sets.items():
-        scores = score_pairs(model, pairs, cfg.generation, cfg.batch_size, progress, name)
+        # held-out chats are questions to answer; every other pair set is text to continue
+        scores = score_pairs(model, pairs, cfg.generation, cfg.batch_size, progress, name, as_chat=name == CHAT)
         result.timings[f"generate.{name}.seconds"] = scores.seconds
         result.timings[f"generate.{name}.tokens_per_s"] = scores.generated_tokens / max(scores.seconds, 1e-9)
         result.metrics |= {f"bleu.{name}": scores.bleu, f"chrf.{name}": scores.chrf, f"pairs.{name}": len(pairs)}
         result.signatures |= {f"{metric}.{name}": sig for metric, sig in scores.signatures.items()}
         result.samples += [{"set": name, **s} for s in scores.samples]
+
+    for name, prefs in (preference_sets or {}).items():
+        scores = preference_accuracy(model, prefs, cfg.batch_size, progress, name, reference)
+        result.metrics |= {f"preference_{k}.{name}": v for k, v in scores.items()}
     return result
 
 
@@ -129,8 +137,11 @@ def run_evaluate(
         check_tokenizer(text_model, chunk.dir)  # before any work: nothing else is worth doing then
         pair_sets = build_pair_sets(cfg, text_model, chunk.dir, model.dir)
         text_sets = read_text_sets(cfg)
-        result = evaluate_model(text_model, cfg, chunk.dir, pair_sets, text_sets, progress)
+        pref_sets = model_preference_sets(model.dir)
+        base = _base_model(model, ws) if pref_sets else None
+        result = evaluate_model(text_model, cfg, chunk.dir, pair_sets, text_sets, progress, pref_sets, base)
         _write(b.dir, pair_sets, result)
+        write_preference_sets(b.dir, pref_sets)
         b.stats = {
             **result.metrics,
             "rows": len(result.samples),
@@ -140,6 +151,16 @@ def run_evaluate(
         }
     assert b.ref is not None
     return b.ref
+
+
+def _base_model(model: ArtifactRef, ws: Workspace) -> TextModel | None:
+    """The model a fine-tuned model started from, if it is still in the workspace: the reference
+    of its preference reward."""
+    inputs = model.manifest()["inputs"]
+    for stage in ("pretrain", "finetune"):
+        if stage in inputs and ws.is_published(stage, inputs[stage]):  # (a model never names itself)
+            return TextModel.load(ws.artifact_dir(stage, inputs[stage]), device=resolve_device("auto"))
+    return None
 
 
 def _write(out: Path, pair_sets: dict[str, list[Pair]], result: EvalResult) -> None:

@@ -9,4 +9,11 @@ does not pull in torch and building batches does not pull in `datasets`):
               `datasets` sources, validated with errors naming the file and line
     qa        a question/answer chat set built from the clean corpus when none is given
     batches   rendered chats -> (B, T) training tensors: padded, packed, and DPO pairs
+    lora      freezing, LoRA adapters and merging them back into plain weights
+    losses    sequence log-probabilities, the DPO loss, the distillation loss
+    curriculum  easy-to-hard orders (by length or by the starting model's loss)
+    quantize  int8 storage (safetensors) and dynamic int8 compute for CPU inference
+    train     the fine-tuning loop (sft, dpo, distill) on one device
+    stage     the `finetune` artifact: which base, which data, the fingerprint (light)
+    build     the stage's heavy half: examples, model set-up for the method, training, writing
 """

@@ -265,8 +265,11 @@ def _score_champion(cfg: Config, name: str, evaluation: ArtifactRef, chunk: Arti
     except EvalSetError:
         return champion, None
     progress.describe(f"scoring champion v{champion.version} on the same sets")
+    from lm_core.evaluate.preferences import published_preference_sets
+
     pairs, texts = published_pair_sets(evaluation.dir), read_text_sets(cfg.evaluate)
-    result = evaluate_model(model, cfg.evaluate, chunk.dir, pairs, texts, progress)
+    prefs = published_preference_sets(evaluation.dir)
+    result = evaluate_model(model, cfg.evaluate, chunk.dir, pairs, texts, progress, prefs)
     return champion, result.metrics
 
 
