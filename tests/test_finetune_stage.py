@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from helpers import pretrained_workspace
+from helpers import FailAfter, Interrupted, pretrained_workspace
 
 from lm_core.config import EvaluateConfig, LoRAConfig, ModelConfig
 from lm_core.evaluate import run_evaluate
@@ -17,6 +17,7 @@ from lm_core.finetune.chat import ChatDataError, ChatTemplate, Conversation, Mes
 from lm_core.finetune.stage import FinetuneError, finetune_fingerprint, resolve_base, run_finetune
 from lm_core.textgen import GenerationSettings, TextModel
 from lm_core.train.checkpoint import load_tensors
+from lm_core.train.stage import run_pretrain
 
 pytestmark = pytest.mark.slow
 
@@ -84,6 +85,21 @@ def test_sft_with_lora_publishes_a_chat_model_and_leaves_its_base_alone(pretrain
     # an unchanged rerun is the published artifact
     again = run_finetune(cfg, resolve_base(cfg, base, ws), ws)
     assert again.fingerprint == ref.fingerprint and again.stats == ref.stats
+
+
+def test_sft_starts_from_a_checkpoint_of_an_interrupted_training(pretrained):
+    root, cfg, ws, base = pretrained
+    longer = cfg.model_copy(
+        update={"pretrain": cfg.pretrain.model_copy(update={"max_steps": 12, "checkpoint_every": 4})}
+    )
+    chunk = ws.ref("chunk", chunk_of(base))
+    with pytest.raises(Interrupted):
+        run_pretrain(longer, chunk, ws, progress=FailAfter(6))
+    (checkpoint,) = [p for p in (ws.root / "pretrain").glob(".partial-*/checkpoints/step-*")]
+    tuned = configured(longer, base=str(checkpoint), chat_files=[str(chats_file(root / "chats.jsonl"))], max_steps=3)
+    ref = run_finetune(tuned, resolve_base(tuned, None, ws), ws)
+    assert ref.stats["base"].startswith("checkpoint:") and chunk_of(ref) == chunk.fingerprint
+    assert TextModel.load(ref.dir).is_chat
 
 
 def test_the_sft_loss_counts_assistant_tokens_only(pretrained):

@@ -231,12 +231,12 @@ def _render(template: ChatTemplate, ex: Examples, method: str, max_len: int):
 
 def train(cfg: Config, base: ArtifactRef, ex: Examples, out: Path, tracker: MlflowTracker, progress: Progress):
     ft = cfg.finetune
-    start = TextModel.load(base.dir, device=_device())
+    start = _load(base)
     template = ChatTemplate(start.tokenizer)
     model: GPT = start.model
     reference = None
     if ft.method == "dpo":
-        reference = TextModel.load(base.dir, device=_device()).model  # the frozen starting policy
+        reference = _load(base).model  # the frozen starting policy
     elif ft.method == "distill":
         reference, model = model, _student(cfg, model)
 
@@ -270,15 +270,26 @@ def train(cfg: Config, base: ArtifactRef, ex: Examples, out: Path, tracker: Mlfl
     if has_lora(model):
         merge_lora(model)
     model.requires_grad_(False)
-    _write_model(out, model, base)
+    _write_model(out, model, start, base)
     report = _quantize(out, model, train_set) if ft.quantize else None
     return model, result, {"render": render_stats, "params": counts, "int8": report}
 
 
-def _write_model(out: Path, model: GPT, base: ArtifactRef) -> None:
+def _load(base: ArtifactRef) -> TextModel:
+    if base.stage == "checkpoint":  # weights and model config in the checkpoint, its training's tokenizer
+        from lm_core.registry.resolve import load_text_model
+
+        return load_text_model(str(base.dir), device=_device())
+    return TextModel.load(base.dir, device=_device())
+
+
+def _write_model(out: Path, model: GPT, start: TextModel, base: ArtifactRef) -> None:
     save_weights(model.cpu(), out / "model.safetensors")
     write_json_atomic(out / "model_config.json", model.cfg.to_dict())
-    shutil.copy2(base.dir / "tokenizer.json", out / "tokenizer.json")
+    if (base.dir / "tokenizer.json").is_file():
+        shutil.copy2(base.dir / "tokenizer.json", out / "tokenizer.json")
+    else:  # a checkpoint: the tokenizer its training used
+        start.tokenizer.save(str(out / "tokenizer.json"))
     write_json_atomic(out / CHAT_FILE, {"template": CHAT_TEMPLATE})
 
 

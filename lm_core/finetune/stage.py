@@ -10,7 +10,7 @@
         int8/                     with `quantize`: int8 weights and the compression report
 
 The base model is named by `finetune.base`: `pretrain` (the lifecycle's own model), a workspace
-fingerprint or `latest`, or a registered model (`models:/<name>@<alias>` or `/<version>`),
+fingerprint or `latest`, a training checkpoint folder, or a registered model (`models:/<name>@<alias>` or `/<version>`),
 which is traced back to the workspace artifact it was registered from (its lineage tags). The
 fine-tuned model keeps its base's chunk lineage, so it is evaluated on the same validation
 blocks. Without chat data the chats are question/answer pairs built from the cleaned corpus
@@ -53,6 +53,8 @@ def resolve_base(cfg: Config, pretrain: ArtifactRef | None, ws: Workspace) -> Ar
         return pretrain
     if spec.startswith("models:/"):
         return _registered_artifact(spec, cfg.tracking_uri, ws)
+    if Path(spec).expanduser().is_dir():
+        return _folder_artifact(Path(spec).expanduser().resolve(), cfg.tracking_uri, ws)
     found = [a for stage in MODEL_STAGES for a in ws.artifacts(stage)]
     if spec == "latest" and found:
         return ws.ref(found[0]["stage"], found[0]["fingerprint"])
@@ -83,9 +85,36 @@ def _registered_artifact(spec: str, tracking_uri: str, ws: Workspace) -> Artifac
     )
 
 
+def _folder_artifact(path: Path, tracking_uri: str, ws: Workspace) -> ArtifactRef:
+    """A published model artifact of the workspace by its folder, or a training checkpoint
+    (`pretrain/.partial-<fp>/checkpoints/step-N` of an unfinished or interrupted training): its
+    weights' digest is its identity, and its training's MLflow run names the chunk it learned from."""
+    if (path / "_manifest.json").is_file() and path.parent.name in MODEL_STAGES and path.parent.parent == ws.root:
+        return ws.ref(path.parent.name, path.name)
+    from lm_core.train import checkpoint as ckpt
+
+    if not ((path / ckpt.WEIGHTS).is_file() and (path / ckpt.META).is_file()):
+        raise FinetuneError(f"finetune.base {path} is neither a model artifact of {ws.root} nor a training checkpoint")
+    run_file = path.parent.parent / "_mlflow_run_id"
+    chunk = None
+    if run_file.is_file():
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        try:
+            chunk = MlflowClient(tracking_uri).get_run(run_file.read_text().strip()).data.tags.get("lmforge.chunk")
+        except MlflowException:
+            chunk = None
+    if not chunk or not ws.is_published("chunk", chunk):
+        raise FinetuneError(f"the training of checkpoint {path} cannot be traced to a chunk artifact of {ws.root}")
+    return ArtifactRef(
+        stage="checkpoint", fingerprint=_digest([str(path / ckpt.WEIGHTS)]), path=str(path), stats={"chunk": chunk}
+    )
+
+
 def lineage(base: ArtifactRef, ws: Workspace) -> dict[str, str]:
-    """The chunk and clean artifacts upstream of a model artifact."""
-    inputs = read_manifest(base.dir)["inputs"]
+    """The chunk and clean artifacts upstream of a model artifact (or checkpoint)."""
+    inputs = base.stats if base.stage == "checkpoint" else read_manifest(base.dir)["inputs"]
     chunk = inputs.get("chunk")
     if chunk is None:
         raise FinetuneError(f"{base.dir} names no chunk artifact: not a model this workspace trained")
