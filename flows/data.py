@@ -7,12 +7,10 @@ are unchanged are cache hits: Prefect shows them as Cached and nothing is recomp
 
 from __future__ import annotations
 
-import os
-
 from prefect import flow
-from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 from pydantic import BaseModel
 
+from flows.runners import task_runner
 from lm_core.config import Config
 from lm_core.workspace import ArtifactRef, Workspace
 from tasks.chunk import chunk
@@ -66,8 +64,6 @@ def chunk_flow(config: Config, tokenize_artifact: str = "latest", force: bool = 
 
 
 def with_runner(a_flow, config: Config):
-    """The flow with the task runner the config asks for: per-shard tasks on threads or processes."""
-    workers = config.runner.max_workers or os.cpu_count() or 1
-    if config.runner.kind == "processes":
-        return a_flow.with_options(task_runner=ProcessPoolTaskRunner(max_workers=workers))
-    return a_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=workers))
+    """The flow with the task runner the config asks for: per-shard tasks on threads, processes,
+    Dask or Ray (see flows/runners.py)."""
+    return a_flow.with_options(task_runner=task_runner(config.runner))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -450,16 +451,83 @@ class RegistryConfig(Section):
     bleu_tolerance: float = Field(0.0, ge=0, description="...and BLEU is not worse by more than this")
 
 
+# ----------------------------------------------------------------------------- schedules
+
+_CRON_MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
+_CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,\-?LW#]+$")
+
+
+class SchedulesConfig(Section):
+    """When the deployments of `lmforge serve` and `lmforge deploy` run: a cron string per flow
+    (minute hour day-of-month month day-of-week), or null for on demand only. Changes nothing
+    that a stage produces, so no fingerprint depends on it."""
+
+    # `register` is also a method every pydantic model inherits (ABCMeta.register): the field is
+    # `register_` in Python and `register` in YAML, `--set` and printed configs.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_by_name=True, serialize_by_alias=True)
+
+    timezone: str = Field("UTC", description="IANA time zone the cron strings are read in")
+    data: str | None = Field("0 2 * * *", description="crawl -> chunk: nightly at 02:00")
+    pretrain: str | None = None
+    finetune: str | None = None
+    evaluate: str | None = None
+    register_: str | None = Field(None, alias="register")
+    lifecycle: str | None = Field("0 3 * * 0", description="the whole lifecycle: weekly, Sunday 03:00")
+    training_timeout_h: float | None = Field(
+        None,
+        gt=0,
+        description="fail a pretrain/finetune task that runs longer (hours); null: no limit. A training "
+        "resumes from its last checkpoint when run again",
+    )
+
+    @field_validator("data", "pretrain", "finetune", "evaluate", "register_", "lifecycle")
+    @classmethod
+    def _is_cron(cls, cron: str | None) -> str | None:
+        if cron is None or cron.strip() in _CRON_MACROS:
+            return cron
+        fields = cron.split()
+        if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
+            raise ValueError(f"not a cron string (5 fields: minute hour day month weekday, e.g. '0 2 * * *'): {cron!r}")
+        return cron
+
+    @field_validator("timezone")
+    @classmethod
+    def _is_timezone(cls, tz: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {tz!r} (IANA names, e.g. UTC, Europe/Paris)") from None
+        return tz
+
+    def cron(self, flow: str) -> str | None:
+        """The cron string of a flow (data, pretrain, finetune, evaluate, register, lifecycle)."""
+        return getattr(self, "register_" if flow == "register" else flow)
+
+
 # ----------------------------------------------------------------------------- run
 
 
 class RunnerConfig(Section):
     """Where per-shard tasks run. Threads suit I/O and code that releases the GIL (tokenizers);
-    processes give true parallelism to pure-Python work such as HTML extraction in `clean`."""
+    processes give true parallelism to pure-Python work such as HTML extraction in `clean`;
+    `dask` and `ray` spread the shards over a cluster (a local one by default, or `address`)."""
 
-    PERFORMANCE_ONLY = frozenset({"kind", "max_workers"})
-    kind: Literal["threads", "processes"] = "threads"
-    max_workers: int | None = Field(None, gt=0, description="parallel per-shard tasks; default: CPU count")
+    PERFORMANCE_ONLY = frozenset({"kind", "max_workers", "address"})
+    kind: Literal["threads", "processes", "dask", "ray"] = "threads"
+    max_workers: int | None = Field(
+        None, gt=0, description="parallel per-shard tasks (workers of a local Dask/Ray cluster); default: CPU count"
+    )
+    address: str | None = Field(
+        None, description="dask: an existing scheduler (tcp://host:8786); ray: an existing cluster (ray://host:10001)"
+    )
+
+    @model_validator(mode="after")
+    def _address_needs_a_cluster(self) -> RunnerConfig:
+        if self.address and self.kind not in ("dask", "ray"):
+            raise ValueError(f"runner.address is for kind dask or ray, not {self.kind!r}")
+        return self
 
 
 class Config(BaseModel):
@@ -480,6 +548,7 @@ class Config(BaseModel):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    schedules: SchedulesConfig = Field(default_factory=SchedulesConfig)
 
     @property
     def tracking_uri(self) -> str:

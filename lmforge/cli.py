@@ -8,6 +8,9 @@
     lmforge chat     --model SPEC                     talk to a model in the terminal
     lmforge ls       [--stage S]                      artifacts in the workspace
     lmforge config   [--config F] [--set k=v ...]     print the resolved configuration
+    lmforge server   [--postgres URL] [--mlflow-backend URL]  Prefect and MLflow servers on 127.0.0.1
+    lmforge serve    [--config F]                     serve a deployment per flow, with the config's schedules
+    lmforge deploy   [--config F] [--pool NAME]       register them to a process work pool
 
 The configuration is loaded and validated before anything else happens, and the environment
 (PREFECT_HOME inside the workspace, telemetry off) is set before Prefect is first imported.
@@ -326,6 +329,141 @@ def show_config(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     console.print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="", markup=False)
 
 
+# ----------------------------------------------------------------------------- servers, schedules
+
+
+@app.command()
+def server(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    postgres: Annotated[
+        str | None,
+        typer.Option(
+            "--postgres",
+            envvar="LMFORGE_PREFECT_DATABASE_URL",
+            help="PostgreSQL for Prefect: postgresql://user:password@host/db (default: SQLite in the workspace)",
+        ),
+    ] = None,
+    mlflow_backend: Annotated[
+        str | None,
+        typer.Option(
+            "--mlflow-backend",
+            envvar="LMFORGE_MLFLOW_BACKEND_URI",
+            help="MLflow's store, e.g. postgresql://... (default: tracking.tracking_uri, or the workspace's mlflow.db)",
+        ),
+    ] = None,
+    prefect_port: Annotated[int, typer.Option("--prefect-port", min=1, max=65535)] = 4200,
+    mlflow_port: Annotated[int, typer.Option("--mlflow-port", min=1, max=65535)] = 5000,
+) -> None:
+    """Start a Prefect server and an MLflow tracking server on 127.0.0.1 (Ctrl-C stops both)."""
+    import signal
+
+    from lm_core.config import default_tracking_uri
+    from lmforge.server import ServerError, Servers
+
+    cfg = _load(config, set_)
+    prepare_environment(cfg)
+    configured = cfg.tracking.tracking_uri
+    backend = mlflow_backend or (configured if configured and not configured.startswith(("http:", "https:")) else None)
+    try:
+        servers = Servers(
+            workspace=cfg.workspace,
+            prefect_home=Path(os.environ["PREFECT_HOME"]),
+            mlflow_backend=backend or default_tracking_uri(cfg.workspace),
+            prefect_port=prefect_port,
+            mlflow_port=mlflow_port,
+            postgres=postgres,
+        )
+    except ServerError as e:
+        _fail(e)
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)  # even when started in the background, where SIGINT is ignored
+    stopped_by_user = False
+    try:
+        console.print(
+            "starting the Prefect and MLflow servers (a fresh Prefect database takes a minute) ...", soft_wrap=True
+        )
+        servers.start()
+        width = max(map(len, servers.describe()))
+        for k, v in servers.describe().items():
+            console.print(f"  {k:<{width}}  {v}", highlight=False, soft_wrap=True)
+        console.print(
+            "point runs at them:\n"
+            f"  export PREFECT_API_URL={servers.prefect_url}/api\n"
+            f"  lmforge run --config <your config> --set tracking.tracking_uri={servers.mlflow_url}\n"
+            "Ctrl-C stops both.",
+            highlight=False,
+            soft_wrap=True,
+        )
+        exited = servers.wait()
+    except KeyboardInterrupt:
+        stopped_by_user = True
+    except ServerError as e:
+        _fail(e)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the shutdown short
+        console.print("stopping the servers ...")
+        servers.stop()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if not stopped_by_user:
+        err.print(f"[red]error:[/] the {exited} server stopped on its own; see its log in {servers.prefect_home}")
+        raise typer.Exit(1)
+    console.print("stopped")
+
+
+def _require_server(what: str) -> None:
+    if not os.environ.get("PREFECT_API_URL"):
+        err.print(
+            f"[red]error:[/] {what} needs a running Prefect server: start one with `lmforge server`, then\n"
+            "  export PREFECT_API_URL=http://127.0.0.1:4200/api",
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
+
+
+@app.command()
+def serve(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Serve a deployment per flow (data, pretrain, finetune, evaluate, register, lifecycle), with the
+    config's schedules, from this process until Ctrl-C. Needs PREFECT_API_URL (see `lmforge server`)."""
+    cfg = _load(config, set_)
+    _require_server("lmforge serve")
+    prepare_environment(cfg)
+    from deployments.build import serve as serve_deployments
+
+    try:
+        serve_deployments(cfg)
+    except KeyboardInterrupt:
+        console.print("stopped serving; the deployments' schedules are paused until served again")
+
+
+@app.command()
+def deploy(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    pool: Annotated[str, typer.Option("--pool", help="a `process` work pool, created if missing")] = "lmforge",
+) -> None:
+    """Register a deployment per flow to a `process` work pool, for `prefect worker start --pool NAME`.
+    Needs PREFECT_API_URL (see `lmforge server`)."""
+    cfg = _load(config, set_)
+    _require_server("lmforge deploy")
+    prepare_environment(cfg)
+    from deployments.build import FLOWS
+    from deployments.build import deploy as deploy_deployments
+
+    try:
+        deploy_deployments(cfg, pool)
+    except ValueError as e:
+        _fail(e)
+    for name in FLOWS:
+        cron = cfg.schedules.cron(name)
+        console.print(f"  {name}/{cfg.name}  " + (f"cron {cron} ({cfg.schedules.timezone})" if cron else "on demand"))
+    console.print(f"run them with: prefect worker start --pool {pool}  (in this virtual environment)")
+
+
 # ----------------------------------------------------------------------------- output
 
 
@@ -392,10 +530,18 @@ def _print_model(model, evaluation, registration, cfg: Config) -> None:
         f'  generate:    .venv/bin/lmforge generate --model models:/{name}@champion "The"\n'
         f"  serve:       .venv/bin/mlflow models serve -m models:/{name}@champion --env-manager local "
         f"(with MLFLOW_TRACKING_URI={cfg.tracking_uri})\n"
-        f"  Prefect UI:  PREFECT_HOME={ws / '.prefect'} .venv/bin/prefect server start   -> http://127.0.0.1:4200\n"
-        f"  MLflow UI:   .venv/bin/mlflow ui --backend-store-uri {cfg.tracking_uri}   -> http://127.0.0.1:5000\n"
+        f"  both UIs:    .venv/bin/lmforge server --set workspace={ws}{_backend_option(cfg)}   "
+        "-> Prefect http://127.0.0.1:4200, MLflow http://127.0.0.1:5000\n"
         f"  export:      .venv/bin/lmforge export --model {model.fingerprint[:8]} --out hf-model"
     )
+
+
+def _backend_option(cfg: Config) -> str:
+    """`lmforge server`'s option for a tracking store set in the config (a local database)."""
+    from lmforge.server import mask_url
+
+    uri = cfg.tracking.tracking_uri
+    return f" --mlflow-backend {mask_url(uri)}" if uri and not uri.startswith(("http:", "https:")) else ""
 
 
 def _print_chat_model(model, evaluation, registration) -> None:

@@ -61,6 +61,25 @@ def prefect_run_tags() -> dict[str, str]:
     return {"prefect.flow_run_id": str(flow_run.id or ""), "prefect.flow_run_name": str(flow_run.name or "")}
 
 
+def mlflow_ui_links(tracking_uri: str, run_id: str, model: str | None = None, version=None) -> dict[str, str]:
+    """Links to the MLflow UI pages of a run (and a registered model version) when the tracking
+    URI is an MLflow server (http or https); none for a local store, which has no UI running."""
+    if not tracking_uri.startswith(("http://", "https://")) or not run_id:
+        return {}
+    base = tracking_uri.rstrip("/")
+    links = {}
+    try:
+        from mlflow import MlflowClient
+
+        experiment_id = MlflowClient(tracking_uri).get_run(run_id).info.experiment_id
+        links["MLflow run"] = f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+    except Exception:  # a link is a convenience: never fail a stage over it
+        pass
+    if model and version is not None:
+        links["registered version"] = f"{base}/#/models/{model}/versions/{version}"
+    return links
+
+
 # A training holds a slot of this global concurrency limit when the team has created one
 # (`prefect gcl create lmforge-training --limit 1`): two trainings never share a GPU. Only
 # trainings take a slot: a cached stage never waits for one.
@@ -82,6 +101,14 @@ def training_slot():
         return
     with concurrency(TRAINING_SLOTS, occupy=1):
         yield
+
+
+def with_training_timeout(stage_task: Task, hours: float | None) -> Task:
+    """A training task that fails after `schedules.training_timeout_h` hours, when set. No limit by
+    default: a training's length follows the model and token budget (minutes for `tiny`, days
+    for `gpt2-124m` on a CPU), and a timed-out training resumes from its last checkpoint when run
+    again. The limit takes effect between training steps (the task runs in a worker thread)."""
+    return stage_task.with_options(timeout_seconds=hours * 3600) if hours else stage_task
 
 
 def workspace_for(workspace: str, stage: str, force: bool) -> Workspace:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prefect import task
+from prefect.tasks import exponential_backoff
 
 from lm_core.config import CrawlConfig
 from lm_core.crawl import crawl_fingerprint, run_crawl
@@ -10,11 +11,15 @@ from lm_core.workspace import ArtifactRef
 from tasks.common import STAGE_TASK, StageProgress, publish_stats, run_stage_task, stage_cache_key_fn, workspace_for
 
 
-# A crawl that dies part-way resumes from its frontier, so a retry only redoes what was lost.
+# The crawl is the one network-bound stage. Single fetches already retry with backoff inside
+# `lm_core.crawl`; these task retries cover a crawl that dies as a whole (the network or a site
+# down): 10 s, 20 s, 40 s later, +/-50 %. A crawl that dies part-way resumes from its frontier,
+# so a retry only redoes what was lost.
 @task(
     name="crawl",
-    retries=1,
-    retry_delay_seconds=5,
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=10),
+    retry_jitter_factor=0.5,
     cache_key_fn=stage_cache_key_fn("crawl", lambda p: crawl_fingerprint(p["cfg"])),
     **STAGE_TASK,
 )

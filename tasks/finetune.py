@@ -15,6 +15,7 @@ from tasks.common import (
     publish_stats,
     run_stage_task,
     training_slot,
+    with_training_timeout,
     workspace_for,
 )
 
@@ -47,4 +48,5 @@ def finetune_task(cfg: Config, base: ArtifactRef, workspace: str, force: bool = 
 
 def finetune(cfg: Config, base: ArtifactRef, workspace: str, force: bool = False) -> ArtifactRef:
     fp = finetune_fingerprint(cfg, base, Workspace(workspace))
-    return run_stage_task(finetune_task, "finetune", fp, force, cfg=cfg, base=base, workspace=workspace)
+    stage_task = with_training_timeout(finetune_task, cfg.schedules.training_timeout_h)
+    return run_stage_task(stage_task, "finetune", fp, force, cfg=cfg, base=base, workspace=workspace)

@@ -16,6 +16,7 @@ from tasks.common import (
     run_stage_task,
     stage_cache_key_fn,
     training_slot,
+    with_training_timeout,
     workspace_for,
 )
 
@@ -45,4 +46,5 @@ def pretrain_task(cfg: Config, chunk: ArtifactRef, workspace: str, force: bool =
 
 def pretrain(cfg: Config, chunk: ArtifactRef, workspace: str, force: bool = False) -> ArtifactRef:
     fp = pretrain_fingerprint(cfg, chunk)
-    return run_stage_task(pretrain_task, "pretrain", fp, force, cfg=cfg, chunk=chunk, workspace=workspace)
+    stage_task = with_training_timeout(pretrain_task, cfg.schedules.training_timeout_h)
+    return run_stage_task(stage_task, "pretrain", fp, force, cfg=cfg, chunk=chunk, workspace=workspace)

@@ -4,12 +4,20 @@ registry, champion or challenger, with the decision and the scores side by side 
 from __future__ import annotations
 
 from prefect import task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
 from lm_core.config import Config
 from lm_core.registry.stage import register_fingerprint
 from lm_core.workspace import ArtifactRef
-from tasks.common import STAGE_TASK, StageProgress, prefect_run_tags, run_stage_task, stage_cache_key_fn, workspace_for
+from tasks.common import (
+    STAGE_TASK,
+    StageProgress,
+    mlflow_ui_links,
+    prefect_run_tags,
+    run_stage_task,
+    stage_cache_key_fn,
+    workspace_for,
+)
 
 
 @task(
@@ -33,12 +41,18 @@ def register_task(cfg: Config, evaluation: ArtifactRef, workspace: str, force: b
         description=f"v{s['version']} (challenger) against "
         + (f"champion v{champion_v}, scored on the same sets" if champion_v else "no champion"),
     )
+    links = mlflow_ui_links(s["tracking_uri"], s["mlflow_run_id"], s["name"], s["version"])
     create_markdown_artifact(
         f"**{s['name']} v{s['version']}**: {s['decision']} (aliases: {', '.join('@' + a for a in s['aliases'])})\n\n"
         f"{s['reason']}\n\n- model URI: `{s['model_uri']}`\n- MLflow run: `{s['mlflow_run_id']}` in "
-        f"`{s['tracking_uri']}`\n- serve: `mlflow models serve -m models:/{s['name']}@champion --env-manager local`\n",
+        f"`{s['tracking_uri']}`\n- serve: `mlflow models serve -m models:/{s['name']}@champion --env-manager local`\n"
+        + "".join(f"- [{text}]({url})\n" for text, url in links.items()),
         key="register-decision",
     )
+    if "MLflow run" in links:
+        create_link_artifact(
+            links["MLflow run"], link_text=f"MLflow run of {s['name']} v{s['version']}", key="mlflow-run"
+        )
     return ref
 
 

@@ -41,6 +41,7 @@ def test_overrides_keep_types_and_reach_nested_fields(tmp_path):
         ("crawl: {exclude: ['(unclosed']}", [], ["crawl.exclude", "regular expression"]),
         ("tokenize: {vocab_size: 10}", [], ["tokenize.vocab_size"]),
         ("runner: {kind: spark}", [], ["runner.kind"]),
+        ("runner: {address: 'tcp://127.0.0.1:8786'}", [], ["runner", "address is for kind dask or ray"]),
     ],
 )
 def test_bad_values_name_the_field(tmp_path, text, overrides, names):

@@ -1,0 +1,139 @@
+"""What Prefect costs: the tiny lifecycle through the orchestrator vs the same `lm_core` calls made
+directly, each in a fresh process and a fresh workspace.
+
+    .venv/bin/python bench/prefect_overhead.py [--runs 1] [--config configs/tiny.yaml]
+
+- orchestrated: `lmforge run --config configs/tiny.yaml` (CLI start, Prefect's embedded API,
+  the lifecycle flow with its subflows, tasks, per-shard task runs, UI artifacts, progress bars);
+- direct: a Python process that calls run_crawl, run_clean, run_tokenize, run_chunk,
+  run_pretrain, run_evaluate, run_register, then run_finetune, run_evaluate, run_register for
+  the chat model (as flows/lifecycle.py does), clean and tokenize mapping their shards on a
+  thread pool of the same size as the flow's task runner.
+
+pydoc's pages differ slightly per server run (memory addresses), so the site is crawled once
+(not timed) and that crawl artifact is copied into every workspace: in both paths the crawl stage
+finds it published, and everything after it is computed from identical input. Target: overhead
+at most 10% of the direct wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LMFORGE = Path(sys.executable).parent / "lmforge"
+ENV = {"DO_NOT_TRACK": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MLFLOW_DISABLE_TELEMETRY": "true",
+       "TOKENIZERS_PARALLELISM": "true"}  # fmt: skip
+
+
+def direct(config: str, workspace: str) -> None:
+    """The lifecycle without Prefect: the lm_core calls the tasks make, in the flows' order."""
+    from functools import partial
+
+    from lm_core.chunk.stage import run_chunk
+    from lm_core.clean.stage import run_clean
+    from lm_core.config import load_config
+    from lm_core.crawl.stage import run_crawl
+    from lm_core.evaluate.stage import run_evaluate
+    from lm_core.finetune.stage import resolve_base, run_finetune
+    from lm_core.progress import thread_map
+    from lm_core.registry.stage import run_register
+    from lm_core.tokenize.stage import run_tokenize
+    from lm_core.train.stage import run_pretrain
+    from lm_core.workspace import Workspace
+
+    cfg = load_config(config, [f"workspace={workspace}"])
+    ws = Workspace(cfg.workspace)
+    shards = partial(thread_map, workers=cfg.runner.max_workers or os.cpu_count())
+    raw = run_crawl(cfg.crawl, ws)
+    cleaned = run_clean(cfg.clean, raw, ws, map_shards=shards)
+    tokens = run_tokenize(cfg.tokenize, cleaned, ws, map_shards=shards)
+    blocks = run_chunk(cfg.chunk, tokens, ws)
+    model = run_pretrain(cfg, blocks, ws)
+    run_register(cfg, run_evaluate(cfg.evaluate, model, blocks, ws), ws)
+    if cfg.finetune.enabled:
+        chat = run_finetune(cfg, resolve_base(cfg, model, ws), ws)
+        chunk = ws.ref("chunk", chat.manifest()["inputs"]["chunk"])
+        run_register(cfg, run_evaluate(cfg.evaluate, chat, chunk, ws), ws)
+
+
+def seed_crawl(config: str, root: Path) -> Path:
+    """Crawl once; returns the crawl artifact's folder."""
+    from lm_core.config import load_config
+    from lm_core.crawl.stage import run_crawl
+    from lm_core.workspace import Workspace
+
+    cfg = load_config(config, [f"workspace={root / 'seed'}"])
+    return run_crawl(cfg.crawl, Workspace(cfg.workspace)).dir
+
+
+def timed(cmd: list[str]) -> float:
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, cwd=ROOT, env={**os.environ, **ENV}, capture_output=True, text=True)
+    if out.returncode:
+        sys.exit(f"{' '.join(cmd)} failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
+    return time.perf_counter() - t0
+
+
+def fresh_workspace(root: Path, name: str, crawl: Path) -> Path:
+    ws = root / name
+    shutil.copytree(crawl, ws / "crawl" / crawl.name)
+    return ws
+
+
+def built_seconds(workspace: Path) -> dict[str, float]:
+    """Seconds each stage spent building its artifacts (summed over a stage's artifacts)."""
+    from lm_core.workspace import Workspace
+
+    out: dict[str, float] = {}
+    for a in Workspace(workspace).artifacts():
+        if a["stage"] != "crawl":  # copied in, not built
+            out[a["stage"]] = out.get(a["stage"], 0.0) + a["manifest"].get("seconds", 0.0)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=1, help="timed runs of each path (alternating)")
+    ap.add_argument("--config", default="configs/tiny.yaml")
+    ap.add_argument("--direct", metavar="WORKSPACE", help=argparse.SUPPRESS)  # the direct path's process
+    args = ap.parse_args()
+    if args.direct:
+        direct(args.config, args.direct)
+        return
+
+    root = Path(tempfile.mkdtemp(prefix="lmforge-overhead-"))
+    print(f"crawling once into {root / 'seed'} (not timed) ...", flush=True)
+    crawl = seed_crawl(args.config, root)
+    flow_s, direct_s = [], []
+    for i in range(args.runs):
+        ws = fresh_workspace(root, f"flow-{i}", crawl)
+        flow_s.append(timed([str(LMFORGE), "run", "--config", args.config, "--set", f"workspace={ws}"]))
+        ws = fresh_workspace(root, f"direct-{i}", crawl)
+        direct_s.append(timed([sys.executable, __file__, "--config", args.config, "--direct", str(ws)]))
+        print(f"run {i + 1}: orchestrated {flow_s[-1]:.1f} s, direct {direct_s[-1]:.1f} s", flush=True)
+    # where the time goes: each stage's own build time (its manifest's `seconds`), last run
+    stage_s = {path: built_seconds(root / f"{path}-{args.runs - 1}") for path in ("flow", "direct")}
+    for stage in stage_s["direct"]:
+        print(f"  {stage:<10} built in {stage_s['flow'].get(stage, 0):6.1f} s orchestrated, "
+              f"{stage_s['direct'][stage]:6.1f} s direct")  # fmt: skip
+    f, d = statistics.median(flow_s), statistics.median(direct_s)
+    overhead = (f - d) / d
+    print(f"orchestrated (lmforge run):  {f:.1f} s")
+    print(f"direct lm_core calls:        {d:.1f} s")
+    print(f"overhead: {f - d:+.1f} s = {overhead:+.1%} (ratio {f / d:.3f}); target <= 10%: "
+          f"{'met' if overhead <= 0.10 else 'NOT met'}")  # fmt: skip
+    print(f"load average now: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+"""`lmforge server`: a Prefect server and an MLflow tracking server on one machine.
+
+Both are plain child processes bound to 127.0.0.1, each in its own process group so that
+stopping one also stops the workers it spawned (uvicorn, gunicorn). By default both serve the
+workspace's own stores: Prefect's SQLite database in `PREFECT_HOME` (where embedded runs were
+recorded) and MLflow's `sqlite:///<workspace>/mlflow.db`, with artifacts in `mlartifacts/` beside
+it, where `lm_core.tracking.artifact_location` puts them. Database URLs travel in environment
+variables, never on a command line (where `ps` would show a password), and are printed masked.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+START_TIMEOUT_S = 180  # a fresh Prefect database migrates on its first start: slow on a small machine
+STOP_TIMEOUT_S = 15
+
+
+class ServerError(RuntimeError):
+    pass
+
+
+def mask_url(url: str) -> str:
+    """A URL with its password replaced by ***: postgresql://me:***@db/lmforge."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def prefect_database_url(postgres: str) -> str:
+    """A PostgreSQL URL in the asyncpg dialect Prefect's server needs."""
+    scheme, sep, rest = postgres.partition("://")
+    if not sep or not scheme.startswith("postgres"):
+        raise ServerError(f"not a PostgreSQL URL: {mask_url(postgres)} (expected postgresql://user:password@host/db)")
+    return f"postgresql+asyncpg://{rest}"
+
+
+def artifacts_destination(backend_uri: str, workspace: Path) -> str:
+    """Where the MLflow server keeps artifacts it receives: beside a SQLite store (as the
+    embedded runs do), else in the workspace's `mlartifacts/`."""
+    if backend_uri.startswith("sqlite:///"):
+        return str(Path(backend_uri.removeprefix("sqlite:///")).parent / "mlartifacts")
+    return str(Path(workspace).resolve() / "mlartifacts")
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    health_url: str
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen | None = field(default=None, repr=False)
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # its own process group: we stop it, not the terminal's Ctrl-C
+            )
+
+    def healthy(self) -> bool:
+        import httpx
+
+        try:
+            return httpx.get(self.health_url, timeout=2.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def signal_group(self, sig: int) -> None:
+        if self.process is None:
+            return
+        try:
+            os.killpg(self.process.pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+class Servers:
+    """The Prefect server and the MLflow server, started together and stopped together."""
+
+    def __init__(
+        self,
+        workspace: Path,
+        prefect_home: Path,
+        mlflow_backend: str,
+        prefect_port: int = 4200,
+        mlflow_port: int = 5000,
+        postgres: str | None = None,
+    ):
+        self.workspace = Path(workspace).resolve()
+        self.prefect_home = Path(prefect_home).resolve()
+        self.prefect_home.mkdir(parents=True, exist_ok=True)
+        self.mlflow_backend = mlflow_backend
+        self.postgres = postgres
+        self.prefect_url = f"http://127.0.0.1:{prefect_port}"
+        self.mlflow_url = f"http://127.0.0.1:{mlflow_port}"
+        base = {
+            **os.environ,
+            "DO_NOT_TRACK": "true",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "PREFECT_HOME": str(self.prefect_home),
+        }
+        base.pop("PREFECT_API_URL", None)  # the server is not a client of another server
+        prefect_env = {**base, "PREFECT_UI_API_URL": f"{self.prefect_url}/api"}
+        if postgres:
+            prefect_env["PREFECT_API_DATABASE_CONNECTION_URL"] = prefect_database_url(postgres)
+        mlflow_env = {
+            **base,
+            "MLFLOW_BACKEND_STORE_URI": mlflow_backend,
+            "MLFLOW_ARTIFACTS_DESTINATION": artifacts_destination(mlflow_backend, self.workspace),
+        }
+        bin_dir = Path(sys.executable).parent
+        self.children = [
+            Child(
+                "prefect",
+                [str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port)],
+                f"{self.prefect_url}/api/health",
+                prefect_env,
+                self.prefect_home / "prefect-server.log",
+            ),
+            Child(
+                "mlflow",
+                [
+                    str(bin_dir / "mlflow"),
+                    "server",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(mlflow_port),
+                    "--workers",
+                    "1",
+                ],
+                f"{self.mlflow_url}/health",
+                mlflow_env,
+                self.prefect_home / "mlflow-server.log",
+            ),
+        ]
+
+    @property
+    def pids(self) -> list[int]:
+        return [c.process.pid for c in self.children if c.process is not None]
+
+    def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Start both and block until both answer their health checks; stop both on failure."""
+        for c in self.children:
+            c.start()
+        deadline = time.monotonic() + timeout_s
+        waiting = list(self.children)
+        try:
+            while waiting:
+                for c in list(waiting):
+                    if c.process.poll() is not None:
+                        raise ServerError(
+                            f"the {c.name} server exited with code {c.process.returncode}; see {c.log_path}"
+                        )
+                    if c.healthy():
+                        waiting.remove(c)
+                if waiting and time.monotonic() > deadline:
+                    names = ", ".join(c.name for c in waiting)
+                    raise ServerError(
+                        f"no answer from {names} in {timeout_s:.0f} s; see the logs in {self.prefect_home}"
+                    )
+                if waiting:
+                    time.sleep(0.25)
+        except BaseException:
+            self.stop()
+            raise
+
+    def wait(self) -> str | None:
+        """Block while both run; the name of the first one that exits on its own, if any."""
+        while True:
+            for c in self.children:
+                if c.process is not None and c.process.poll() is not None:
+                    return c.name
+            time.sleep(0.5)
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """SIGTERM to each process group, wait, then SIGKILL whatever is left."""
+        for c in self.children:
+            if c.process is not None and c.process.poll() is None:
+                c.signal_group(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for c in self.children:
+            if c.process is None:
+                continue
+            try:
+                c.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                c.signal_group(signal.SIGKILL)
+                c.process.wait()
+            c.signal_group(signal.SIGKILL)  # workers the server left behind in its group
+            c.process = None
+
+    def describe(self) -> dict[str, str]:
+        """What to print: the UIs, and the environment that points runs at them."""
+        return {
+            "Prefect UI": self.prefect_url,
+            "Prefect database": mask_url(self.postgres) if self.postgres else str(self.prefect_home / "prefect.db"),
+            "MLflow UI": self.mlflow_url,
+            "MLflow backend": mask_url(self.mlflow_backend),
+            "PREFECT_API_URL": f"{self.prefect_url}/api",
+            "MLFLOW_TRACKING_URI": self.mlflow_url,
+        }

@@ -1,0 +1,50 @@
+"""Two `lmforge data` commands started at once on one workspace both complete, agree on every
+fingerprint, and leave exactly one published artifact per stage (builds are serialised by a lock
+per artifact; the loser of each race finds the winner's artifact published and reuses it)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lm_core.workspace import Workspace
+
+pytestmark = [pytest.mark.prefect, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parent.parent
+STAGES = ("crawl", "clean", "tokenize", "chunk")
+ROW = re.compile(r"│\s*(crawl|clean|tokenize|chunk)\s*│\s*([0-9a-f]{8,})\s*│")
+
+
+def printed_fingerprints(stdout: str) -> dict[str, str]:
+    return dict(ROW.findall(stdout))
+
+
+def test_two_data_runs_at_once_on_one_workspace(tmp_path):
+    ws = tmp_path / "workspace"
+    lmforge = Path(sys.executable).parent / "lmforge"
+    # each command keeps Prefect's home in the shared workspace (as a user's would), so the two
+    # embedded Prefect servers share one fresh SQLite database
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_HOME"} | {"COLUMNS": "250"}
+    cmd = [str(lmforge), "data", "--config", "configs/tiny.yaml", "--set", f"workspace={ws}"]
+    procs = [
+        subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=480) for p in procs]
+    for p, (out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, f"exit {p.returncode}\n{out[-3000:]}\n{err[-3000:]}"
+
+    first, second = (printed_fingerprints(out) for out, _ in outs)
+    assert set(first) == set(STAGES), outs[0][0]
+    assert first == second
+    for stage in STAGES:
+        # one published artifact and no `.partial-*` build left over (`.lock-*` files stay, empty)
+        folders = sorted(p.name for p in (ws / stage).iterdir() if not p.name.startswith(".lock-"))
+        assert folders == [first[stage]], f"{stage}: {folders}"
+        assert Workspace(ws).ref(stage, first[stage]).manifest()["fingerprint"] == first[stage]

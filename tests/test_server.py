@@ -1,0 +1,190 @@
+"""`lmforge server`: a real Prefect server and a real MLflow server, started and stopped together."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from lmforge.server import artifacts_destination, mask_url, prefect_database_url
+
+LMFORGE = str(Path(sys.executable).parent / "lmforge")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_passwords_are_masked_and_postgres_urls_get_prefects_driver():
+    url = "postgresql://lmforge:s3cr:et@db.internal:5432/prefect"
+    assert mask_url(url) == "postgresql://lmforge:***@db.internal:5432/prefect"
+    assert mask_url("sqlite:////tmp/ws/mlflow.db") == "sqlite:////tmp/ws/mlflow.db"
+    assert mask_url("postgresql://lmforge@db/prefect") == "postgresql://lmforge@db/prefect"  # no password
+    assert prefect_database_url(url) == "postgresql+asyncpg://lmforge:s3cr:et@db.internal:5432/prefect"
+    with pytest.raises(RuntimeError, match=r"not a PostgreSQL URL: mysql://me:\*\*\*@db/x"):
+        prefect_database_url("mysql://me:pw@db/x")
+
+
+def test_mlflow_artifacts_go_beside_a_sqlite_store_as_embedded_runs_do(tmp_path):
+    from lm_core.tracking import artifact_location
+
+    uri = f"sqlite:///{tmp_path / 'ws' / 'mlflow.db'}"
+    # the server's destination is the parent of where embedded runs put an experiment's artifacts
+    assert Path(artifact_location(uri, "exp").removeprefix("file://")).parent == Path(artifacts_destination(uri, "x"))
+    assert artifacts_destination("postgresql://u@db/m", tmp_path / "ws") == str(tmp_path / "ws" / "mlartifacts")
+
+
+def wait_for_line(proc: subprocess.Popen, log: Path, text: str, timeout_s: float) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        out = log.read_text()
+        if text in out:
+            return out
+        assert proc.poll() is None, f"lmforge server exited with {proc.returncode}:\n{out}"
+        time.sleep(0.5)
+    raise AssertionError(f"no {text!r} after {timeout_s} s:\n{log.read_text()}")
+
+
+def start_server(tmp_path: Path, *args: str, env: dict[str, str] | None = None):
+    """`lmforge server` on free ports with its workspace in tmp_path: (process, log, Prefect URL, MLflow URL)."""
+    prefect_port, mlflow_port = free_port(), free_port()
+    env = {**os.environ, "DO_NOT_TRACK": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", **(env or {})}
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    env.pop("PREFECT_HOME")  # the server's home is the workspace's own, as for embedded runs
+    log = tmp_path / "server.out"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [LMFORGE, "server", "--set", f"workspace={tmp_path / 'ws'}", *args]
+            + ["--prefect-port", str(prefect_port), "--mlflow-port", str(mlflow_port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    return proc, log, f"http://127.0.0.1:{prefect_port}", f"http://127.0.0.1:{mlflow_port}"
+
+
+def stop_with_ctrl_c(proc: subprocess.Popen, log: Path, prefect_url: str, mlflow_url: str) -> None:
+    """SIGINT, as Ctrl-C sends: exit 0, both servers and their workers gone, both ports closed."""
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert len(children) >= 2
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 0, log.read_text()
+    assert "stopped" in log.read_text()
+    gone, alive = psutil.wait_procs(children, timeout=5)
+    assert not alive, f"left running: {[p.cmdline() for p in alive]}"
+    for url in (f"{prefect_url}/api/health", f"{mlflow_url}/health"):
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(url, timeout=2)
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_server_serves_both_uis_and_ctrl_c_stops_both(tmp_path):
+    ws = tmp_path / "ws"
+    proc, log, prefect_url, mlflow_url = start_server(tmp_path)
+    try:
+        printed = wait_for_line(proc, log, "Ctrl-C stops both", timeout_s=240)
+        assert f"PREFECT_API_URL={prefect_url}/api" in printed and mlflow_url in printed
+        assert httpx.get(f"{prefect_url}/api/health").json() is True
+        assert httpx.get(f"{mlflow_url}/health").text == "OK"
+        assert (ws / ".prefect" / "prefect.db").is_file(), "Prefect serves the workspace's database"
+
+        # a run logged through the server keeps its artifacts beside the workspace's mlflow.db
+        from mlflow import MlflowClient
+
+        client = MlflowClient(mlflow_url)
+        run = client.create_run(client.create_experiment("through-the-server"))
+        client.log_text(run.info.run_id, "hello", "note.txt")
+        assert [p.read_text() for p in (ws / "mlartifacts").rglob("note.txt")] == ["hello"]
+        assert (ws / "mlflow.db").is_file()
+
+        # the Prefect UI's register-decision artifact links to that run's page in the MLflow UI
+        from tasks.common import mlflow_ui_links
+
+        links = mlflow_ui_links(mlflow_url, run.info.run_id, "lmforge-demo", 3)
+        assert links == {
+            "MLflow run": f"{mlflow_url}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}",
+            "registered version": f"{mlflow_url}/#/models/lmforge-demo/versions/3",
+        }
+        assert httpx.get(links["MLflow run"]).status_code == 200
+        assert mlflow_ui_links(f"sqlite:///{ws / 'mlflow.db'}", run.info.run_id) == {}  # no UI to link to
+
+        stop_with_ctrl_c(proc, log, prefect_url, mlflow_url)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _postgres_admin():
+    import psycopg
+
+    try:
+        return psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as e:
+        pytest.skip(f"no PostgreSQL on 127.0.0.1:5432 ({e})")
+
+
+@pytest.fixture
+def postgres_databases():
+    """Two fresh databases on this machine's PostgreSQL (trust auth, user postgres), dropped after."""
+    import uuid
+
+    admin = _postgres_admin()
+    names = [f"lmforge_test_{kind}_{uuid.uuid4().hex[:8]}" for kind in ("prefect", "mlflow")]
+    for name in names:
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield names
+    finally:
+        for name in names:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_server_on_postgresql_never_shows_the_password(tmp_path, postgres_databases):
+    prefect_db, mlflow_db = postgres_databases
+    password = "pw-must-not-show"  # trust auth ignores it; it must not appear anywhere
+    prefect_pg = f"postgresql://postgres:{password}@127.0.0.1:5432/{prefect_db}"
+    mlflow_pg = f"postgresql://postgres:{password}@127.0.0.1:5432/{mlflow_db}"
+    proc, log, prefect_url, mlflow_url = start_server(
+        tmp_path,
+        env={"LMFORGE_PREFECT_DATABASE_URL": prefect_pg, "LMFORGE_MLFLOW_BACKEND_URI": mlflow_pg},
+    )
+    try:
+        printed = wait_for_line(proc, log, "Ctrl-C stops both", timeout_s=240)
+        assert f"postgresql://postgres:***@127.0.0.1:5432/{prefect_db}" in printed
+        assert f"postgresql://postgres:***@127.0.0.1:5432/{mlflow_db}" in printed
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert not [p for p in children if password in " ".join(p.cmdline())], "a password on a command line"
+
+        # both servers keep their state in PostgreSQL, not in the workspace
+        import psycopg
+        from mlflow import MlflowClient
+
+        MlflowClient(mlflow_url).create_experiment("on-postgres")
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{mlflow_db}") as conn:
+            assert conn.execute("SELECT name FROM experiments WHERE name = 'on-postgres'").fetchall()
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{prefect_db}") as conn:
+            assert conn.execute("SELECT count(*) FROM alembic_version").fetchone()[0] == 1
+        assert not (tmp_path / "ws" / ".prefect" / "prefect.db").exists()
+        assert not (tmp_path / "ws" / "mlflow.db").exists()
+
+        stop_with_ctrl_c(proc, log, prefect_url, mlflow_url)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    logs = [log, *(tmp_path / "ws" / ".prefect").glob("*.log")]
+    assert not [p for p in logs if password in p.read_text(errors="replace")], "a password in a log"
