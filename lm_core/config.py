@@ -560,6 +560,12 @@ class Config(BaseModel):
         return self.tracking.experiment or self.name
 
 
+def mask_url(url: str) -> str:
+    """A URL with its password replaced by ***: postgresql://me:***@db/lmforge. What goes into
+    manifests, artifacts and logs: credentials come from the environment, never from them."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
 def default_tracking_uri(workspace: str | Path) -> str:
     return f"sqlite:///{Path(workspace).resolve() / 'mlflow.db'}"
 

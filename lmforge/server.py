@@ -11,7 +11,6 @@ variables, never on a command line (where `ps` would show a password), and are p
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -19,17 +18,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lm_core.config import mask_url  # re-exported: the CLI prints URLs with it
+
 START_TIMEOUT_S = 180  # a fresh Prefect database migrates on its first start: slow on a small machine
 STOP_TIMEOUT_S = 15
 
 
 class ServerError(RuntimeError):
     pass
-
-
-def mask_url(url: str) -> str:
-    """A URL with its password replaced by ***: postgresql://me:***@db/lmforge."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
 def prefect_database_url(postgres: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
-from lm_core.config import Config
+from lm_core.config import Config, mask_url
 from lm_core.train.fingerprint import pretrain_fingerprint
 from lm_core.workspace import ArtifactRef
 from tasks.common import (
@@ -36,7 +36,7 @@ def pretrain_task(cfg: Config, chunk: ArtifactRef, workspace: str, force: bool =
     run_id = ref.stats.get("mlflow_run_id", "")
     create_markdown_artifact(
         f"**pretrain** `{ref.fingerprint}`\n\n- weights: `{ref.path}/model.safetensors`\n"
-        f"- MLflow run: `{run_id}` in `{cfg.tracking_uri}`\n"
+        f"- MLflow run: `{run_id}` in `{mask_url(cfg.tracking_uri)}`\n"
         f"- validation: loss {ref.stats.get('val_loss', float('nan')):.4f}, "
         f"bits/byte {ref.stats.get('val_bpb', float('nan')):.4f}\n",
         key="pretrain-summary",

@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lm_core.config import Config
+from lm_core.config import Config, mask_url
 from lm_core.progress import NullProgress, Progress
 from lm_core.workspace import ArtifactRef, Workspace, fingerprint, read_manifest, write_json_atomic
 
@@ -47,7 +47,7 @@ def register_inputs(cfg: Config, evaluation: ArtifactRef) -> dict[str, str]:
         model_stage: inputs[model_stage],
         "chunk": inputs["chunk"],
         "name": model_name(cfg, model_stage),
-        "tracking_uri": cfg.tracking_uri,
+        "tracking_uri": mask_url(cfg.tracking_uri),  # a store's identity; its password stays out of the manifest
     }
 
 
@@ -108,7 +108,7 @@ def run_register(
             "decision": result.decision,
             "reason": result.reason,
             "mlflow_run_id": run_id,
-            "tracking_uri": cfg.tracking_uri,
+            "tracking_uri": mask_url(cfg.tracking_uri),
         }
         write_json_atomic(b.dir / "registration.json", registration)
         write_json_atomic(b.dir / "comparison.json", comparison)
