@@ -154,8 +154,9 @@ def evaluate_heldout(
     model.eval()
     totals: dict[str, float] = {}
     weight = 0.0
-    for group in _groups(data, cfg.model_copy(update={"packing": False}), _max_len(model)):
-        batch = _tensors(group, cfg.model_copy(update={"packing": False}), template, _max_len(model), device)
+    unpacked, max_len = cfg.model_copy(update={"packing": False}), _max_len(model)  # one chat per row
+    for group in _groups(data, unpacked, max_len):
+        batch = _tensors(group, unpacked, template, max_len, device)
         _, figures = batch_loss(model, batch, cfg, reference)
         w = float(batch[2].sum()) if cfg.method != "dpo" else float(len(group))
         for k, v in figures.items():
