@@ -13,6 +13,7 @@ costs up to a second to stop, per subflow).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 import subprocess
@@ -33,16 +34,24 @@ class EmbeddedServer:
     def __init__(self, prefect_home: Path):
         self.process: subprocess.Popen | None = None
         self.api_url: str | None = None
+        self._migration_lock: int | None = None
         if os.environ.get("PREFECT_API_URL"):
             return  # a real server is configured
         self.home = Path(prefect_home)
         self.home.mkdir(parents=True, exist_ok=True)
         self.log_path = self.home / "embedded-server.log"
         self._migrated_stamp = self.home / f".migrated-prefect-{metadata.version('prefect')}"
+        if not self._migrated():
+            # two commands starting at once on a fresh database would both migrate it and one
+            # would die on "index already exists": the first migrates, the others wait for it
+            self._migration_lock = os.open(self.home / ".migrate.lock", os.O_CREAT | os.O_RDWR)
+            fcntl.flock(self._migration_lock, fcntl.LOCK_EX)
+            if self._migrated():
+                self._release_migration_lock()
         port = _free_port()
         self.api_url = f"http://127.0.0.1:{port}/api"
         env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
-        if self._migrated_stamp.is_file() and (self.home / "prefect.db").is_file():
+        if self._migrated():
             env["PREFECT_API_DATABASE_MIGRATE_ON_START"] = "false"  # migrated by this version already
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
@@ -55,6 +64,12 @@ class EmbeddedServer:
         """Block until the server answers its health check."""
         if self.process is None:
             return
+        try:
+            self._wait_healthy()
+        finally:
+            self._release_migration_lock()
+
+    def _wait_healthy(self) -> None:
         import httpx
 
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -75,6 +90,14 @@ class EmbeddedServer:
             f"Prefect's embedded server did not start in {START_TIMEOUT_S} s; see {self.log_path}"
         )
 
+    def _migrated(self) -> bool:
+        return self._migrated_stamp.is_file() and (self.home / "prefect.db").is_file()
+
+    def _release_migration_lock(self) -> None:
+        if self._migration_lock is not None:
+            os.close(self._migration_lock)  # closing the descriptor releases the flock
+            self._migration_lock = None
+
     @contextmanager
     def settings(self):
         """Prefect settings that point the flows at this server, for the duration of a call."""
@@ -91,6 +114,7 @@ class EmbeddedServer:
                 _drain_events()
 
     def stop(self) -> None:
+        self._release_migration_lock()
         if self.process is None:
             return
         self.process.terminate()

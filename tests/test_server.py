@@ -188,3 +188,23 @@ def test_server_on_postgresql_never_shows_the_password(tmp_path, postgres_databa
             proc.kill()
     logs = [log, *(tmp_path / "ws" / ".prefect").glob("*.log")]
     assert not [p for p in logs if password in p.read_text(errors="replace")], "a password in a log"
+
+
+@pytest.mark.prefect
+def test_embedded_servers_started_at_once_on_a_fresh_home_all_come_up(tmp_path):
+    """Commands started together on a new workspace share one fresh SQLite database: one migrates
+    it while the others wait, instead of two migrations colliding ("index already exists")."""
+    home = tmp_path / ".prefect"
+    starter = (
+        "import sys; from pathlib import Path; from lmforge.embedded import EmbeddedServer\n"
+        "s = EmbeddedServer(Path(sys.argv[1]))\n"
+        "try:\n    s.wait()\nfinally:\n    s.stop()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", starter, str(home)], env=env, stderr=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], "\n".join(errors)
+    assert "already exists" not in (home / "embedded-server.log").read_text()
