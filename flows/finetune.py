@@ -11,10 +11,12 @@ from tasks.finetune import finetune
 
 
 @flow(name="finetune", log_prints=True)
-def finetune_flow(config: Config, pretrain_artifact: str = "latest", force: bool = False) -> ArtifactRef:
-    """Fine-tune the model `finetune.base` names (`pretrain`: the pretrain artifact given here)."""
+def finetune_flow(config: Config, base: str | None = None, force: bool = False) -> ArtifactRef:
+    """Fine-tune the model `base` names, by default `finetune.base` (`pretrain`: the newest
+    pretrained model; or a fingerprint, a checkpoint folder, a `models:/` URI)."""
+    if base:
+        config = config.model_copy(update={"finetune": config.finetune.model_copy(update={"base": base})})
     ws = Workspace(config.workspace)
-    pretrain = ws.resolve("pretrain", pretrain_artifact) if config.finetune.base == "pretrain" else None
-    ref = finetune(config, resolve_base(config, pretrain, ws), str(config.workspace), force)
+    ref = finetune(config, resolve_base(config, None, ws), str(config.workspace), force)
     print(f"chat model: {ref.path} ({ref.stats.get('method')}, {ref.stats.get('steps')} steps)")
     return ref

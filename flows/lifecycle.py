@@ -39,7 +39,8 @@ def lifecycle_flow(config: Config, force: bool = False) -> LifecycleArtifacts:
     version = register_flow(config, scores.fingerprint, force)
     out = LifecycleArtifacts(data=data, pretrain=model, evaluate=scores, registration=version)
     if config.finetune.enabled:
-        out.finetune = finetune_flow(config, model.fingerprint, force)
-        out.chat_evaluate = evaluate_flow(config, out.finetune.fingerprint, force, model_stage="finetune")
+        base = model.fingerprint if config.finetune.base == "pretrain" else None  # else: the configured base
+        out.finetune = finetune_flow(config, base, force)
+        out.chat_evaluate = evaluate_flow(config, out.finetune.fingerprint, force)
         out.chat_registration = register_flow(config, out.chat_evaluate.fingerprint, force)
     return out

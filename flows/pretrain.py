@@ -10,8 +10,9 @@ from tasks.pretrain import pretrain
 
 
 @flow(name="pretrain", log_prints=True)
-def pretrain_flow(config: Config, chunk_artifact: str = "latest", force: bool = False) -> ArtifactRef:
+def pretrain_flow(config: Config, data: str = "latest", force: bool = False) -> ArtifactRef:
+    """Train on the chunk artifact `data` names: latest, or a fingerprint (prefix)."""
     ws = str(config.workspace)
-    model = pretrain(config, Workspace(ws).resolve("chunk", chunk_artifact), ws, force)
+    model = pretrain(config, Workspace(ws).resolve("chunk", data), ws, force)
     print(f"weights: {model.path}/model.safetensors  (MLflow run {model.stats.get('mlflow_run_id')})")
     return model

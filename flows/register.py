@@ -11,10 +11,9 @@ from tasks.register import register
 
 
 @flow(name="register", log_prints=True)
-def register_flow(config: Config, evaluate_artifact: str = "latest", force: bool = False) -> ArtifactRef:
-    ref = register(
-        config, Workspace(config.workspace).resolve("evaluate", evaluate_artifact), str(config.workspace), force
-    )
+def register_flow(config: Config, evaluation: str = "latest", force: bool = False) -> ArtifactRef:
+    """Register the model the evaluate artifact `evaluation` (latest, or a fingerprint) scored."""
+    ref = register(config, Workspace(config.workspace).resolve("evaluate", evaluation), str(config.workspace), force)
     s = ref.stats
     print(f"{s['model_uri']}: {s['decision']} ({s['reason']})")
     return ref

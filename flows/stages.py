@@ -16,12 +16,13 @@ STAGE_FLOWS = {
     "evaluate": evaluate_flow,
     "register": register_flow,
 }
+# the flow parameter naming each stage's input artifact (`lmforge stage NAME --input`)
 STAGE_INPUT = {
-    "clean": "crawl",
-    "tokenize": "clean",
-    "chunk": "tokenize",
-    "pretrain": "chunk",
-    "finetune": "pretrain",
-    "evaluate": "pretrain",
-    "register": "evaluate",
+    "clean": "crawl_artifact",
+    "tokenize": "clean_artifact",
+    "chunk": "tokenize_artifact",
+    "pretrain": "data",  # a chunk artifact
+    "finetune": "base",  # a model: fingerprint, checkpoint folder or models:/ URI
+    "evaluate": "model",  # a model: fingerprint or models:/ URI
+    "register": "evaluation",  # an evaluate artifact
 }

@@ -128,6 +128,8 @@ class StageBuild:
             "stats": self.stats,
             "versions": library_versions(),
         }
+        if self.workspace.origin:
+            manifest["origin"] = self.workspace.origin
         rows_total = self.stats.get("rows")
         if rows_total is not None:
             manifest["rows"] = rows_total
@@ -155,11 +157,15 @@ def _fsync_dir(path: Path) -> None:
 
 class Workspace:
     """A folder of artifacts. `rebuild` names stages to recompute even where their artifact is
-    published already (`--force`); the new artifact then replaces the old one."""
+    published already (`--force`); the new artifact then replaces the old one. `origin` says who
+    builds (the orchestrator's run: id, name, flow), recorded in each manifest published here."""
 
-    def __init__(self, root: str | Path, rebuild: tuple[str, ...] | list[str] = ()):
+    def __init__(
+        self, root: str | Path, rebuild: tuple[str, ...] | list[str] = (), origin: dict[str, str] | None = None
+    ):
         self.root = Path(root).resolve()
         self.rebuild = frozenset(rebuild)
+        self.origin = dict(origin or {})
 
     def artifact_dir(self, stage: str, fp: str) -> Path:
         return self.root / stage / fp

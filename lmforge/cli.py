@@ -3,6 +3,7 @@
     lmforge run      [--config F] [--set k=v ...]     the lifecycle: data, pretrain, evaluate, register
     lmforge data     [--config F] [--set k=v ...]     crawl -> clean -> tokenize -> chunk
     lmforge stage NAME [--input latest|FP] [--force]  one stage alone, on earlier artifacts
+                 (pretrain --data FP; evaluate/finetune --model FP|models:/name@alias)
     lmforge export   --model FP|latest --out DIR      a Hugging Face folder (LlamaForCausalLM)
     lmforge generate --model SPEC "prompt" ...        continue prompts (SPEC: models:/name@alias, folder, FP)
     lmforge chat     --model SPEC                     talk to a model in the terminal
@@ -18,6 +19,7 @@ The configuration is loaded and validated before anything else happens, and the 
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from datetime import datetime
@@ -134,12 +136,25 @@ def data(config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False)
     _print_artifacts([refs.crawl, refs.clean, refs.tokenize, refs.chunk], cfg)
 
 
+# The stages that take a named input besides --input, and what it names.
+_NAMED_INPUTS = {"data": ("pretrain",), "model": ("evaluate", "finetune")}
+
+
 @app.command()
 def stage(
     name: Annotated[str, typer.Argument(help=f"one of: {', '.join(STAGES)}")],
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    input_: Annotated[str, typer.Option("--input", help="input artifact: latest or a fingerprint (prefix)")] = "latest",
+    input_: Annotated[
+        str | None, typer.Option("--input", help="the input artifact: latest (default) or a fingerprint (prefix)")
+    ] = None,
+    data: Annotated[str | None, typer.Option("--data", help="pretrain: the chunk artifact (latest or FP)")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", help="evaluate, finetune: latest, a model FP, models:/<name>@<alias> (finetune: or a checkpoint)"
+        ),
+    ] = None,
     force: ForceOpt = False,
     restart: Annotated[
         bool, typer.Option("--restart/--resume", help="discard an interrupted build instead of resuming it")
@@ -147,10 +162,11 @@ def stage(
     nproc: Annotated[int | None, typer.Option("--nproc", help="pretrain: processes per node (torchrun)")] = None,
     nnodes: Annotated[int | None, typer.Option("--nnodes", help="pretrain: nodes (torchrun)")] = None,
 ) -> None:
-    """Run one stage alone, on an artifact of the stage before it."""
+    """Run one stage alone, on an artifact of an earlier run (its input: latest by default)."""
     if name not in STAGES:
         err.print(f"[red]error:[/] unknown stage {name!r}; stages: {', '.join(STAGES)}")
         raise typer.Exit(2)
+    chosen = _stage_input(name, input_=input_, data=data, model=model)
     set_ = list(set_ or [])
     if nproc is not None:
         set_.append(f"pretrain.distributed.nproc={nproc}")
@@ -158,22 +174,40 @@ def stage(
         set_.append(f"pretrain.distributed.nnodes={nnodes}")
     cfg = _load(config, set_)
     if restart:
-        _discard_partial(cfg, name, input_)
+        _discard_partial(cfg, name)
 
     def call():
         from flows.data import with_runner
         from flows.stages import STAGE_FLOWS, STAGE_INPUT
 
         kwargs = {"force": force}
-        if name in STAGE_INPUT:
-            kwargs[f"{STAGE_INPUT[name]}_artifact"] = input_
+        if chosen is not None:
+            kwargs[STAGE_INPUT[name]] = chosen
         return lambda: with_runner(STAGE_FLOWS[name], cfg)(config=cfg, **kwargs)
 
     ref = _orchestrate(cfg, call)
     _print_artifacts([ref], cfg)
 
 
-def _discard_partial(cfg: Config, stage: str, input_: str) -> None:
+def _stage_input(name: str, **given: str | None) -> str | None:
+    """The one input option given to `lmforge stage NAME`; a named option on a stage it does
+    not fit, or two at once, is a usage error."""
+    named = {k: v for k, v in given.items() if v is not None}
+    for option in named:
+        stages = _NAMED_INPUTS.get(option)
+        if stages is not None and name not in stages:
+            err.print(f"[red]error:[/] --{option} is for {' and '.join(stages)}; {name} takes --input")
+            raise typer.Exit(2)
+    if len(named) > 1:
+        err.print(f"[red]error:[/] give one of {', '.join('--' + k.rstrip('_') for k in named)}")
+        raise typer.Exit(2)
+    if named and name == "crawl":
+        err.print("[red]error:[/] crawl has no input artifact: it reads the configured sources")
+        raise typer.Exit(2)
+    return next(iter(named.values()), None)
+
+
+def _discard_partial(cfg: Config, stage: str) -> None:
     """Forget an interrupted build of this stage (a crawl's frontier, a training's checkpoints)."""
     import shutil
 
@@ -298,15 +332,23 @@ def list_artifacts(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     stage_: Annotated[str | None, typer.Option("--stage", help="only this stage")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per artifact, for scripts")] = False,
 ) -> None:
-    """Artifacts in the workspace, newest first."""
+    """Artifacts in the workspace, newest first, with the Prefect flow run that made each."""
     cfg = _load(config, set_)
     found = Workspace(cfg.workspace).artifacts(stage_)
+    if as_json:
+        for a in found:
+            m = a["manifest"]
+            keep = ("created", "rows", "bytes", "inputs", "origin")
+            print(json.dumps({"stage": a["stage"], "fingerprint": a["fingerprint"], "path": a["path"]} | {
+                k: m[k] for k in keep if k in m}))  # fmt: skip
+        return
     if not found:
         console.print(f"no artifacts in {Path(cfg.workspace).resolve()}")
         return
     table = Table(title=f"artifacts in {Path(cfg.workspace).resolve()}")
-    for col in ("stage", "fingerprint", "created", "rows", "tokens", "size", "inputs"):
+    for col in ("stage", "fingerprint", "created", "rows", "tokens", "size", "inputs", "made by"):
         table.add_column(col, justify="right" if col in ("rows", "tokens", "size") else "left")
     for a in found:
         m = a["manifest"]
@@ -318,8 +360,16 @@ def list_artifacts(
             _num(_tokens(m.get("stats", {}))),
             _size(m.get("bytes")),
             " ".join(f"{k}:{v[:8]}" for k, v in m.get("inputs", {}).items() if isinstance(v, str)),
+            _made_by(m.get("origin", {})),
         )
     console.print(table)
+
+
+def _made_by(origin: dict[str, str]) -> str:
+    """The Prefect flow run that published an artifact: its name and flow (find it in the UI)."""
+    if not origin.get("prefect_flow_run_name"):
+        return "-"  # built by lm_core called directly
+    return f"{origin['prefect_flow_run_name']} ({origin.get('prefect_flow', 'flow')})"
 
 
 @app.command("config")

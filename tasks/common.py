@@ -112,7 +112,21 @@ def with_training_timeout(stage_task: Task, hours: float | None) -> Task:
 
 
 def workspace_for(workspace: str, stage: str, force: bool) -> Workspace:
-    return Workspace(workspace, rebuild=[stage] if force else [])
+    """The workspace a stage task builds in: its manifests name the Prefect flow run that made them."""
+    return Workspace(workspace, rebuild=[stage] if force else [], origin=prefect_origin())
+
+
+def prefect_origin() -> dict[str, str]:
+    """The flow run (and deployment, when scheduled or triggered from the UI) running this task."""
+    from prefect.runtime import deployment, flow_run
+
+    origin = {
+        "prefect_flow_run_id": str(flow_run.id or ""),
+        "prefect_flow_run_name": str(flow_run.name or ""),
+        "prefect_flow": str(flow_run.flow_name or ""),
+        "prefect_deployment": str(deployment.name or ""),
+    }
+    return {k: v for k, v in origin.items() if v}
 
 
 # ----------------------------------------------------------------------------- fan-out

@@ -27,6 +27,16 @@ def test_unknown_stage_is_refused(tmp_path):
     assert r.exit_code == 2 and "unknown stage 'pretrian'" in r.output
 
 
+def test_a_named_input_fits_only_its_stages(tmp_path):
+    ws = ["--set", f"workspace={tmp_path}"]
+    r = invoke("stage", "clean", "--model", "latest", *ws)
+    assert r.exit_code == 2 and "--model is for evaluate and finetune" in r.output
+    r = invoke("stage", "evaluate", "--data", "latest", *ws)
+    assert r.exit_code == 2 and "--data is for pretrain" in r.output
+    r = invoke("stage", "evaluate", "--model", "latest", "--input", "latest", *ws)
+    assert r.exit_code == 2 and "give one of" in r.output
+
+
 def test_config_prints_the_resolved_values():
     r = invoke("config", "--config", "configs/tiny.yaml", "--set", "chunk.seq_len=48")
     assert r.exit_code == 0

@@ -1,6 +1,7 @@
-"""Two `lmforge data` commands started at once on one workspace both complete, agree on every
-fingerprint, and leave exactly one published artifact per stage (builds are serialised by a lock
-per artifact; the loser of each race finds the winner's artifact published and reuses it)."""
+"""Two lifecycles (`lmforge run`) started at once on one workspace both complete, agree on every
+fingerprint, leave exactly one published artifact per stage and register the model once (builds
+are serialised by a lock per artifact; the loser of each race finds the winner's artifact
+published and reuses it, registration included)."""
 
 from __future__ import annotations
 
@@ -17,21 +18,23 @@ from lm_core.workspace import Workspace
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
-STAGES = ("crawl", "clean", "tokenize", "chunk")
+STAGES = ("crawl", "clean", "tokenize", "chunk")  # the rows `lmforge run` prints for the data
 ROW = re.compile(r"│\s*(crawl|clean|tokenize|chunk)\s*│\s*([0-9a-f]{8,})\s*│")
+MODEL_STAGES = ("pretrain", "evaluate", "register")
 
 
 def printed_fingerprints(stdout: str) -> dict[str, str]:
     return dict(ROW.findall(stdout))
 
 
-def test_two_data_runs_at_once_on_one_workspace(tmp_path):
+def test_two_lifecycles_at_once_on_one_workspace(tmp_path):
     ws = tmp_path / "workspace"
     lmforge = Path(sys.executable).parent / "lmforge"
     # each command keeps Prefect's home in the shared workspace (as a user's would), so the two
     # embedded Prefect servers share one fresh SQLite database
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_HOME"} | {"COLUMNS": "250"}
-    cmd = [str(lmforge), "data", "--config", "configs/tiny.yaml", "--set", f"workspace={ws}"]
+    cmd = [str(lmforge), "run", "--config", "configs/tiny.yaml", "--set", f"workspace={ws}"]
+    cmd += ["--set", "finetune.enabled=false"]  # the chat model's stages lock the same way; spare CI the time
     procs = [
         subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(2)
@@ -48,3 +51,10 @@ def test_two_data_runs_at_once_on_one_workspace(tmp_path):
         folders = sorted(p.name for p in (ws / stage).iterdir() if not p.name.startswith(".lock-"))
         assert folders == [first[stage]], f"{stage}: {folders}"
         assert Workspace(ws).ref(stage, first[stage]).manifest()["fingerprint"] == first[stage]
+    for stage in MODEL_STAGES:
+        (artifact,) = Workspace(ws).artifacts(stage)
+        assert not [p for p in (ws / stage).iterdir() if p.name.startswith(".partial-")], stage
+    # one registered version, and both commands report it
+    registered = artifact["manifest"]["stats"]
+    assert registered["version"] == "1" and registered["decision"] == "champion", registered
+    assert all(registered["model_uri"] in out for out, _ in outs)

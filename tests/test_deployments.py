@@ -3,11 +3,13 @@ process (`lmforge serve`) or registered to a process work pool (`lmforge deploy`
 
 from __future__ import annotations
 
+import inspect
 import os
 import signal
 import subprocess
 import sys
 import time
+from importlib import import_module
 from pathlib import Path
 
 import pytest
@@ -51,7 +53,8 @@ def test_a_deployment_per_flow_with_the_configs_schedules_and_parameters(tmp_pat
         props = d._parameter_openapi_schema.properties
         assert "config" in props and "force" in props
     params = {d.flow_name: set(d._parameter_openapi_schema.properties) for d in deployments}
-    assert "chunk_artifact" in params["pretrain"] and "evaluate_artifact" in params["register"]
+    assert "data" in params["pretrain"] and "model" in params["evaluate"] and "base" in params["finetune"]
+    assert "evaluation" in params["register"]
 
 
 def test_a_bad_schedule_is_a_config_error():
@@ -74,6 +77,8 @@ def test_prefect_yaml_declares_the_same_deployments_as_lmforge_deploy_on_the_sma
         (flow,) = [name for name, target in FLOWS.items() if target == (module, function)]
         by_flow[flow] = d
         assert Config.model_validate(d["parameters"]["config"]) == small, f"{flow}: not configs/small.yaml"
+        function_params = inspect.signature(getattr(import_module(module), function).fn).parameters
+        assert set(d["parameters"]) <= set(function_params), f"{flow}: parameters the flow does not take"
         assert d["name"] == small.name and d["work_pool"]["name"] == "lmforge"
         crons = [(s["cron"], s["timezone"]) for s in d.get("schedules") or []]
         cron = small.schedules.cron(flow)

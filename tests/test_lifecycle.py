@@ -144,6 +144,45 @@ def test_a_worse_model_stays_challenger_after_the_champion_is_scored_on_the_same
     assert str(client.get_model_version_by_alias(NAME, "challenger").version) == "2"
 
 
+def test_single_stages_rerun_on_artifacts_named_by_fingerprint_or_registered_model(lifecycle):
+    ws, args, _ = lifecycle
+    first_eval = [a for a in Workspace(ws).artifacts("evaluate") if "pretrain" in a["manifest"]["inputs"]][-1]
+    first_model = first_eval["manifest"]["inputs"]["pretrain"]
+    chunk = Workspace(ws).ref("pretrain", first_model).manifest()["inputs"]["chunk"]
+    before = {a["path"] for a in Workspace(ws).artifacts()}
+    started = datetime.now(UTC)
+
+    # the champion, named by its registry alias, is traced to its artifact: its evaluation is cached
+    out = lmforge("stage", "evaluate", "--model", f"models:/{NAME}@champion", *args)
+    assert first_eval["fingerprint"] in out
+    out = lmforge("stage", "pretrain", "--data", chunk[:10], *args)
+    assert first_model in out
+    assert stage_states_since(started) == {"evaluate": "Cached", "pretrain": "Cached"}
+    assert {a["path"] for a in Workspace(ws).artifacts()} == before
+
+    # an int8 copy is not a workspace model: the error says what to name instead
+    result = runner.invoke(app, ["stage", "evaluate", "--model", f"models:/{NAME}-chat@int8", *args])
+    assert result.exit_code == 1 and "int8 copy" in result.output
+
+
+def test_every_artifact_names_the_flow_run_that_made_it(lifecycle):
+    ws, args, _ = lifecycle
+    origins = {a["path"]: a["manifest"]["origin"] for a in Workspace(ws).artifacts()}
+    with get_client(sync_client=True) as client:
+        for path, origin in origins.items():
+            run = client.read_flow_run(origin["prefect_flow_run_id"])
+            assert run.name == origin["prefect_flow_run_name"], path
+            assert run.state.is_completed(), path
+    # each by the lifecycle's subflow of its group: the data stages by `data`, the model by `pretrain`
+    by_flow = {Path(path).parent.name: o["prefect_flow"] for path, o in origins.items()}
+    assert by_flow == {
+        "crawl": "data", "clean": "data", "tokenize": "data", "chunk": "data", "pretrain": "pretrain",
+        "finetune": "finetune", "evaluate": "evaluate", "register": "register",
+    }  # fmt: skip
+    listed = [json.loads(line) for line in lmforge("ls", "--json", *args).splitlines()]
+    assert {a["path"]: a["origin"] for a in listed} == origins
+
+
 def test_generate_from_the_registered_champion_matches_its_workspace_artifact(lifecycle):
     ws, args, _ = lifecycle
     first_model = [a for a in Workspace(ws).artifacts("pretrain")][-1]["fingerprint"]

@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from lm_core.config import Config
+from lm_core.model_artifacts import ModelArtifactNotFound, find_model_artifact
 from lm_core.progress import NullProgress, Progress
-from lm_core.workspace import ArtifactError, ArtifactRef, Workspace, fingerprint, read_manifest
+from lm_core.workspace import MANIFEST, ArtifactError, ArtifactRef, Workspace, fingerprint, read_manifest
 
 STAGE = "finetune"
 CODE_VERSION = 1
-MODEL_STAGES = ("pretrain", "finetune")
 DATA_DIR = "data"
 HELDOUT_CHATS = f"{DATA_DIR}/heldout.jsonl"
 HELDOUT_PREFERENCES = f"{DATA_DIR}/heldout_preferences.jsonl"
@@ -45,52 +45,29 @@ class FinetuneError(ValueError):
 
 
 def resolve_base(cfg: Config, pretrain: ArtifactRef | None, ws: Workspace) -> ArtifactRef:
-    """The workspace model artifact `finetune.base` names."""
+    """The workspace model artifact (or training checkpoint) `finetune.base` names."""
     spec = cfg.finetune.base
     if spec == "pretrain":
         if pretrain is None:
             return ws.resolve("pretrain", "latest")
         return pretrain
-    if spec.startswith("models:/"):
-        return _registered_artifact(spec, cfg.tracking_uri, ws)
     if Path(spec).expanduser().is_dir():
         return _folder_artifact(Path(spec).expanduser().resolve(), cfg.tracking_uri, ws)
-    found = [a for stage in MODEL_STAGES for a in ws.artifacts(stage)]
-    if spec == "latest" and found:
-        return ws.ref(found[0]["stage"], found[0]["fingerprint"])
-    matches = [a for a in found if a["fingerprint"].startswith(spec)]
-    if len(matches) != 1:
-        listing = ", ".join(f"{a['stage']}:{a['fingerprint'][:12]}" for a in found) or "none"
-        what = "no" if not matches else "more than one"
-        raise FinetuneError(f"finetune.base {spec!r}: {what} model artifact matches in {ws.root}; models: {listing}")
-    return ws.ref(matches[0]["stage"], matches[0]["fingerprint"])
-
-
-def _registered_artifact(spec: str, tracking_uri: str, ws: Workspace) -> ArtifactRef:
-    from lm_core.registry.register import registry_client
-    from lm_core.registry.resolve import ModelNotFound, registered_version
-
     try:
-        name, version = registered_version(spec, tracking_uri)
-    except ModelNotFound as e:
-        raise FinetuneError(f"finetune.base: {e}") from None
-    tags = registry_client(tracking_uri).get_model_version(name, version).tags
-    for stage in reversed(MODEL_STAGES):  # a chat model's tags name its base too: itself first
-        fp = tags.get(f"lmforge.{stage}")
-        if fp and ws.is_published(stage, fp):
-            return ws.ref(stage, fp)
-    raise FinetuneError(
-        f"finetune.base {spec!r} is models:/{name}/{version}, whose training artifact is not in {ws.root}: "
-        "fine-tune in the workspace that trained it, or name a workspace model"
-    )
+        return find_model_artifact(spec, ws, cfg.tracking_uri)
+    except ModelArtifactNotFound as e:
+        raise FinetuneError(f"finetune.base {e}") from None
 
 
 def _folder_artifact(path: Path, tracking_uri: str, ws: Workspace) -> ArtifactRef:
     """A published model artifact of the workspace by its folder, or a training checkpoint
     (`pretrain/.partial-<fp>/checkpoints/step-N` of an unfinished or interrupted training): its
     weights' digest is its identity, and its training's MLflow run names the chunk it learned from."""
-    if (path / "_manifest.json").is_file() and path.parent.name in MODEL_STAGES and path.parent.parent == ws.root:
-        return ws.ref(path.parent.name, path.name)
+    if (path / MANIFEST).is_file():
+        try:
+            return find_model_artifact(str(path), ws)
+        except ModelArtifactNotFound as e:
+            raise FinetuneError(f"finetune.base {e}") from None
     from lm_core.train import checkpoint as ckpt
 
     if not ((path / ckpt.WEIGHTS).is_file() and (path / ckpt.META).is_file()):

@@ -26,6 +26,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
+from lm_core.model_artifacts import ModelArtifactNotFound, find_model_artifact
 from lm_core.registry.pyfunc_model import MODEL_ARTIFACT
 from lm_core.registry.register import registry_client
 from lm_core.textgen import MODEL_FILES, TextModel
@@ -34,7 +35,6 @@ from lm_core.train import checkpoint as ckpt
 from lm_core.train.stage import RUN_ID_FILE
 from lm_core.workspace import Workspace
 
-MODEL_STAGES = ("pretrain", "finetune")  # workspace stages whose artifacts are model folders
 _REGISTERED = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))$")
 
 
@@ -48,19 +48,27 @@ def load_text_model(
     """Load the model `spec` names (see the module's docstring). `tracking_uri` defaults to the
     workspace's MLflow store, then to MLFLOW_TRACKING_URI."""
     if spec.startswith("models:/"):
-        return _load_registered(spec, _tracking_uri(tracking_uri, workspace), device)
+        return _load_registered(spec, store_uri(tracking_uri, workspace), device)
     path = Path(spec).expanduser()
     if path.is_dir():
         return _load_folder(path, device, tracking_uri)
     if os.sep in spec or spec.startswith((".", "~")):
         raise ModelNotFound(f"no folder {path}")
-    return TextModel.load(_workspace_artifact(spec, workspace), device)
+    if workspace is None:
+        raise ModelNotFound(f"{spec!r} is not a models:/ URI or a folder, and no workspace was given to look it up in")
+    try:
+        found = find_model_artifact(spec, Workspace(workspace), tracking_uri)
+    except ModelArtifactNotFound as e:
+        raise ModelNotFound(str(e)) from None
+    return TextModel.load(found.path, device)
 
 
 # ----------------------------------------------------------------------------- registry
 
 
-def _tracking_uri(tracking_uri: str | None, workspace: str | Path | None) -> str:
+def store_uri(tracking_uri: str | None, workspace: str | Path | None) -> str:
+    """The MLflow store to look a registered model up in: the given URI, the workspace's own
+    mlflow.db, or MLFLOW_TRACKING_URI; an absent SQLite file is an error, never created."""
     uri = tracking_uri or (default_tracking_uri(workspace) if workspace else os.environ.get("MLFLOW_TRACKING_URI"))
     if not uri:
         raise ModelNotFound("a models:/ spec needs a tracking URI or a workspace (whose mlflow.db holds the registry)")
@@ -155,7 +163,7 @@ def _checkpoint_tokenizer(path: Path, tracking_uri: str | None) -> Path:
     ws_root = artifact.parent.parent  # <workspace>/pretrain/.partial-<fp>
     if (artifact / RUN_ID_FILE).is_file():
         try:
-            uri = _tracking_uri(tracking_uri, ws_root)
+            uri = store_uri(tracking_uri, ws_root)
             run = MlflowClient(uri).get_run((artifact / RUN_ID_FILE).read_text().strip())
         except (ModelNotFound, MlflowException):
             run = None
@@ -166,22 +174,3 @@ def _checkpoint_tokenizer(path: Path, tracking_uri: str | None) -> Path:
         f"no tokenizer.json for checkpoint {path}: none beside it or in {artifact}, and its training's "
         "chunk artifact was not found; copy the training's tokenizer.json into the checkpoint folder"
     )
-
-
-# ----------------------------------------------------------------------------- workspace
-
-
-def _workspace_artifact(spec: str, workspace: str | Path | None) -> Path:
-    if workspace is None:
-        raise ModelNotFound(f"{spec!r} is not a models:/ URI or a folder, and no workspace was given to look it up in")
-    ws = Workspace(workspace)
-    found = [a for stage in MODEL_STAGES for a in ws.artifacts(stage)]
-    if spec == "latest" and found:
-        return Path(max(found, key=lambda a: a["manifest"].get("created", ""))["path"])
-    matches = [a for a in found if a["fingerprint"].startswith(spec)]
-    if len(matches) == 1:
-        return Path(matches[0]["path"])
-    listing = ", ".join(f"{a['stage']}:{a['fingerprint']}" for a in (matches or found)) or "none"
-    if matches:
-        raise ModelNotFound(f"{spec!r} matches more than one model artifact in {ws.root}: {listing}")
-    raise ModelNotFound(f"no folder {spec!r} and no model artifact {spec!r} in {ws.root}; model artifacts: {listing}")
