@@ -82,6 +82,24 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+def content_digest(paths: list[str] | list[Path], root: Path | None = None, unreadable_ok: bool = False) -> str:
+    """A digest of files' names (below `root`, a folder; else base names) and contents, for a
+    fingerprint's inputs: edited data makes a new artifact; the same data moved or touched does
+    not. An unreadable file raises OSError, or with `unreadable_ok` counts as "unreadable"."""
+    h = hashlib.sha256()
+    for p in map(Path, paths):
+        name = p.relative_to(root) if root is not None and root.is_dir() else p.name
+        h.update(f"{name}\0".encode())
+        try:
+            with open(p, "rb") as f:
+                h.update(hashlib.file_digest(f, "sha256").digest())
+        except OSError:
+            if not unreadable_ok:
+                raise
+            h.update(b"unreadable")
+    return h.hexdigest()[:16]
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON so that a reader sees the old file or the new one, never a torn one."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -562,13 +562,7 @@ def _print_model(model, evaluation, registration, cfg: Config) -> None:
         f"\n[bold]model[/] {model.fingerprint}: {s.get('params', 0) / 1e6:.1f}M parameters, {s.get('steps')} steps, "
         f"{s.get('tokens', 0):,} tokens"
     )
-    scores = [f"{k} {v:.4g}" for k, v in e.items() if k.startswith(("val_", "text.", "bleu.", "chrf.")) and _is_num(v)]
-    console.print("evaluation: " + (", ".join(scores) or "no scores"), highlight=False)
-    console.print(
-        f"[bold]registered[/] {r['model_uri']} ({r['decision']}; aliases {', '.join('@' + a for a in r['aliases'])})\n"
-        f"  {r['reason']}",
-        highlight=False,
-    )
+    _print_scores_and_registration(e, r, ("val_", "text.", "bleu.", "chrf."))
     samples = _samples(evaluation)
     if samples:
         first = samples[0]
@@ -603,16 +597,23 @@ def _print_chat_model(model, evaluation, registration) -> None:
         f"{s.get('initial_heldout_loss', float('nan')):.3f} -> {s.get('heldout_loss', float('nan')):.3f}",
         highlight=False,
     )
-    scores = [f"{k} {v:.4g}" for k, v in e.items() if k.startswith(("bleu.", "chrf.", "val_bpb")) and _is_num(v)]
-    console.print("evaluation: " + (", ".join(scores) or "no scores"), highlight=False)
-    console.print(
-        f"[bold]registered[/] {r['model_uri']} ({r['decision']}; aliases {', '.join('@' + a for a in r['aliases'])})\n"
-        f"  {r['reason']}\n  talk to it: .venv/bin/lmforge chat --model models:/{r['name']}@champion",
-        highlight=False,
-    )
+    _print_scores_and_registration(e, r, ("bleu.", "chrf.", "val_bpb"))
+    console.print(f"  talk to it: .venv/bin/lmforge chat --model models:/{r['name']}@champion", highlight=False)
     chats = [x for x in _samples(evaluation) if x["set"] == "chat"]
     if chats:
         console.print(f"sample: [bold]user>[/] {chats[0]['prompt']}\n        [bold]model>[/] {chats[0]['generation']}")
+
+
+def _print_scores_and_registration(scores: dict, registration: dict, shown: tuple[str, ...]) -> None:
+    """The evaluation's scores named by the `shown` prefixes, then the version and the gate's reason."""
+    r = registration
+    picked = [f"{k} {v:.4g}" for k, v in scores.items() if k.startswith(shown) and _is_num(v)]
+    console.print("evaluation: " + (", ".join(picked) or "no scores"), highlight=False)
+    console.print(
+        f"[bold]registered[/] {r['model_uri']} ({r['decision']}; aliases {', '.join('@' + a for a in r['aliases'])})\n"
+        f"  {r['reason']}",
+        highlight=False,
+    )
 
 
 def _samples(evaluation) -> list[dict]:

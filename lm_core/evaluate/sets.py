@@ -8,7 +8,6 @@ with a numeric suffix, and `heldout` is the held-out pairs' own.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from lm_core.crawl import rows
 from lm_core.crawl.sources import CrawlInputError, _local_data_files, file_rows, hf_rows, match_files
 from lm_core.evaluate.errors import EvalSetError, PairFileError
 from lm_core.evaluate.pairs import HELDOUT, Pair, heldout_pairs, read_pairs
+from lm_core.workspace import content_digest
 
 if TYPE_CHECKING:  # torch is imported only where a model is used: fingerprints need none
     from lm_core.textgen import TextModel
@@ -70,18 +70,9 @@ def text_sources(cfg: EvaluateConfig) -> dict[str, tuple[str, FilesSource | HFDa
 
 
 def _content_digest(paths: list[Path], root: Path | None = None) -> str:
-    """A digest of the files' names (below `root`, a folder) and contents: edited data, a new
-    evaluation; the same data elsewhere or touched, the same one."""
-    h = hashlib.sha256()
-    for p in paths:
-        name = p.relative_to(root) if root is not None and root.is_dir() else p.name
-        h.update(f"{name}\0".encode())
-        try:
-            with open(p, "rb") as f:
-                h.update(hashlib.file_digest(f, "sha256").digest())
-        except OSError:  # a broken link, say: reading the set reports it, naming the file
-            h.update(b"unreadable")
-    return f"{len(paths)} files, {h.hexdigest()[:16]}"
+    """Edited data, a new evaluation; the same data elsewhere or touched, the same one. (A broken
+    link, say, is digested as unreadable: reading the set reports it, naming the file.)"""
+    return f"{len(paths)} files, {content_digest(paths, root, unreadable_ok=True)}"
 
 
 def source_digests(cfg: EvaluateConfig) -> dict[str, str]:

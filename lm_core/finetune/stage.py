@@ -19,7 +19,6 @@ that the base model was pretrained on.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -28,7 +27,15 @@ from typing import Any
 from lm_core.config import Config
 from lm_core.model_artifacts import ModelArtifactNotFound, find_model_artifact
 from lm_core.progress import NullProgress, Progress
-from lm_core.workspace import MANIFEST, ArtifactError, ArtifactRef, Workspace, fingerprint, read_manifest
+from lm_core.workspace import (
+    MANIFEST,
+    ArtifactError,
+    ArtifactRef,
+    Workspace,
+    content_digest,
+    fingerprint,
+    read_manifest,
+)
 
 STAGE = "finetune"
 CODE_VERSION = 1
@@ -104,15 +111,10 @@ def lineage(base: ArtifactRef, ws: Workspace) -> dict[str, str]:
 
 
 def _digest(paths: list[str]) -> str:
-    h = hashlib.sha256()
-    for p in paths:
-        h.update(Path(p).name.encode() + b"\0")
-        try:
-            with open(p, "rb") as f:
-                h.update(hashlib.file_digest(f, "sha256").digest())
-        except OSError:
-            raise FinetuneError(f"finetune data file {p} cannot be read") from None
-    return h.hexdigest()[:16]
+    try:
+        return content_digest(paths)
+    except OSError as e:
+        raise FinetuneError(f"finetune data file {e.filename} cannot be read") from None
 
 
 def finetune_inputs(cfg: Config, base: ArtifactRef, ws: Workspace) -> dict[str, str]:

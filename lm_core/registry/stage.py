@@ -39,9 +39,14 @@ def model_name(cfg: Config, model_stage: str = "pretrain") -> str:
     return cfg.registry.model_name or cfg.name
 
 
+def _model_stage(inputs: dict[str, str]) -> str:
+    """The stage of the model an evaluation (or registration) scored: a chat model or a base model."""
+    return "finetune" if "finetune" in inputs else "pretrain"
+
+
 def register_inputs(cfg: Config, evaluation: ArtifactRef) -> dict[str, str]:
     inputs = read_manifest(evaluation.dir)["inputs"]
-    model_stage = "finetune" if "finetune" in inputs else "pretrain"
+    model_stage = _model_stage(inputs)
     return {
         "evaluate": evaluation.fingerprint,
         model_stage: inputs[model_stage],
@@ -72,8 +77,7 @@ def run_register(
         # MLflow and torch only when there is something to register: a cached run loads neither.
         from lm_core.registry.register import register_model
 
-        model_stage = "finetune" if "finetune" in inputs else "pretrain"
-        model = ws.ref(model_stage, inputs[model_stage])
+        model = ws.ref(_model_stage(inputs), inputs[_model_stage(inputs)])
         chunk = ws.ref("chunk", inputs["chunk"])
         run_id = _model_run(cfg, model, run_tags or {})
         metrics = json.loads((evaluation.dir / "metrics.json").read_text())
