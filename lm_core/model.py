@@ -15,6 +15,7 @@ grouped-query attention when `n_kv_head < n_head`. One size dial, `depth`, deriv
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -90,6 +91,18 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + rotated * sin
 
 
+def rolled_rope_sin(sin: torch.Tensor) -> torch.Tensor:
+    """sin with rotate-half's signs folded in (-sin on the first half), for `apply_rope_rolled`."""
+    half = sin.size(-1) // 2
+    return torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)
+
+
+def apply_rope_rolled(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """apply_rope, bit for bit, in fewer ops: with the signs in `signed_sin`, rotating half is
+    one roll instead of chunk, neg and cat (decoding one token at a time pays per op)."""
+    return x * cos + x.roll(x.size(-1) // 2, dims=-1) * signed_sin
+
+
 class KVCache:
     """Keys and values of every layer for a batch being generated, preallocated to `max_len`."""
 
@@ -161,6 +174,52 @@ class Block(nn.Module):
     def forward(self, x, cos, sin, mask=None, cache=None) -> torch.Tensor:
         x = x + self.attn(self.attn_norm(x), cos, sin, mask, cache)
         return x + self.mlp(self.mlp_norm(x))
+
+    def decoder(self) -> Callable[..., torch.Tensor]:
+        """forward() for one new token per row (x: (B, 1, C)) at column `pos` of the cache, as a
+        function. Decoding at batch 1 costs ops and Python lookups more than arithmetic, so this
+        closes over the block's weights once per generate() call (no module attribute lookups or
+        calls per step) and cuts the general path's detours: with T = 1 a (B, 1, H*D) projection
+        already is (B, H, 1, D) in memory (views, no transposes), the new key and value go
+        straight into the cache, and a lone query needs no causal mask (only `key_mask`, hiding
+        left padding; None without any). `sin` is `rolled_rope_sin`'s."""
+        attn, mlp = self.attn, self.mlp
+        H, KV, D, layer = attn.n_head, attn.n_kv_head, attn.head_dim, attn.layer
+        q_proj, k_proj, v_proj, o_proj = (_matmul(m) for m in (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj))
+        gate_proj, up_proj, down_proj = (_matmul(m) for m in (mlp.gate_proj, mlp.up_proj, mlp.down_proj))
+        attn_norm, mlp_norm = _rms_norm(self.attn_norm), _rms_norm(self.mlp_norm)
+        gqa = KV != H
+
+        def decode(x, cos, sin, key_mask, cache: KVCache, pos: int) -> torch.Tensor:
+            B = x.size(0)
+            h = attn_norm(x)
+            q = apply_rope_rolled(q_proj(h).view(B, H, 1, D), cos, sin)
+            keys, values = cache.k[layer], cache.v[layer]
+            keys.narrow(2, pos, 1).copy_(apply_rope_rolled(k_proj(h).view(B, KV, 1, D), cos, sin))
+            values.narrow(2, pos, 1).copy_(v_proj(h).view(B, KV, 1, D))
+            keys, values = keys.narrow(2, 0, pos + 1), values.narrow(2, 0, pos + 1)
+            y = F.scaled_dot_product_attention(q, keys, values, attn_mask=key_mask, enable_gqa=gqa)
+            x = x + o_proj(y.view(B, 1, H * D))
+            h = mlp_norm(x)
+            return x + down_proj(F.silu(gate_proj(h)) * up_proj(h))
+
+        return decode
+
+
+def _matmul(linear: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`linear` as a plain function for Block.decoder: F.linear on its weight for an nn.Linear
+    (skipping nn.Module.__call__ and its hooks, a good part of a small matmul's cost), the module
+    itself otherwise (LoRA, int8: whatever they compute)."""
+    if type(linear) is nn.Linear:
+        weight, bias = linear.weight, linear.bias
+        return lambda x: F.linear(x, weight, bias)
+    return linear
+
+
+def _rms_norm(norm: RMSNorm) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`norm` as a plain function, for the same reason as `_matmul`."""
+    weight, eps = norm.weight, norm.eps
+    return lambda x: F.rms_norm(x, weight.shape, weight, eps)
 
 
 class GPT(nn.Module):
@@ -257,14 +316,15 @@ class GPT(nn.Module):
                 f"prompt ({longest}) + new tokens ({max_new_tokens}) exceed the context ({self.cfg.seq_len})"
             )
         pad = torch.tensor([longest - len(p) for p in prompts], device=device)
-        idx = torch.zeros(B, longest, dtype=torch.long, device=device)
+        # Every row's tokens: the prompt (left-padded), then the new ones as they come.
+        tokens = torch.zeros(B, total, dtype=torch.long, device=device)
         for i, p in enumerate(prompts):
-            idx[i, longest - len(p) :] = torch.tensor(p, device=device)
+            tokens[i, longest - len(p) : longest] = torch.tensor(p, device=device)
+        cols = torch.arange(total, device=device)
         positions = mask = None
         if bool(pad.any()):
             # Row i's real tokens start at column pad[i]: they get positions 0, 1, ... and may
             # not attend to the padding before them (padding rows attend to themselves only).
-            cols = torch.arange(total, device=device)
             positions = (cols[None, :] - pad[:, None]).clamp(min=0)  # (B, total)
             visible = cols[None, :] >= pad[:, None]  # key columns that hold real tokens
             causal = torch.ones(total, total, dtype=torch.bool, device=device).tril()
@@ -272,32 +332,49 @@ class GPT(nn.Module):
             mask |= torch.eye(total, dtype=torch.bool, device=device)[None]
 
         cache = KVCache(self.cfg, B, total, device, self.embed.weight.dtype) if use_cache else None
-        new = torch.empty(B, max_new_tokens, dtype=torch.long, device=device)
+        if cache is not None:
+            # What the one-token decode steps need, built once and sliced per step: the blocks as
+            # functions, the rotary angles of every row's columns, the keys each row may see.
+            blocks = [block.decoder() for block in self.blocks]
+            final_norm, lm_head = _rms_norm(self.norm), _matmul(self.lm_head)
+            at = positions if positions is not None else cols[None, :]
+            step_cos = self.rope_cos[at][:, None]  # (B or 1, 1, total, D)
+            step_sin = rolled_rope_sin(self.rope_sin)[at][:, None]
+            key_mask = visible[:, None, None, :] if positions is not None else None  # (B, 1, 1, total)
         stops = torch.tensor(stop_tokens, device=device) if stop_tokens else None
         finished = torch.zeros(B, dtype=torch.bool, device=device)
-        seq, steps = idx, 0
-        for step in range(max_new_tokens):
-            start = cache.length if cache is not None else 0  # no cache: recompute the whole prefix
-            end = seq.size(1)
-            logits = self._forward_window(seq[:, start:], start, end, positions, mask, cache)
-            if cache is not None:
+        steps = 0
+        for end in range(longest, longest + max_new_tokens):  # `end`: the column being generated
+            if cache is None:  # no cache: a full forward over the whole prefix, every step
+                logits = self._forward_window(tokens[:, :end], 0, end, positions, mask, None)
+            elif cache.length == 0:  # prefill: the prompt in one forward, filling the cache
+                logits = self._forward_window(tokens[:, :end], 0, end, positions, mask, cache)
+                cache.length = end
+            else:  # decode: only the newest token, attending to the cache
+                pos = end - 1
+                x = self.embed(tokens[:, pos : pos + 1])
+                cos, sin = step_cos.narrow(2, pos, 1), step_sin.narrow(2, pos, 1)
+                m = key_mask.narrow(3, 0, end) if key_mask is not None else None
+                for decode in blocks:
+                    x = decode(x, cos, sin, m, cache, pos)
+                logits = lm_head(final_norm(x))
                 cache.length = end
             nxt = sample(logits[:, -1, :], temperature, top_k, top_p, generator)
-            new[:, step] = nxt
+            tokens[:, end] = nxt
             steps += 1
             if stops is not None:
                 finished |= torch.isin(nxt, stops)
                 if bool(finished.all()):
                     break
-            seq = torch.cat([seq, nxt[:, None]], dim=1)
         out = []
-        for row in new[:, :steps].tolist():  # each row up to its first stop token
+        for row in tokens[:, longest : longest + steps].tolist():  # each row up to its first stop token
             cut = next((i for i, t in enumerate(row) if t in stop_tokens), len(row))
             out.append(row[:cut])
         return out
 
     def _forward_window(self, idx, start, end, positions, mask, cache) -> torch.Tensor:
-        """Positions start..end-1 of the sequence (the new ones when a cache holds the rest)."""
+        """Logits for the last of positions start..end-1 (the new ones when a cache holds the rest):
+        generation samples from the last position only, so only it goes through the head."""
         if positions is None:  # no padding: every row's positions are the columns
             cos, sin = self.rope_cos[start:end][None, None], self.rope_sin[start:end][None, None]
             attn_mask = None
@@ -308,7 +385,7 @@ class GPT(nn.Module):
         x = self.embed(idx)
         for block in self.blocks:
             x = block(x, cos, sin, attn_mask, cache)
-        return self.lm_head(self.norm(x))
+        return self.lm_head(self.norm(x[:, -1:, :]))
 
 
 def sample(

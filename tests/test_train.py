@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 
 from lm_core import schemas
 from lm_core.config import load_config
+from lm_core.model import GPT, GPTConfig
 from lm_core.shards import write_shard
 from lm_core.train import checkpoint as ckpt
 from lm_core.train.loader import BlockStore, TrainLoader
@@ -255,3 +256,47 @@ def test_corrupt_or_missing_checkpoints_are_named(chunk_dir, tmp_path):
     (last / ckpt.STATE).unlink()
     with pytest.raises(ckpt.CheckpointError, match="missing"):
         ckpt.load_train_state(last)
+
+
+class _Scaled(torch.nn.Module):
+    """A projection that is not a plain nn.Linear (as LoRA and int8 modules are not)."""
+
+    def __init__(self, base: torch.nn.Linear):
+        super().__init__()
+        self.base = base
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) * 1.5
+
+
+@pytest.mark.parametrize("n_kv_head,wrapped", [(2, False), (1, False), (2, True)])
+def test_kv_cache_generation_equals_recomputing_the_prefix(n_kv_head, wrapped):
+    """The cached path (a prefill, then one token per step against the cache) picks the same
+    tokens as a full forward over the prefix at every step: greedy, seeded top-k and nucleus
+    sampling, stop tokens, left-padded prompts of different lengths, grouped-query attention,
+    and projections that are modules of their own."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=V, seq_len=40, n_layer=2, n_head=2, n_kv_head=n_kv_head, n_embd=32)).eval()
+    with torch.no_grad():  # larger weights than at init: sharp attention, so a wrong key or angle shows
+        for p in model.parameters():
+            p.normal_(0.0, 0.5)
+    if wrapped:
+        for block in model.blocks:
+            block.attn.v_proj, block.mlp.up_proj = _Scaled(block.attn.v_proj), _Scaled(block.mlp.up_proj)
+    stops = tuple(range(0, V, 6))
+    settings = [
+        dict(temperature=0),
+        dict(temperature=0.8, top_k=8),
+        dict(temperature=1.0, top_p=0.9),
+        dict(temperature=1.0, top_k=20, stop_tokens=stops),
+    ]
+    for batch in ([[1, 2, 3, 4, 5], [7], [9, 10]], [[11, 12]]):
+        for kw in settings:
+            out = {}
+            for use_cache in (True, False):
+                gen = torch.Generator().manual_seed(3)
+                out[use_cache] = model.generate(batch, 30, generator=gen, use_cache=use_cache, **kw)
+            assert out[True] == out[False], kw
+            assert all(len(row) == 30 for row in out[True]) or "stop_tokens" in kw
+            if "stop_tokens" in kw:  # rows end before their first stop token, which is not returned
+                assert any(len(row) < 30 for row in out[True]) and not any(set(row) & set(stops) for row in out[True])
