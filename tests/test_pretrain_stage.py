@@ -118,3 +118,31 @@ def test_two_process_pretraining_through_torchrun_publishes_and_logs_once(traine
     # one writer: each logged step appears once, not once per rank
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
     assert steps == sorted(set(steps)) and steps[-1] == 6
+
+
+@pytest.mark.slow
+def test_two_nodes_train_one_model_and_only_node_0_logs_and_publishes(trained, monkeypatch):
+    """Two "nodes" on this machine (one process each, gloo), as a team would launch the same
+    command on each node of a cluster sharing the workspace: one MLflow run, one artifact."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cfg, ws, chunk, _ = trained
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    client = MlflowClient(f"sqlite:///{cfg.workspace.resolve() / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(cfg.experiment).experiment_id
+    runs_before = {r.info.run_id for r in client.search_runs(experiment)}
+
+    def node(rank: int):
+        c = cfg.model_copy(deep=True)
+        c.seed, c.pretrain.max_steps = 7, 4  # another model
+        d = c.pretrain.distributed
+        d.nnodes, d.node_rank, d.master_port = 2, rank, 29547
+        return run_pretrain(c, chunk, ws)
+
+    with ThreadPoolExecutor(2) as pool:
+        node0, node1 = pool.map(node, (0, 1))
+    assert node0.fingerprint == node1.fingerprint and node1.dir == node0.dir
+    assert node0.stats["steps"] == 4 and not list(node0.dir.glob("_spec-node*.json"))
+    runs = {r.info.run_id for r in client.search_runs(experiment)}
+    assert runs - runs_before == {node0.stats["mlflow_run_id"]}, "node 1 must open no MLflow run"
+    assert client.get_run(node0.stats["mlflow_run_id"]).data.params["plan.world_size"] == "2"

@@ -21,6 +21,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +34,13 @@ from lm_core.tracking import MlflowTracker, flatten, loss_curve_png
 from lm_core.train import checkpoint as ckpt
 from lm_core.train.fingerprint import decisive, pretrain_fingerprint
 from lm_core.train.loop import TrainData, TrainResult, train
-from lm_core.workspace import ArtifactRef, Workspace, read_manifest, write_json_atomic
+from lm_core.workspace import ArtifactError, ArtifactRef, Workspace, read_manifest, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 RUN_ID_FILE = "_mlflow_run_id"
 SPEC_FILE = "_launch.json"
+JOIN_PUBLISH_TIMEOUT_S = 1800  # a joining node waits this long for node 0 to publish after training
 
 
 def run_pretrain(
@@ -51,6 +53,8 @@ def run_pretrain(
     """Train a model on `chunk` into a published `pretrain` artifact (or return the published
     one). With `pretrain.distributed.nproc > 1` or several nodes, launches torchrun."""
     fp = pretrain_fingerprint(cfg, chunk)
+    if cfg.pretrain.distributed.node_rank > 0:
+        return _join_training(cfg, chunk, ws, fp)
     inputs = {"chunk": chunk.fingerprint, **{k: v for k, v in chunk.manifest()["inputs"].items() if k == "tokenize"}}
     with ws.build("pretrain", fp, config=decisive(cfg), inputs=inputs, resume=True) as b:
         if b.published:
@@ -187,7 +191,7 @@ def _finish(out: Path, chunk: ArtifactRef, summary: dict[str, Any], tracker: Mlf
     if last:
         shutil.move(str(last[-1] / ckpt.STATE), out / ckpt.STATE)
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
-    for stray in (RUN_ID_FILE, SPEC_FILE, "_summary.json"):
+    for stray in (RUN_ID_FILE, SPEC_FILE, "_summary.json", *(p.name for p in out.glob("_spec-node*.json"))):
         (out / stray).unlink(missing_ok=True)
     plan = {k.removeprefix("plan."): v for k, v in summary["plan"].items() if k.startswith("plan.")}
     model_cfg = {k.removeprefix("gpt."): v for k, v in summary["plan"].items() if k.startswith("gpt.")}
@@ -219,9 +223,9 @@ def _finish(out: Path, chunk: ArtifactRef, summary: dict[str, Any], tracker: Mlf
 # ----------------------------------------------------------------------------- torchrun
 
 
-def _launch_torchrun(cfg: Config, chunk: ArtifactRef, out: Path, run_id: str) -> dict[str, Any]:
-    """Run `lm_core.train.worker` on every rank with torchrun; rank 0 logs to `run_id` and
-    writes its summary next to the checkpoints."""
+def _launch_torchrun(cfg: Config, chunk: ArtifactRef, out: Path, run_id: str | None) -> dict[str, Any] | None:
+    """Run `lm_core.train.worker` on this node's ranks with torchrun; rank 0 (on node 0) logs to
+    `run_id` and writes its summary next to the checkpoints, which is returned on node 0."""
     d = cfg.pretrain.distributed
     spec = {
         "config": cfg.model_dump(mode="json"),
@@ -230,7 +234,8 @@ def _launch_torchrun(cfg: Config, chunk: ArtifactRef, out: Path, run_id: str) ->
         "tracking_uri": cfg.tracking_uri,
         "run_id": run_id,
     }
-    write_json_atomic(out / SPEC_FILE, spec)
+    spec_file = out / (SPEC_FILE if d.node_rank == 0 else f"_spec-node{d.node_rank}.json")  # one per node
+    write_json_atomic(spec_file, spec)
     cmd = [
         sys.executable,
         "-m",
@@ -242,7 +247,7 @@ def _launch_torchrun(cfg: Config, chunk: ArtifactRef, out: Path, run_id: str) ->
         f"--master-port={d.master_port}",
         "-m",
         "lm_core.train.worker",
-        str(out / SPEC_FILE),
+        str(spec_file),
     ]
     env = {
         **os.environ,
@@ -252,4 +257,25 @@ def _launch_torchrun(cfg: Config, chunk: ArtifactRef, out: Path, run_id: str) ->
     proc = subprocess.run(cmd, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"torchrun exited with status {proc.returncode}; the run resumes from its last checkpoint")
-    return json.loads((out / "_summary.json").read_text())
+    return json.loads((out / "_summary.json").read_text()) if d.node_rank == 0 else None
+
+
+def _join_training(cfg: Config, chunk: ArtifactRef, ws: Workspace, fp: str) -> ArtifactRef:
+    """Node `node_rank` > 0 of a multi-node training. Its ranks train; node 0 alone opens the
+    MLflow run, writes checkpoints and publishes, into the workspace the nodes share (ranks
+    resume from its checkpoints). So this node opens no run and publishes nothing: it waits for
+    node 0's artifact and returns it."""
+    if ws.is_published("pretrain", fp):
+        return ws.ref("pretrain", fp)
+    out = ws.artifact_dir("pretrain", fp).parent / f".partial-{fp}"
+    out.mkdir(parents=True, exist_ok=True)
+    _launch_torchrun(cfg, chunk, out, run_id=None)
+    deadline = time.monotonic() + JOIN_PUBLISH_TIMEOUT_S
+    while not ws.is_published("pretrain", fp):  # node 0 still writes the model and logs it
+        if time.monotonic() > deadline:
+            raise ArtifactError(
+                f"node {cfg.pretrain.distributed.node_rank} finished training, but node 0 has not published "
+                f"pretrain/{fp} in {ws.root} within {JOIN_PUBLISH_TIMEOUT_S} s: is the workspace shared by the nodes?"
+            )
+        time.sleep(2)
+    return ws.ref("pretrain", fp)
