@@ -1,7 +1,10 @@
 """What Prefect costs: the tiny lifecycle through the orchestrator vs the same `lm_core` calls made
 directly, each in a fresh process and a fresh workspace.
 
-    .venv/bin/python bench/prefect_overhead.py [--runs 1] [--config configs/tiny.yaml]
+    .venv/bin/python bench/prefect_overhead.py [--runs 1] [--config configs/tiny.yaml] [--set k=v ...]
+
+(`--set pretrain.max_steps=600`, say, lengthens the run: the overhead is a fixed cost per run,
+so its share falls as the work grows.)
 
 - orchestrated: `lmforge run --config configs/tiny.yaml` (CLI start, Prefect's embedded API,
   the lifecycle flow with its subflows, tasks, per-shard task runs, UI artifacts, progress bars);
@@ -36,7 +39,7 @@ ENV = {"DO_NOT_TRACK": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MLF
        "TOKENIZERS_PARALLELISM": "true"}  # fmt: skip
 
 
-def direct(config: str, workspace: str) -> None:
+def direct(config: str, workspace: str, overrides: list[str] = ()) -> None:
     """The lifecycle without Prefect: the lm_core calls the tasks make, in the flows' order."""
     from functools import partial
 
@@ -52,7 +55,7 @@ def direct(config: str, workspace: str) -> None:
     from lm_core.train.stage import run_pretrain
     from lm_core.workspace import Workspace
 
-    cfg = load_config(config, [f"workspace={workspace}"])
+    cfg = load_config(config, [*overrides, f"workspace={workspace}"])
     ws = Workspace(cfg.workspace)
     shards = partial(thread_map, workers=cfg.runner.max_workers or os.cpu_count())
     raw = run_crawl(cfg.crawl, ws)
@@ -122,11 +125,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=1, help="timed runs of each path (alternating)")
     ap.add_argument("--config", default="configs/tiny.yaml")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V", help="config overrides")
     ap.add_argument("--direct", metavar="WORKSPACE", help=argparse.SUPPRESS)  # the direct path's process
     args = ap.parse_args()
     if args.direct:
-        direct(args.config, args.direct)
-        return
+        direct(args.config, args.direct, args.overrides)
+        from lmforge.cli import exit_now
+
+        exit_now(0)  # the same quick exit as the CLI's, so that neither side pays interpreter teardown
 
     root = Path(tempfile.mkdtemp(prefix="lmforge-overhead-"))
     print(f"crawling once into {root / 'seed'} (not timed) ...", flush=True)
@@ -136,9 +142,10 @@ def main() -> None:
     flow_s, direct_s = [], []
     for i in range(args.runs):
         ws = fresh_workspace(root, f"flow-{i}", crawl, prefect_home)
-        flow_s.append(timed([str(LMFORGE), "run", "--config", args.config, "--set", f"workspace={ws}"]))
+        sets = [a for kv in args.overrides for a in ("--set", kv)]
+        flow_s.append(timed([str(LMFORGE), "run", "--config", args.config, *sets, "--set", f"workspace={ws}"]))
         ws = fresh_workspace(root, f"direct-{i}", crawl)
-        direct_s.append(timed([sys.executable, __file__, "--config", args.config, "--direct", str(ws)]))
+        direct_s.append(timed([sys.executable, __file__, "--config", args.config, *sets, "--direct", str(ws)]))
         print(f"run {i + 1}: orchestrated {flow_s[-1]:.1f} s, direct {direct_s[-1]:.1f} s", flush=True)
     # where the time goes: each stage's own build time (its manifest's `seconds`), last run
     stage_s = {path: built_seconds(root / f"{path}-{args.runs - 1}") for path in ("flow", "direct")}

@@ -633,4 +633,25 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         err.print("interrupted: published artifacts are intact; re-run to resume")
-        sys.exit(130)
+        exit_now(130)
+    except SystemExit as e:
+        exit_now(e.code)
+
+
+def exit_now(code: int | str | None) -> None:
+    """Exit without tearing the interpreter down: after a run, finalising torch's, MLflow's and
+    Prefect's modules takes over a second and does nothing for the user. Every artifact is
+    published and closed by now; the exit handlers (Prefect sends its last logs) still run."""
+    import atexit
+
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):  # sys.exit("message"), as Python itself would show it
+        print(code, file=sys.stderr)
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -51,8 +51,13 @@ class EmbeddedServer:
         port = _free_port()
         self.api_url = f"http://127.0.0.1:{port}/api"
         env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+        env["PREFECT_HOME"] = str(self.home)  # its database is the one this home's stamp speaks of
         if self._migrated():
-            env["PREFECT_API_DATABASE_MIGRATE_ON_START"] = "false"  # migrated by this version already
+            # migrated by this version already, and its block types registered then: skip both
+            # (registration first imports every installed Prefect collection, Ray's included)
+            env["PREFECT_API_DATABASE_MIGRATE_ON_START"] = "false"
+            env["PREFECT_API_BLOCKS_REGISTER_ON_START"] = "false"
+            env["PREFECT_MEMOIZE_BLOCK_AUTO_REGISTRATION"] = "false"
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app",

@@ -117,16 +117,24 @@ def workspace_for(workspace: str, stage: str, force: bool) -> Workspace:
 
 
 def prefect_origin() -> dict[str, str]:
-    """The flow run (and deployment, when scheduled or triggered from the UI) running this task."""
-    from prefect.runtime import deployment, flow_run
+    """The flow run (and deployment, when scheduled or triggered from the UI) running this task,
+    read from the run's context: `prefect.runtime` would ask the API for each field."""
+    from prefect.context import FlowRunContext
 
-    origin = {
-        "prefect_flow_run_id": str(flow_run.id or ""),
-        "prefect_flow_run_name": str(flow_run.name or ""),
-        "prefect_flow": str(flow_run.flow_name or ""),
-        "prefect_deployment": str(deployment.name or ""),
-    }
-    return {k: v for k, v in origin.items() if v}
+    ctx = FlowRunContext.get()
+    if ctx is None or ctx.flow_run is None:  # a task run away from its flow's thread
+        from prefect.runtime import deployment, flow_run
+
+        origin = {"prefect_flow_run_id": flow_run.id, "prefect_flow_run_name": flow_run.name,
+                  "prefect_flow": flow_run.flow_name, "prefect_deployment": deployment.name}  # fmt: skip
+    else:
+        run = ctx.flow_run
+        origin = {"prefect_flow_run_id": run.id, "prefect_flow_run_name": run.name, "prefect_flow": ctx.flow.name}
+        if run.deployment_id is not None:
+            from prefect.runtime import deployment
+
+            origin["prefect_deployment"] = deployment.name
+    return {k: str(v) for k, v in origin.items() if v}
 
 
 # ----------------------------------------------------------------------------- fan-out
