@@ -173,6 +173,10 @@ def stage(
     if nnodes is not None:
         set_.append(f"pretrain.distributed.nnodes={nnodes}")
     cfg = _load(config, set_)
+    if restart and name == "pretrain" and cfg.pretrain.distributed.node_rank > 0:
+        # the nodes share the workspace: only node 0, which owns the build, may discard it
+        err.print("[red]error:[/] --restart discards node 0's training: run it on node 0 (node_rank 0)")
+        raise typer.Exit(2)
     if restart:
         _discard_partial(cfg, name)
 

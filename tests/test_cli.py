@@ -37,6 +37,16 @@ def test_a_named_input_fits_only_its_stages(tmp_path):
     assert r.exit_code == 2 and "give one of" in r.output
 
 
+def test_only_node_0_may_discard_a_shared_training(tmp_path):
+    ws = tmp_path / "ws"
+    partial = ws / "pretrain" / ".partial-0123abcd"
+    partial.mkdir(parents=True)
+    r = invoke("stage", "pretrain", "--restart", "--nnodes", "2", "--set", "pretrain.distributed.node_rank=1",
+               "--set", f"workspace={ws}")  # fmt: skip
+    assert r.exit_code == 2 and "run it on node 0" in r.output
+    assert partial.is_dir(), "node 1 must leave node 0's build alone"
+
+
 def test_config_prints_the_resolved_values():
     r = invoke("config", "--config", "configs/tiny.yaml", "--set", "chunk.seq_len=48")
     assert r.exit_code == 0
