@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+from importlib import import_module
 
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
@@ -40,11 +41,16 @@ def task_runner(runner: RunnerConfig) -> TaskRunner:
     return ThreadPoolTaskRunner(max_workers=workers)
 
 
-def _dask(runner: RunnerConfig, workers: int) -> TaskRunner:
+def _runner_class(kind: str, package: str, name: str) -> type[TaskRunner]:
+    """The task runner class of an optional Prefect integration, or an error saying what to install."""
     try:
-        from prefect_dask import DaskTaskRunner
+        return getattr(import_module(package.replace("-", "_")), name)
     except ImportError as e:
-        raise MissingRunnerError(f"runner.kind=dask needs prefect-dask: pip install prefect-dask ({e})") from None
+        raise MissingRunnerError(f"runner.kind={kind} needs {package}: pip install {package} ({e})") from None
+
+
+def _dask(runner: RunnerConfig, workers: int) -> TaskRunner:
+    DaskTaskRunner = _runner_class("dask", "prefect-dask", "DaskTaskRunner")  # noqa: N806
     if runner.address:
         return DaskTaskRunner(address=runner.address)
     # one thread per worker process: a shard's work is pure Python (HTML extraction) or already
@@ -56,10 +62,7 @@ def _dask(runner: RunnerConfig, workers: int) -> TaskRunner:
 
 
 def _ray(runner: RunnerConfig, workers: int) -> TaskRunner:
-    try:
-        from prefect_ray import RayTaskRunner
-    except ImportError as e:
-        raise MissingRunnerError(f"runner.kind=ray needs prefect-ray: pip install prefect-ray ({e})") from None
+    RayTaskRunner = _runner_class("ray", "prefect-ray", "RayTaskRunner")  # noqa: N806
     if runner.address:
         return RayTaskRunner(address=runner.address)
     local = dict(num_cpus=workers, include_dashboard=False, _node_ip_address="127.0.0.1")

@@ -117,7 +117,7 @@ class StageBuild:
         self.workspace, self.stage, self.fingerprint = ws, stage, fp
         self.config, self.inputs = config, inputs
         self.final_dir = ws.artifact_dir(stage, fp)
-        self.dir = self.final_dir.parent / f".partial-{fp}"
+        self.dir = ws.partial_dir(stage, fp)
         self.stats: dict[str, Any] = {}
         self.started = time.time()
         self.ref: ArtifactRef | None = None
@@ -187,6 +187,10 @@ class Workspace:
 
     def artifact_dir(self, stage: str, fp: str) -> Path:
         return self.root / stage / fp
+
+    def partial_dir(self, stage: str, fp: str) -> Path:
+        """Where `<stage>/<fp>` is built before it is published (see `build`)."""
+        return self.root / stage / f".partial-{fp}"
 
     def is_published(self, stage: str, fp: str) -> bool:
         return (self.artifact_dir(stage, fp) / MANIFEST).is_file()

@@ -417,8 +417,7 @@ def server(
 
     cfg = _load(config, set_)
     prepare_environment(cfg)
-    configured = cfg.tracking.tracking_uri
-    backend = mlflow_backend or (configured if configured and not configured.startswith(("http:", "https:")) else None)
+    backend = mlflow_backend or _local_tracking_store(cfg)
     try:
         servers = Servers(
             workspace=cfg.workspace,
@@ -584,12 +583,19 @@ def _print_model(model, evaluation, registration, cfg: Config) -> None:
     )
 
 
+def _local_tracking_store(cfg: Config) -> str | None:
+    """The tracking store the config names when it is a database `lmforge server` can serve
+    (not a tracking server's http(s) URL); None when it names none."""
+    uri = cfg.tracking.tracking_uri
+    return uri if uri and not uri.startswith(("http:", "https:")) else None
+
+
 def _backend_option(cfg: Config) -> str:
     """`lmforge server`'s option for a tracking store set in the config (a local database)."""
     from lmforge.server import mask_url
 
-    uri = cfg.tracking.tracking_uri
-    return f" --mlflow-backend {mask_url(uri)}" if uri and not uri.startswith(("http:", "https:")) else ""
+    uri = _local_tracking_store(cfg)
+    return f" --mlflow-backend {mask_url(uri)}" if uri else ""
 
 
 def _print_chat_model(model, evaluation, registration) -> None:

@@ -56,9 +56,9 @@ def run_stage_task(stage_task: Task, stage: str, fp: str, force: bool, **params:
 
 def prefect_run_tags() -> dict[str, str]:
     """Tags for an MLflow run or model version, naming the Prefect flow run that made it."""
-    from prefect.runtime import flow_run
-
-    return {"prefect.flow_run_id": str(flow_run.id or ""), "prefect.flow_run_name": str(flow_run.name or "")}
+    origin = prefect_origin()
+    return {"prefect.flow_run_id": origin.get("prefect_flow_run_id", ""),
+            "prefect.flow_run_name": origin.get("prefect_flow_run_name", "")}  # fmt: skip
 
 
 def mlflow_ui_links(tracking_uri: str, run_id: str, model: str | None = None, version=None) -> dict[str, str]:

@@ -104,21 +104,13 @@ def assert_same_artifacts(refs, other):
         assert stable(a.manifest()) == stable(b.manifest()), stage
 
 
-def test_dask_local_cluster_gives_byte_identical_artifacts(threads_run, tmp_path):
-    pytest.importorskip("prefect_dask")
-    other, flow_run_id = run_on("dask", tmp_path, threads_run, "runner.max_workers=2")
+@pytest.mark.parametrize("kind, integration", [("dask", "prefect_dask"), ("ray", "prefect_ray")])
+def test_a_local_cluster_gives_byte_identical_artifacts(threads_run, tmp_path, kind, integration):
+    pytest.importorskip(integration)
+    other, flow_run_id = run_on(kind, tmp_path, threads_run, "runner.max_workers=2")
     _, refs = threads_run
     assert_same_artifacts(refs, other)
     # every shard ran as its own task run on the cluster, recorded in Prefect (clean maps twice:
     # filter, then write)
-    n_raw, n_clean = (len(shard_paths(getattr(refs, s).dir / "docs")) for s in ("crawl", "clean"))
-    assert shard_task_runs(flow_run_id) == {"clean": 2 * n_raw, "tokenize": n_clean}
-
-
-def test_ray_local_cluster_gives_byte_identical_artifacts(threads_run, tmp_path):
-    pytest.importorskip("prefect_ray")
-    other, flow_run_id = run_on("ray", tmp_path, threads_run, "runner.max_workers=2")
-    _, refs = threads_run
-    assert_same_artifacts(refs, other)
     n_raw, n_clean = (len(shard_paths(getattr(refs, s).dir / "docs")) for s in ("crawl", "clean"))
     assert shard_task_runs(flow_run_id) == {"clean": 2 * n_raw, "tokenize": n_clean}

@@ -60,6 +60,18 @@ def env_file_from_example(values: dict[str, str | None]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_team_env(folder: Path, mlflow_port: int, values: dict[str, str | None]) -> Path:
+    """`folder/team.env` from the example with this checkout, a Prefect home in `folder`, one
+    MLflow worker on `mlflow_port`, and `values`; readable by its owner only, as the docs ask."""
+    env_file = folder / "team.env"
+    common = {"LMFORGE_HOME": str(REPO), "PREFECT_HOME": str(folder / "prefect-home")}
+    env_file.write_text(
+        env_file_from_example(common | {"MLFLOW_PORT": str(mlflow_port), "MLFLOW_WORKERS": "1"} | values)
+    )
+    env_file.chmod(0o600)
+    return env_file
+
+
 def test_the_team_files_bind_to_localhost_and_start_the_scripts_that_are_here():
     """What a team copies as it is: nothing listens beyond 127.0.0.1 until they say so, and the
     systemd units start scripts that exist (at the /opt/lmforge checkout the docs install)."""
@@ -213,29 +225,23 @@ def team(tmp_path_factory):
         assert sorted(owners) == sorted((db, db) for db in databases)
         prefect_port, mlflow_port = free_port(), free_port()
         prefect_db, mlflow_db = (f"{db}:{pw}@127.0.0.1:5432/{db}" for db, pw in zip(databases, passwords, strict=True))
-        env_file = tmp / "team.env"
-        env_file.write_text(
-            env_file_from_example(
-                {
-                    "LMFORGE_HOME": str(REPO),
-                    "PREFECT_HOME": str(tmp / "prefect-home"),
-                    "PREFECT_SERVER_API_PORT": str(prefect_port),
-                    "PREFECT_UI_API_URL": f"http://127.0.0.1:{prefect_port}/api",
-                    # plain postgresql://: the script adds the +asyncpg driver Prefect needs
-                    "PREFECT_API_DATABASE_CONNECTION_URL": f"postgresql://{prefect_db}",
-                    "MLFLOW_PORT": str(mlflow_port),
-                    "MLFLOW_WORKERS": "1",
-                    "MLFLOW_BACKEND_STORE_URI": f"postgresql://{mlflow_db}",
-                    # no object store on this machine: a local folder, through the same proxy
-                    "MLFLOW_ARTIFACTS_DESTINATION": str(tmp / "mlartifacts"),
-                    "MLFLOW_S3_ENDPOINT_URL": None,
-                    "AWS_ACCESS_KEY_ID": None,
-                    "AWS_SECRET_ACCESS_KEY": None,
-                    "PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api",
-                }
-            )
+        env_file = write_team_env(
+            tmp,
+            mlflow_port,
+            {
+                "PREFECT_SERVER_API_PORT": str(prefect_port),
+                "PREFECT_UI_API_URL": f"http://127.0.0.1:{prefect_port}/api",
+                # plain postgresql://: the script adds the +asyncpg driver Prefect needs
+                "PREFECT_API_DATABASE_CONNECTION_URL": f"postgresql://{prefect_db}",
+                "MLFLOW_BACKEND_STORE_URI": f"postgresql://{mlflow_db}",
+                # no object store on this machine: a local folder, through the same proxy
+                "MLFLOW_ARTIFACTS_DESTINATION": str(tmp / "mlartifacts"),
+                "MLFLOW_S3_ENDPOINT_URL": None,
+                "AWS_ACCESS_KEY_ID": None,
+                "AWS_SECRET_ACCESS_KEY": None,
+                "PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api",
+            },
         )
-        env_file.chmod(0o600)
         team = Team(
             tmp=tmp,
             env_file=env_file,
@@ -492,7 +498,7 @@ def test_mlflow_server_keeps_artifacts_in_an_s3_compatible_store(tmp_path):
     """MLFLOW_ARTIFACTS_DESTINATION=s3://... with MLFLOW_S3_ENDPOINT_URL and the AWS keys of
     team.env.example, against moto's S3 server standing in for MinIO: clients log and read
     artifacts through the MLflow server, which alone holds the keys. Needs boto3 (MLflow's S3
-    client, not a dependency of lmforge's) and moto[server]: skipped where they are not installed."""
+    client: lmforge's `s3` extra) and moto[server], both in the `dev` extra: skipped without them."""
     boto3 = pytest.importorskip("boto3")
     pytest.importorskip("moto.server")
     from mlflow import MlflowClient
@@ -501,22 +507,16 @@ def test_mlflow_server_keeps_artifacts_in_an_s3_compatible_store(tmp_path):
     s3_port, mlflow_port = free_port(), free_port()
     endpoint = f"http://127.0.0.1:{s3_port}"
     keys = {"AWS_ACCESS_KEY_ID": "lmforge-test", "AWS_SECRET_ACCESS_KEY": secret}
-    env_file = tmp_path / "team.env"
-    env_file.write_text(
-        env_file_from_example(
-            {
-                "LMFORGE_HOME": str(REPO),
-                "PREFECT_HOME": str(tmp_path / "prefect-home"),
-                "MLFLOW_PORT": str(mlflow_port),
-                "MLFLOW_WORKERS": "1",
-                "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",  # PostgreSQL: tested above
-                "MLFLOW_ARTIFACTS_DESTINATION": "s3://lmforge-mlflow/artifacts",
-                "MLFLOW_S3_ENDPOINT_URL": endpoint,
-                **keys,
-            }
-        )
+    env_file = write_team_env(
+        tmp_path,
+        mlflow_port,
+        {
+            "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",  # PostgreSQL: tested above
+            "MLFLOW_ARTIFACTS_DESTINATION": "s3://lmforge-mlflow/artifacts",
+            "MLFLOW_S3_ENDPOINT_URL": endpoint,
+            **keys,
+        },
     )
-    env_file.chmod(0o600)
     team = Team(
         tmp=tmp_path,
         env_file=env_file,

@@ -19,16 +19,16 @@ from lm_core.finetune.batches import preference_batch
 from lm_core.finetune.chat import ChatTemplate
 from lm_core.finetune.data import PreferenceExample, read_preferences_jsonl, write_preferences_jsonl
 from lm_core.finetune.losses import sequence_logprobs
+from lm_core.finetune.stage import heldout_preferences_file
 from lm_core.progress import NullProgress, Progress
 from lm_core.textgen import TextModel
 
 PREFERENCES_DIR = "preferences"
-HELDOUT_PREFERENCES = "data/heldout_preferences.jsonl"  # in a finetune artifact
 
 
 def model_preference_sets(model_dir: str | Path) -> dict[str, list[PreferenceExample]]:
-    path = Path(model_dir) / HELDOUT_PREFERENCES
-    return {"heldout": read_preferences_jsonl(path)} if path.is_file() else {}
+    path = heldout_preferences_file(model_dir)  # a dpo finetune artifact's held-out pairs
+    return {"heldout": read_preferences_jsonl(path)} if path is not None else {}
 
 
 def published_preference_sets(evaluate_dir: str | Path) -> dict[str, list[PreferenceExample]]:

@@ -267,7 +267,7 @@ def _join_training(cfg: Config, chunk: ArtifactRef, ws: Workspace, fp: str) -> A
     node 0's artifact and returns it."""
     if ws.is_published("pretrain", fp):
         return ws.ref("pretrain", fp)
-    out = ws.artifact_dir("pretrain", fp).parent / f".partial-{fp}"
+    out = ws.partial_dir("pretrain", fp)
     out.mkdir(parents=True, exist_ok=True)
     _launch_torchrun(cfg, chunk, out, run_id=None)
     deadline = time.monotonic() + JOIN_PUBLISH_TIMEOUT_S
