@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 from prefect import Task, task
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
@@ -66,7 +67,8 @@ def mlflow_ui_links(tracking_uri: str, run_id: str, model: str | None = None, ve
     URI is an MLflow server (http or https); none for a local store, which has no UI running."""
     if not tracking_uri.startswith(("http://", "https://")) or not run_id:
         return {}
-    base = tracking_uri.rstrip("/")
+    parts = urlsplit(tracking_uri)  # a link never carries credentials: the browser asks for them
+    base = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])).rstrip("/")
     links = {}
     try:
         from mlflow import MlflowClient

@@ -41,7 +41,8 @@ def register_task(cfg: Config, evaluation: ArtifactRef, workspace: str, force: b
         description=f"v{s['version']} (challenger) against "
         + (f"champion v{champion_v}, scored on the same sets" if champion_v else "no champion"),
     )
-    links = mlflow_ui_links(s["tracking_uri"], s["mlflow_run_id"], s["name"], s["version"])
+    # the configured URI (the stats hold it masked), so that the run is found on a server with a password
+    links = mlflow_ui_links(cfg.tracking_uri, s["mlflow_run_id"], s["name"], s["version"])
     create_markdown_artifact(
         f"**{s['name']} v{s['version']}**: {s['decision']} (aliases: {', '.join('@' + a for a in s['aliases'])})\n\n"
         f"{s['reason']}\n\n- model URI: `{s['model_uri']}`\n- MLflow run: `{s['mlflow_run_id']}` in "

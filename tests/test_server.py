@@ -118,6 +118,9 @@ def test_server_serves_both_uis_and_ctrl_c_stops_both(tmp_path):
             "registered version": f"{mlflow_url}/#/models/lmforge-demo/versions/3",
         }
         assert httpx.get(links["MLflow run"]).status_code == 200
+        # credentials in the tracking URI reach the server, never a link in the Prefect UI
+        with_password = mlflow_url.replace("http://", "http://alice:s3cret@")
+        assert mlflow_ui_links(with_password, run.info.run_id, "lmforge-demo", 3) == links
         assert mlflow_ui_links(f"sqlite:///{ws / 'mlflow.db'}", run.info.run_id) == {}  # no UI to link to
 
         stop_with_ctrl_c(proc, log, prefect_url, mlflow_url)
