@@ -5,7 +5,7 @@
     finetune   a pretrained model -> a chat model           schedules.finetune
     evaluate   a model -> scores                            schedules.evaluate
     register   an evaluation -> a registered version        schedules.register
-    lifecycle  all of the above, as subflows                schedules.lifecycle (default weekly, Sunday 03:00)
+    lifecycle  all of the above (data as a subflow)         schedules.lifecycle (default weekly, Sunday 03:00)
 
 Every deployment is named after the config (`data/lmforge-small`) and carries the whole
 resolved config as its `config` parameter (with an absolute workspace, so a run finds the same

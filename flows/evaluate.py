@@ -11,15 +11,20 @@ from lm_core.workspace import ArtifactRef, Workspace
 from tasks.evaluate import evaluate
 
 
+def evaluate_model(config: Config, model: ArtifactRef, force: bool = False) -> ArtifactRef:
+    """The evaluate task on `model` and the chunk artifact it was trained on, inside whichever
+    flow calls it (this one, or the lifecycle)."""
+    chunk = Workspace(config.workspace).ref("chunk", model.manifest()["inputs"]["chunk"])
+    scores = evaluate(config.evaluate, model, chunk, str(config.workspace), force)
+    shown = ", ".join(f"{k} {v:.4g}" for k, v in scores.stats.items() if k.startswith(("val_bpb", "bleu.", "chrf.")))
+    print(f"evaluation {scores.fingerprint} of {model.stage} {model.fingerprint[:12]}: {shown}")
+    return scores
+
+
 @flow(name="evaluate", log_prints=True)
 def evaluate_flow(config: Config, model: str = "latest", force: bool = False) -> ArtifactRef:
     """Evaluate a model on the chunk artifact it was trained on. `model`: latest (the newest
     pretrained or fine-tuned model), a fingerprint (prefix), or a registered `models:/` URI traced
     back to the workspace artifact it was registered from."""
-    ws = Workspace(config.workspace)
-    ref = find_model_artifact(model, ws, config.tracking_uri)
-    chunk = ws.ref("chunk", ref.manifest()["inputs"]["chunk"])
-    scores = evaluate(config.evaluate, ref, chunk, str(config.workspace), force)
-    shown = ", ".join(f"{k} {v:.4g}" for k, v in scores.stats.items() if k.startswith(("val_bpb", "bleu.", "chrf.")))
-    print(f"evaluation {scores.fingerprint} of {ref.stage} {ref.fingerprint[:12]}: {shown}")
-    return scores
+    ref = find_model_artifact(model, Workspace(config.workspace), config.tracking_uri)
+    return evaluate_model(config, ref, force)

@@ -9,10 +9,14 @@ from lm_core.workspace import ArtifactRef, Workspace
 from tasks.pretrain import pretrain
 
 
+def train_model(config: Config, blocks: ArtifactRef, force: bool = False) -> ArtifactRef:
+    """The pretrain task on `blocks`, inside whichever flow calls it (this one, or the lifecycle)."""
+    model = pretrain(config, blocks, str(config.workspace), force)
+    print(f"weights: {model.path}/model.safetensors  (MLflow run {model.stats.get('mlflow_run_id')})")
+    return model
+
+
 @flow(name="pretrain", log_prints=True)
 def pretrain_flow(config: Config, data: str = "latest", force: bool = False) -> ArtifactRef:
     """Train on the chunk artifact `data` names: latest, or a fingerprint (prefix)."""
-    ws = str(config.workspace)
-    model = pretrain(config, Workspace(ws).resolve("chunk", data), ws, force)
-    print(f"weights: {model.path}/model.safetensors  (MLflow run {model.stats.get('mlflow_run_id')})")
-    return model
+    return train_model(config, Workspace(config.workspace).resolve("chunk", data), force)

@@ -10,10 +10,16 @@ from lm_core.workspace import ArtifactRef, Workspace
 from tasks.register import register
 
 
-@flow(name="register", log_prints=True)
-def register_flow(config: Config, evaluation: str = "latest", force: bool = False) -> ArtifactRef:
-    """Register the model the evaluate artifact `evaluation` (latest, or a fingerprint) scored."""
-    ref = register(config, Workspace(config.workspace).resolve("evaluate", evaluation), str(config.workspace), force)
+def register_model(config: Config, scores: ArtifactRef, force: bool = False) -> ArtifactRef:
+    """The register task on the model an evaluate artifact scored, inside whichever flow calls
+    it (this one, or the lifecycle)."""
+    ref = register(config, scores, str(config.workspace), force)
     s = ref.stats
     print(f"{s['model_uri']}: {s['decision']} ({s['reason']})")
     return ref
+
+
+@flow(name="register", log_prints=True)
+def register_flow(config: Config, evaluation: str = "latest", force: bool = False) -> ArtifactRef:
+    """Register the model the evaluate artifact `evaluation` (latest, or a fingerprint) scored."""
+    return register_model(config, Workspace(config.workspace).resolve("evaluate", evaluation), force)

@@ -6,6 +6,9 @@ the same uvicorn command is launched before anything heavy is imported, so the s
 while the flows import; the flows then talk to it as to any server. With PREFECT_API_URL set
 (a running `prefect server`), nothing is started.
 
+The app is Prefect's own, wrapped to retry SQLite lock conflicts inside the server (see
+`embedded_app.py`): without it a conflict costs the flow a 2-second client backoff.
+
 Flow-run heartbeats are turned off against this server: they exist so a long-lived server can
 detect crashed runs, and this one lives exactly as long as the run (each heartbeat thread also
 costs up to a second to stop, per subflow).
@@ -20,6 +23,7 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager, nullcontext
+from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
@@ -60,7 +64,7 @@ class EmbeddedServer:
             env["PREFECT_MEMOIZE_BLOCK_AUTO_REGISTRATION"] = "false"
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app",
+                [sys.executable, "-m", "uvicorn", "--factory", "lmforge.embedded_app:create_app",
                  "--host", "127.0.0.1", "--port", str(port), "--log-level", "error", "--lifespan", "on"],
                 env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
             )  # fmt: skip
@@ -112,11 +116,13 @@ class EmbeddedServer:
             return
         from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
+        started = datetime.now(timezone.utc)
         with temporary_settings(updates={PREFECT_API_URL: self.api_url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
             try:
                 yield
             finally:
                 _drain_events()
+                _wait_for_task_runs_recorded(started)
 
     def stop(self) -> None:
         self._release_migration_lock()
@@ -129,6 +135,31 @@ class EmbeddedServer:
             self.process.kill()
             self.process.wait()
         self.process = None
+
+
+def _wait_for_task_runs_recorded(since: datetime, timeout_s: float = 10.0) -> None:
+    """Wait until the server has recorded the final state of every task run of the flow runs
+    that started since `since` and have ended. Task runs reach the server as events, which its
+    task-run recorder writes a moment later (retrying when SQLite is busy): stopping the server
+    before then would lose the last stages' states from the UI's history."""
+    try:
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterStartTime
+
+        deadline = time.monotonic() + timeout_s
+        seen = None
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(after_=since)))
+            ended = [r.id for r in runs if r.state is not None and r.state.is_final()]
+            while ended and time.monotonic() < deadline:
+                tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ended)))
+                now = sorted((str(t.id), t.state_name or "") for t in tasks)
+                if now == seen and all(t.state is not None and t.state.is_final() for t in tasks):
+                    return  # all final, and nothing arrived since the last look
+                seen = now
+                time.sleep(0.1)
+    except Exception:  # the history is a convenience for the UI; never fail a finished run over it
+        pass
 
 
 def _drain_events() -> None:

@@ -169,9 +169,14 @@ def prefect_map(stage: str) -> Callable[[Callable[[T], R], Sequence[T], Progress
 # ----------------------------------------------------------------------------- progress
 
 
+# A stage gets a progress artifact in the Prefect UI once it has run this long.
+PROGRESS_ARTIFACT_AFTER_S = 2.0
+
+
 class StageProgress:
-    """`lm_core.progress.Progress` shown twice: a bar in the terminal and a progress artifact in
-    the Prefect UI (updated at most once a second; calls may come from several threads)."""
+    """`lm_core.progress.Progress` shown twice: a bar in the terminal and, for a stage that runs
+    longer than PROGRESS_ARTIFACT_AFTER_S, a progress artifact in the Prefect UI (updated at most
+    once a second; calls may come from several threads)."""
 
     def __init__(self, stage: str):
         self.stage = stage
@@ -189,6 +194,8 @@ class StageProgress:
         self._artifact_id = None
         self._done = 0
         self._total: int | None = None
+        self._unit = ""
+        self._started: float | None = None
         self._last_push = 0.0
 
     def __enter__(self) -> StageProgress:
@@ -201,17 +208,12 @@ class StageProgress:
 
     def start(self, total: int | None, unit: str) -> None:
         with self._lock:
-            self._done, self._total = 0, total
+            self._done, self._total, self._unit = 0, total, unit
             if self._bar_task is not None:
                 self._bar.update(self._bar_task, visible=True)
             self._bar_task = self._bar.add_task(unit, total=total, status="")
-        if self._artifact_id is None:
-            try:
-                self._artifact_id = create_progress_artifact(
-                    0.0, key=f"{self.stage}-progress", description=f"{self.stage}: {unit}"
-                )
-            except Exception:  # the UI is a convenience: never fail a stage over it
-                self._artifact_id = None
+            if self._started is None:
+                self._started = time.monotonic()
         self._push(final=False)
 
     def advance(self, n: int = 1) -> None:
@@ -227,14 +229,27 @@ class StageProgress:
                 self._bar.update(self._bar_task, status=text)
 
     def _push(self, final: bool) -> None:
+        """Update the progress artifact, at most once a second. A stage that ends within
+        PROGRESS_ARTIFACT_AFTER_S never gets one: its stats table says it is done, and the API
+        calls would cost a short stage more than they show."""
         now = time.monotonic()
-        if self._artifact_id is None or (not final and now - self._last_push < 1.0):
-            return
-        self._last_push = now
-        pct = 100.0 if final or not self._total else min(100.0, 100.0 * self._done / self._total)
+        with self._lock:
+            if self._artifact_id is None:
+                if final or self._started is None or now - self._started < PROGRESS_ARTIFACT_AFTER_S:
+                    return
+            elif not final and now - self._last_push < 1.0:
+                return
+            self._last_push = now
+            pct = 100.0 if final or not self._total else min(100.0, 100.0 * self._done / self._total)
+            create = self._artifact_id is None
         try:
-            update_progress_artifact(self._artifact_id, pct)
-        except Exception:
+            if create:
+                self._artifact_id = create_progress_artifact(
+                    pct, key=f"{self.stage}-progress", description=f"{self.stage}: {self._unit}"
+                )
+            else:
+                update_progress_artifact(self._artifact_id, pct)
+        except Exception:  # the UI is a convenience: never fail a stage over it
             pass
 
 

@@ -1,0 +1,94 @@
+"""The ASGI app the embedded server runs: Prefect's API, retrying SQLite lock conflicts itself.
+
+On SQLite, a write that meets another writer mid-transaction (the server's own task-run
+recorder and event persister write while the flow's requests do) fails at once with "database
+is locked", which Prefect answers with a 503. The client then backs off for about two seconds
+before retrying, so a 5-second lifecycle could spend several seconds asleep. The conflict clears
+in milliseconds, so this wrapper retries the request inside the server after a short pause;
+only when that keeps failing does the 503 reach the client, which then retries as before.
+A request is replayed only when the app answered 503 before sending a byte of its body: the
+failed transaction was rolled back, exactly as when the client sends the request again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+RETRY_DELAYS_S = (0.005, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3, 0.5, 0.5, 0.5)  # about 2 s in all
+
+
+class RetryServiceUnavailable:
+    """Replays an HTTP request whose response would be a 503, after a short pause."""
+
+    def __init__(self, app: ASGIApp, delays_s: tuple[float, ...] = RETRY_DELAYS_S):
+        self.app = app
+        self.delays_s = delays_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body = await _read_body(receive)
+        for delay in (*self.delays_s, None):
+            refused = await self._attempt(scope, body, send, last=delay is None)
+            if not refused:
+                return
+            await asyncio.sleep(delay)
+
+    async def _attempt(self, scope: Scope, body: bytes, send: Send, last: bool) -> bool:
+        """Run the app once; True when it answered 503 and nothing was sent (so it may be replayed)."""
+        sent_body = False
+
+        async def replay() -> Message:
+            nonlocal sent_body
+            if sent_body:  # the app reads again after the body: it waits for the client to go
+                await asyncio.Event().wait()
+            sent_body = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        refused = False
+
+        async def forward(message: Message) -> None:
+            nonlocal refused
+            if message["type"] == "http.response.start" and message["status"] == 503 and not last:
+                refused = True
+            if not refused:
+                await send(message)
+
+        # each attempt gets its own scope: the app keeps per-request things in it (FastAPI its
+        # dependency exit stacks), which the first attempt has closed
+        fresh = {**scope, "state": dict(scope["state"])} if "state" in scope else dict(scope)
+        try:
+            await self.app(fresh, replay, forward)
+        except Exception:
+            if not refused:
+                raise
+            # Starlette re-raises the error behind the 503 after sending it, for the server's log
+        return refused
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # the client went away
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def create_app() -> ASGIApp:
+    """The uvicorn factory: Prefect's server app (ephemeral, no UI), wrapped."""
+    from prefect.server.api.server import create_app as prefect_app
+
+    return RetryServiceUnavailable(prefect_app())
