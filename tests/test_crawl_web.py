@@ -18,7 +18,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from lm_core.config import CrawlConfig
+from lm_core.clean.fingerprint import clean_fingerprint
+from lm_core.config import CleanConfig, CrawlConfig
 from lm_core.crawl import reasons, run_crawl
 from lm_core.crawl.encoding import Encodings, sniff
 from lm_core.crawl.links import extract_links
@@ -440,6 +441,20 @@ def test_max_pages_is_respected(tmp_path):
         assert len(docs) == 4 and ref.stats["pages_fetched"] == 4
         assert sum(n for path, n in site.hits.items() if path != "/robots.txt") == 4
         assert ref.stats["frontier_left"] > 0
+
+
+def test_what_follows_a_crawl_is_keyed_by_the_pages_it_holds_not_by_its_config_alone(tmp_path):
+    routes = {"/": page("/a", "/b", "/c"), "/a": page(body="alpha"), "/b": page(body="beta"), "/c": page(body="gamma")}
+    with Site(routes) as site:
+        cfg = crawl_config(site.url("/"), concurrency=3)
+        first = run_crawl(cfg, Workspace(tmp_path / "first"))
+        again = run_crawl(cfg, Workspace(tmp_path / "again"))  # the same pages, fetched later, maybe in another order
+        site.routes["/b"] = page(body="beta, edited")
+        edited = run_crawl(cfg, Workspace(tmp_path / "edited"))
+    assert first.fingerprint == again.fingerprint == edited.fingerprint  # a crawl's fingerprint is its config
+    assert first.stats["content_digest"] == again.stats["content_digest"] != edited.stats["content_digest"]
+    clean = CleanConfig()
+    assert clean_fingerprint(clean, first) == clean_fingerprint(clean, again) != clean_fingerprint(clean, edited)
 
 
 # ----------------------------------------------------------------------------- resume after a kill

@@ -75,8 +75,9 @@ def test_data_flow_publishes_every_stage(first_run):
     assert refs.clean.stats["rows"] > 0
     blocks = read_shard(shard_paths(refs.chunk.dir / "train")[0])
     assert blocks.schema.field("tokens").type == pa.list_(pa.uint16(), 33)
-    # the clean stage's inputs are the crawl's fingerprint: lineage is on disk
-    assert refs.clean.manifest()["inputs"] == {"crawl": refs.crawl.fingerprint}
+    # the clean stage's inputs are the crawl's fingerprint and what it holds: lineage is on disk
+    crawled = {"crawl": refs.crawl.fingerprint, "crawl_content": refs.crawl.stats["content_digest"]}
+    assert refs.clean.manifest()["inputs"] == crawled
     assert set(stage_states(run_id).values()) == {"Completed"}
 
 

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lm_core.clean.dedup import DIGEST_BYTES, Deduplicator
-from lm_core.clean.fingerprint import STAGE, clean_fingerprint
+from lm_core.clean.fingerprint import STAGE, clean_fingerprint, clean_inputs
 from lm_core.clean.pipeline import Dropped, Kept, clean_document
 from lm_core.config import CleanConfig
 from lm_core.progress import MapShards, NullProgress, Progress, serial_map
@@ -249,7 +249,7 @@ def run_clean(
     """Clean a crawl artifact into `clean/<fingerprint>/`; returns the published artifact
     (at once, without work, if it exists already)."""
     fp = clean_fingerprint(cfg, crawl)
-    with ws.build(STAGE, fp, config=cfg.fingerprint_fields(), inputs={"crawl": crawl.fingerprint}) as build:
+    with ws.build(STAGE, fp, config=cfg.fingerprint_fields(), inputs=clean_inputs(crawl)) as build:
         if build.published:
             return build.ref
         raw_paths = shard_paths(crawl.dir / "docs")

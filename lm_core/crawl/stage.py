@@ -18,6 +18,7 @@ nothing is lost or stored twice. The state file is removed before the artifact i
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import json
 import logging
@@ -35,7 +36,7 @@ from lm_core.crawl.urls import AddressGuard, Scope
 from lm_core.crawl.web import UrlAlias, WebCrawler
 from lm_core.progress import NullProgress, Progress
 from lm_core.schemas import FAILURE, RAW_DOC
-from lm_core.shards import SUFFIX, ShardWriter, shard_paths
+from lm_core.shards import SUFFIX, ShardWriter, iter_batches, shard_paths
 from lm_core.workspace import ArtifactRef, Workspace, fingerprint, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -72,10 +73,26 @@ def run_crawl(cfg: CrawlConfig, ws: Workspace, progress: Progress = NullProgress
         out = CrawlOutput(build.dir, cfg.docs_per_shard, progress)
         _CrawlRun(cfg, out, progress).run()
         out.close()
-        build.stats = out.stats()
+        build.stats = {**out.stats(), "content_digest": documents_digest(build.dir / DOCS_DIR)}
         log.info("crawl %s: %s", fp, json.dumps(build.stats, sort_keys=True))
     assert build.ref is not None
     return build.ref
+
+
+def documents_digest(folder: Path) -> str:
+    """What a crawl holds, as one digest: each document's source, URL and body, in URL order.
+    Fetch times and the order pages arrived in do not count, so two crawls that kept the same
+    pages share a digest (and the stages after them their artifacts), and two that did not, do not."""
+    docs = []
+    for path in shard_paths(folder):
+        for batch in iter_batches(path, RAW_DOC):
+            urls, sources = batch.column("url").to_pylist(), batch.column("source").to_pylist()
+            for url, source, body in zip(urls, sources, batch.column("body").to_pylist(), strict=True):
+                docs.append(f"{url}\0{source}\0{hashlib.sha256(body).hexdigest()}\n")
+    h = hashlib.sha256()
+    for line in sorted(docs):
+        h.update(line.encode())
+    return h.hexdigest()[:16]
 
 
 # ----------------------------------------------------------------------------- output + checkpoint
