@@ -20,7 +20,8 @@ database is migrated once (timed, printed on its own: it is paid once per worksp
 run) and copied into every orchestrated workspace, as a user's second run finds it. Target:
 per-run overhead at most 10% of the direct wall time.
 
-A second figure separates what the orchestration costs per run from what a fresh process pays
+The same command is also timed while `lmforge server` runs for the workspace (it then records
+its runs there and starts no server of its own). A last figure separates what the orchestration costs per run from what a fresh process pays
 once: one process imports everything, starts the embedded API, runs the direct calls and the
 lifecycle flow once each to warm up, then alternately on fresh workspaces (`--in-process`).
 """
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -107,6 +109,33 @@ def in_process(config: str, root: Path, crawl: Path, prefect_home: Path, runs: i
     print(f"IN-PROCESS {statistics.median(flow_s[1:]):.3f} {statistics.median(direct_s[1:]):.3f}")
 
 
+def start_lmforge_server(workspace: Path) -> subprocess.Popen:
+    """`lmforge server` for `workspace` (free ports), once it has announced itself to commands."""
+    from lmforge.embedded import ANNOUNCEMENT
+
+    ports = [str(_free_port()), str(_free_port())]
+    proc = subprocess.Popen(
+        [str(LMFORGE), "server", "--set", f"workspace={workspace}", "--prefect-port", ports[0], "--mlflow-port", ports[1]],
+        cwd=ROOT, env={**os.environ, **ENV, "PREFECT_HOME": str(workspace / ".prefect")},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not (workspace / ".prefect" / ANNOUNCEMENT).is_file():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            sys.exit("lmforge server did not start")
+        time.sleep(0.5)
+    return proc
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def seed_crawl(config: str, root: Path) -> Path:
     """Crawl once; returns the crawl artifact's folder."""
     from lm_core.config import load_config
@@ -131,9 +160,9 @@ def seed_prefect_home(root: Path) -> tuple[Path, float]:
     return home, time.perf_counter() - t0
 
 
-def timed(cmd: list[str]) -> float:
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
     t0 = time.perf_counter()
-    out = subprocess.run(cmd, cwd=ROOT, env={**os.environ, **ENV}, capture_output=True, text=True)
+    out = subprocess.run(cmd, cwd=ROOT, env={**os.environ, **ENV, **(env or {})}, capture_output=True, text=True)
     if out.returncode:
         sys.exit(f"{' '.join(cmd)} failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
     return time.perf_counter() - t0
@@ -192,13 +221,25 @@ def main() -> None:
     prefect_home, migrate_s = seed_prefect_home(root)
     print(f"Prefect's first start on a new workspace (database migration), once: {migrate_s:.1f} s", flush=True)
     flow_s, direct_s = [], []
-    for i in range(args.runs):
-        ws = fresh_workspace(root, f"flow-{i}", crawl, prefect_home)
-        sets = [a for kv in args.overrides for a in ("--set", kv)]
-        flow_s.append(timed([str(LMFORGE), "run", "--config", args.config, *sets, "--set", f"workspace={ws}"]))
-        ws = fresh_workspace(root, f"direct-{i}", crawl)
-        direct_s.append(timed([sys.executable, __file__, "--config", args.config, *sets, "--direct", str(ws)]))
-        print(f"run {i + 1}: orchestrated {flow_s[-1]:.1f} s, direct {direct_s[-1]:.1f} s", flush=True)
+    sets = [a for kv in args.overrides for a in ("--set", kv)]
+    served_home = fresh_workspace(root, "served", crawl, prefect_home) / ".prefect"
+    served = start_lmforge_server(root / "served")
+    served_s = []
+    try:
+        for i in range(args.runs):
+            ws = fresh_workspace(root, f"flow-{i}", crawl, prefect_home)
+            flow_s.append(timed([str(LMFORGE), "run", "--config", args.config, *sets, "--set", f"workspace={ws}"]))
+            ws = fresh_workspace(root, f"direct-{i}", crawl)
+            direct_s.append(timed([sys.executable, __file__, "--config", args.config, *sets, "--direct", str(ws)]))
+            # the same command while `lmforge server` runs: it records the run there, starting no server
+            ws = fresh_workspace(root, f"served-{i}", crawl)
+            cmd = [str(LMFORGE), "run", "--config", args.config, *sets, "--set", f"workspace={ws}"]
+            served_s.append(timed(cmd, env={"PREFECT_HOME": str(served_home)}))
+            print(f"run {i + 1}: orchestrated {flow_s[-1]:.1f} s, direct {direct_s[-1]:.1f} s, "
+                  f"with lmforge server running {served_s[-1]:.1f} s", flush=True)  # fmt: skip
+    finally:
+        served.send_signal(signal.SIGINT)
+        served.wait(timeout=60)
     # where the time goes: each stage's own build time (its manifest's `seconds`), last run
     stage_s = {path: built_seconds(root / f"{path}-{args.runs - 1}") for path in ("flow", "direct")}
     for stage in stage_s["direct"]:
@@ -214,6 +255,7 @@ def main() -> None:
     in_flow, in_direct = map(float, line[0].split()[1:])
     f, d = statistics.median(flow_s), statistics.median(direct_s)
     report("each in a fresh process: `lmforge run` vs a script of the same calls", f, d)
+    report("the same, while `lmforge server` runs for the workspace", statistics.median(served_s), d)
     report("in one warm process (Prefect imported, API up): the lifecycle flow vs the calls", in_flow, in_direct)
     print(f"load average now: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     shutil.rmtree(root, ignore_errors=True)

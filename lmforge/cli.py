@@ -445,7 +445,8 @@ def server(
         for k, v in servers.describe().items():
             console.print(f"  {k:<{width}}  {v}", highlight=False, soft_wrap=True)
         console.print(
-            "point runs at them:\n"
+            "lmforge commands on this workspace now record their runs in this Prefect server (live in its UI);\n"
+            "other clients, and MLflow through its server:\n"
             f"  export PREFECT_API_URL={servers.prefect_url}/api\n"
             f"  lmforge run --config <your config> --set tracking.tracking_uri={servers.mlflow_url}\n"
             "Ctrl-C stops both.",

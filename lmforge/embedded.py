@@ -4,7 +4,8 @@ Prefect's own ephemeral server (`SubprocessASGIServer`) starts only when the fir
 and the parent must import Prefect's whole server package (seconds) just to launch it. Here
 the same uvicorn command is launched before anything heavy is imported, so the server boots
 while the flows import; the flows then talk to it as to any server. With PREFECT_API_URL set
-(a running `prefect server`), nothing is started.
+(a running `prefect server`), nothing is started; nor while `lmforge server` serves this
+workspace's Prefect home (it says so in `lmforge-server.json` there): runs go to that server.
 
 The app is Prefect's own, wrapped to retry SQLite lock conflicts inside the server (see
 `embedded_app.py`): without it a conflict costs the flow a 2-second client backoff.
@@ -17,6 +18,7 @@ costs up to a second to stop, per subflow).
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import socket
 import subprocess
@@ -43,6 +45,9 @@ class EmbeddedServer:
             return  # a real server is configured
         self.home = Path(prefect_home)
         self.home.mkdir(parents=True, exist_ok=True)
+        self.api_url = announced_server(self.home)
+        if self.api_url is not None:
+            return  # `lmforge server` serves this home: runs go to it, and show in its UI as they happen
         self.log_path = self.home / "embedded-server.log"
         self._migrated_stamp = self.home / f".migrated-prefect-{metadata.version('prefect')}"
         if not self._migrated():
@@ -68,6 +73,10 @@ class EmbeddedServer:
                  "--host", "127.0.0.1", "--port", str(port), "--log-level", "error", "--lifespan", "on"],
                 env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
             )  # fmt: skip
+
+    @property
+    def started_here(self) -> bool:
+        return self.process is not None
 
     def wait(self) -> None:
         """Block until the server answers its health check."""
@@ -116,6 +125,13 @@ class EmbeddedServer:
             return
         from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
+        if not self.started_here:  # a running `lmforge server`: it outlives the run, heartbeats and all
+            with temporary_settings(updates={PREFECT_API_URL: self.api_url}):
+                try:
+                    yield
+                finally:
+                    _drain_events()
+            return
         started = datetime.now(timezone.utc)
         with temporary_settings(updates={PREFECT_API_URL: self.api_url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
             try:
@@ -135,6 +151,35 @@ class EmbeddedServer:
             self.process.kill()
             self.process.wait()
         self.process = None
+
+
+# `lmforge server` writes this file into the Prefect home it serves, while it runs.
+ANNOUNCEMENT = "lmforge-server.json"
+
+
+def announce_server(home: Path, api_url: str) -> Path:
+    """Say that this process serves `home`'s database at `api_url`; returns the file to remove."""
+    path = Path(home) / ANNOUNCEMENT
+    tmp = path.with_name(f".{ANNOUNCEMENT}.{os.getpid()}")
+    tmp.write_text(json.dumps({"prefect_api_url": api_url, "pid": os.getpid()}))
+    os.replace(tmp, path)
+    return path
+
+
+def announced_server(home: Path) -> str | None:
+    """The API URL of the `lmforge server` serving `home`, if one is running and answers."""
+    try:
+        info = json.loads((Path(home) / ANNOUNCEMENT).read_text())
+        os.kill(int(info["pid"]), 0)  # gone (a server killed without cleaning up): not there
+        url = str(info["prefect_api_url"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    import httpx
+
+    try:
+        return url if httpx.get(f"{url}/health", timeout=2.0).status_code == 200 else None
+    except httpx.HTTPError:
+        return None
 
 
 def _wait_for_task_runs_recorded(since: datetime, timeout_s: float = 10.0) -> None:

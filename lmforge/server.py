@@ -6,6 +6,8 @@ workspace's own stores: Prefect's SQLite database in `PREFECT_HOME` (where embed
 recorded) and MLflow's `sqlite:///<workspace>/mlflow.db`, with artifacts in `mlartifacts/` beside
 it, where `lm_core.tracking.artifact_location` puts them. Database URLs travel in environment
 variables, never on a command line (where `ps` would show a password), and are printed masked.
+While they run, `lmforge-server.json` in the Prefect home tells lmforge commands on this workspace
+to send their runs to this Prefect server instead of starting an embedded one.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lm_core.config import mask_url  # re-exported: the CLI prints URLs with it
+from lmforge.embedded import announce_server
 
 START_TIMEOUT_S = 180  # a fresh Prefect database migrates on its first start: slow on a small machine
 STOP_TIMEOUT_S = 15
@@ -98,6 +101,7 @@ class Servers:
         self.prefect_home.mkdir(parents=True, exist_ok=True)
         self.mlflow_backend = mlflow_backend
         self.postgres = postgres
+        self._announcement: Path | None = None
         self.prefect_url = f"http://127.0.0.1:{prefect_port}"
         self.mlflow_url = f"http://127.0.0.1:{mlflow_port}"
         base = {
@@ -169,6 +173,8 @@ class Servers:
                     )
                 if waiting:
                     time.sleep(0.25)
+            # lmforge commands on this workspace now send their runs here rather than start their own
+            self._announcement = announce_server(self.prefect_home, f"{self.prefect_url}/api")
         except BaseException:
             self.stop()
             raise
@@ -183,6 +189,9 @@ class Servers:
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
         """SIGTERM to each process group, wait, then SIGKILL whatever is left."""
+        if self._announcement is not None:
+            self._announcement.unlink(missing_ok=True)
+            self._announcement = None
         for c in self.children:
             if c.process is not None and c.process.poll() is None:
                 c.signal_group(signal.SIGTERM)

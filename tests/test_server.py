@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ import httpx
 import psutil
 import pytest
 
+from lmforge.embedded import ANNOUNCEMENT, announce_server, announced_server
 from lmforge.server import artifacts_destination, mask_url, prefect_database_url
 
 LMFORGE = str(Path(sys.executable).parent / "lmforge")
@@ -100,6 +102,22 @@ def test_server_serves_both_uis_and_ctrl_c_stops_both(tmp_path):
         assert httpx.get(f"{mlflow_url}/health").text == "OK"
         assert (ws / ".prefect" / "prefect.db").is_file(), "Prefect serves the workspace's database"
 
+        # lmforge commands on this workspace now record their runs in this server, starting none
+        from prefect import flow
+
+        from lmforge.embedded import EmbeddedServer
+
+        @flow(name="while-lmforge-server-runs")
+        def a_flow() -> int:
+            return 42
+
+        embedded = EmbeddedServer(ws / ".prefect")
+        assert embedded.api_url == f"{prefect_url}/api" and not embedded.started_here
+        with embedded.settings():
+            state = a_flow(return_state=True)
+        run = httpx.get(f"{prefect_url}/api/flow_runs/{state.state_details.flow_run_id}").json()
+        assert run["state"]["type"] == "COMPLETED"
+
         # a run logged through the server keeps its artifacts beside the workspace's mlflow.db
         from mlflow import MlflowClient
 
@@ -124,9 +142,23 @@ def test_server_serves_both_uis_and_ctrl_c_stops_both(tmp_path):
         assert mlflow_ui_links(f"sqlite:///{ws / 'mlflow.db'}", run.info.run_id) == {}  # no UI to link to
 
         stop_with_ctrl_c(proc, log, prefect_url, mlflow_url)
+        assert not (ws / ".prefect" / ANNOUNCEMENT).exists(), "commands would look for a server that is gone"
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_stale_or_silent_server_announcement_is_ignored(tmp_path):
+    home = tmp_path / ".prefect"
+    home.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (home / ANNOUNCEMENT).write_text(json.dumps({"prefect_api_url": f"http://127.0.0.1:{free_port()}/api", "pid": dead.pid}))
+    assert announced_server(home) is None  # killed without cleaning up
+    announce_server(home, f"http://127.0.0.1:{free_port()}/api")  # this process, but nothing answers there
+    assert announced_server(home) is None
+    (home / ANNOUNCEMENT).write_text("{not json")
+    assert announced_server(home) is None
 
 
 def _postgres_admin():
