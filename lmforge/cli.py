@@ -52,7 +52,7 @@ def _load(config: Path | None, overrides: list[str] | None) -> Config:
     try:
         return load_config(config, overrides or [])
     except ConfigError as e:
-        err.print(f"[red]error:[/] {e}")
+        err.print(f"[red]error:[/] {e}", soft_wrap=True)  # unwrapped: names and URIs stay copyable
         raise typer.Exit(2) from None
 
 
@@ -96,7 +96,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
 
 
 def _fail(e: Exception) -> None:
-    err.print(f"[red]error:[/] {e}")
+    err.print(f"[red]error:[/] {e}", soft_wrap=True)  # unwrapped: names and URIs stay copyable
     raise typer.Exit(1) from None
 
 

@@ -22,6 +22,12 @@ def test_a_bad_value_stops_before_any_work(tmp_path):
     assert not ws.exists(), "nothing may be created before the config is valid"
 
 
+def test_an_error_is_printed_unwrapped_so_what_it_names_can_be_copied(tmp_path):
+    long_path = tmp_path / ("a-long-folder-name-" * 6) / "config.yaml"
+    r = invoke("run", "--config", str(long_path), "--set", f"workspace={tmp_path / 'ws'}")
+    assert r.exit_code == 2 and str(long_path) in r.output
+
+
 def test_unknown_stage_is_refused(tmp_path):
     r = invoke("stage", "pretrian", "--set", f"workspace={tmp_path}")
     assert r.exit_code == 2 and "unknown stage 'pretrian'" in r.output
