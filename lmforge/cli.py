@@ -88,11 +88,12 @@ def _orchestrate(cfg: Config, load_flow):
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
-    """Errors that mean bad input (a config, an artifact, a checkpoint), shown without a traceback.
-    Imported late: the CLI itself starts without torch."""
+    """Errors that mean bad input (a config, an artifact, a model spec, a checkpoint), shown without
+    a traceback. Imported late: the CLI itself starts without torch."""
+    from lm_core.model_artifacts import ModelArtifactNotFound
     from lm_core.train.checkpoint import CheckpointError
 
-    return (ArtifactError, CorruptShardError, CheckpointError, ValueError)
+    return (ArtifactError, CorruptShardError, CheckpointError, ModelArtifactNotFound, ValueError)
 
 
 def _fail(e: Exception) -> None:
