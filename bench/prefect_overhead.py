@@ -21,9 +21,10 @@ run) and copied into every orchestrated workspace, as a user's second run finds 
 per-run overhead at most 10% of the direct wall time.
 
 The same command is also timed while `lmforge server` runs for the workspace (it then records
-its runs there and starts no server of its own). A last figure separates what the orchestration costs per run from what a fresh process pays
-once: one process imports everything, starts the embedded API, runs the direct calls and the
-lifecycle flow once each to warm up, then alternately on fresh workspaces (`--in-process`).
+its runs there and starts no server of its own). A last figure separates what the orchestration
+costs per run from what a fresh process pays once: one process imports everything, starts the
+embedded API, runs the direct calls and the lifecycle flow once each to warm up, then
+alternately on fresh workspaces (`--in-process`).
 """
 
 from __future__ import annotations
@@ -100,7 +101,9 @@ def in_process(config: str, root: Path, crawl: Path, prefect_home: Path, runs: i
                 t0 = time.perf_counter()
                 direct(config, str(ws), overrides)
                 direct_s.append(time.perf_counter() - t0)
-                cfg = load_config(config, [*overrides, f"workspace={fresh_workspace(root, f'in-process-flow-{i}', crawl)}"])
+                cfg = load_config(
+                    config, [*overrides, f"workspace={fresh_workspace(root, f'in-process-flow-{i}', crawl)}"]
+                )
                 t0 = time.perf_counter()
                 with_runner(lifecycle_flow, cfg)(config=cfg)
                 flow_s.append(time.perf_counter() - t0)
@@ -111,11 +114,11 @@ def in_process(config: str, root: Path, crawl: Path, prefect_home: Path, runs: i
 
 def start_lmforge_server(workspace: Path) -> subprocess.Popen:
     """`lmforge server` for `workspace` (free ports), once it has announced itself to commands."""
-    from lmforge.embedded import ANNOUNCEMENT
+    from lmforge.embedded import ANNOUNCEMENT, free_port
 
-    ports = [str(_free_port()), str(_free_port())]
+    ports = ["--prefect-port", str(free_port()), "--mlflow-port", str(free_port())]
     proc = subprocess.Popen(
-        [str(LMFORGE), "server", "--set", f"workspace={workspace}", "--prefect-port", ports[0], "--mlflow-port", ports[1]],
+        [str(LMFORGE), "server", "--set", f"workspace={workspace}", *ports],
         cwd=ROOT, env={**os.environ, **ENV, "PREFECT_HOME": str(workspace / ".prefect")},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
     )  # fmt: skip
@@ -126,14 +129,6 @@ def start_lmforge_server(workspace: Path) -> subprocess.Popen:
             sys.exit("lmforge server did not start")
         time.sleep(0.5)
     return proc
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def seed_crawl(config: str, root: Path) -> Path:
@@ -245,7 +240,6 @@ def main() -> None:
     for stage in stage_s["direct"]:
         print(f"  {stage:<10} built in {stage_s['flow'].get(stage, 0):6.1f} s orchestrated, "
               f"{stage_s['direct'][stage]:6.1f} s direct")  # fmt: skip
-    sets = [a for kv in args.overrides for a in ("--set", kv)]
     cmd = [sys.executable, __file__, "--config", args.config, *sets, "--runs", str(args.runs),
            "--in-process", str(root), str(crawl), str(prefect_home)]  # fmt: skip
     out = subprocess.run(cmd, cwd=ROOT, env={**os.environ, **ENV}, capture_output=True, text=True)

@@ -52,8 +52,7 @@ def _load(config: Path | None, overrides: list[str] | None) -> Config:
     try:
         return load_config(config, overrides or [])
     except ConfigError as e:
-        err.print(f"[red]error:[/] {e}", soft_wrap=True)  # unwrapped: names and URIs stay copyable
-        raise typer.Exit(2) from None
+        _fail(e, code=2)
 
 
 def prepare_environment(cfg: Config) -> None:
@@ -96,9 +95,10 @@ def _user_errors() -> tuple[type[Exception], ...]:
     return (ArtifactError, CorruptShardError, CheckpointError, ModelArtifactNotFound, ValueError)
 
 
-def _fail(e: Exception) -> None:
-    err.print(f"[red]error:[/] {e}", soft_wrap=True)  # unwrapped: names and URIs stay copyable
-    raise typer.Exit(1) from None
+def _fail(problem: Exception | str, code: int = 1) -> None:
+    """Print `error: <problem>` and exit with `code` (2: a usage error, before any work)."""
+    err.print(f"[red]error:[/] {problem}", soft_wrap=True)  # unwrapped: names and URIs stay copyable
+    raise typer.Exit(code) from None
 
 
 @app.command()
@@ -165,8 +165,7 @@ def stage(
 ) -> None:
     """Run one stage alone, on an artifact of an earlier run (its input: latest by default)."""
     if name not in STAGES:
-        err.print(f"[red]error:[/] unknown stage {name!r}; stages: {', '.join(STAGES)}")
-        raise typer.Exit(2)
+        _fail(f"unknown stage {name!r}; stages: {', '.join(STAGES)}", code=2)
     chosen = _stage_input(name, input_=input_, data=data, model=model)
     set_ = list(set_ or [])
     if nproc is not None:
@@ -176,8 +175,7 @@ def stage(
     cfg = _load(config, set_)
     if restart and name == "pretrain" and cfg.pretrain.distributed.node_rank > 0:
         # the nodes share the workspace: only node 0, which owns the build, may discard it
-        err.print("[red]error:[/] --restart discards node 0's training: run it on node 0 (node_rank 0)")
-        raise typer.Exit(2)
+        _fail("--restart discards node 0's training: run it on node 0 (node_rank 0)", code=2)
     if restart:
         _discard_partial(cfg, name)
 
@@ -201,14 +199,11 @@ def _stage_input(name: str, **given: str | None) -> str | None:
     for option in named:
         stages = _NAMED_INPUTS.get(option)
         if stages is not None and name not in stages:
-            err.print(f"[red]error:[/] --{option} is for {' and '.join(stages)}; {name} takes --input")
-            raise typer.Exit(2)
+            _fail(f"--{option} is for {' and '.join(stages)}; {name} takes --input", code=2)
     if len(named) > 1:
-        err.print(f"[red]error:[/] give one of {', '.join('--' + k.rstrip('_') for k in named)}")
-        raise typer.Exit(2)
+        _fail(f"give one of {', '.join('--' + k.rstrip('_') for k in named)}", code=2)
     if named and name == "crawl":
-        err.print("[red]error:[/] crawl has no input artifact: it reads the configured sources")
-        raise typer.Exit(2)
+        _fail("crawl has no input artifact: it reads the configured sources", code=2)
     return next(iter(named.values()), None)
 
 
@@ -317,8 +312,7 @@ def export(
 ) -> None:
     """Export a trained model (today: as a Hugging Face `LlamaForCausalLM` folder)."""
     if format_ != "hf":
-        err.print(f"[red]error:[/] unknown export format {format_!r}; formats: hf")
-        raise typer.Exit(2)
+        _fail(f"unknown export format {format_!r}; formats: hf", code=2)
     from lm_core.export import export_hf
 
     cfg = _load(config, set_)
@@ -465,19 +459,17 @@ def server(
         servers.stop()
         signal.signal(signal.SIGINT, signal.default_int_handler)
     if not stopped_by_user:
-        err.print(f"[red]error:[/] the {exited} server stopped on its own; see its log in {servers.prefect_home}")
-        raise typer.Exit(1)
+        _fail(f"the {exited} server stopped on its own; see its log in {servers.prefect_home}")
     console.print("stopped")
 
 
 def _require_server(what: str) -> None:
     if not os.environ.get("PREFECT_API_URL"):
-        err.print(
-            f"[red]error:[/] {what} needs a running Prefect server: start one with `lmforge server`, then\n"
+        _fail(
+            f"{what} needs a running Prefect server: start one with `lmforge server`, then\n"
             "  export PREFECT_API_URL=http://127.0.0.1:4200/api",
-            soft_wrap=True,
+            code=2,
         )
-        raise typer.Exit(2)
 
 
 @app.command()

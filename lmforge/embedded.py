@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager, nullcontext
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
@@ -57,7 +57,7 @@ class EmbeddedServer:
             fcntl.flock(self._migration_lock, fcntl.LOCK_EX)
             if self._migrated():
                 self._release_migration_lock()
-        port = _free_port()
+        port = free_port()
         self.api_url = f"http://127.0.0.1:{port}/api"
         env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
         env["PREFECT_HOME"] = str(self.home)  # its database is the one this home's stamp speaks of
@@ -125,20 +125,17 @@ class EmbeddedServer:
             return
         from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-        if not self.started_here:  # a running `lmforge server`: it outlives the run, heartbeats and all
-            with temporary_settings(updates={PREFECT_API_URL: self.api_url}):
-                try:
-                    yield
-                finally:
-                    _drain_events()
-            return
-        started = datetime.now(timezone.utc)
-        with temporary_settings(updates={PREFECT_API_URL: self.api_url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        updates = {PREFECT_API_URL: self.api_url}
+        if self.started_here:  # heartbeats off for this short-lived server only: `lmforge server` watches them
+            updates[PREFECT_FLOWS_HEARTBEAT_FREQUENCY] = None
+        started = datetime.now(UTC)
+        with temporary_settings(updates=updates):
             try:
                 yield
             finally:
                 _drain_events()
-                _wait_for_task_runs_recorded(started)
+                if self.started_here:  # about to be stopped: let it record what it was sent
+                    _wait_for_task_runs_recorded(started)
 
     def stop(self) -> None:
         self._release_migration_lock()
@@ -217,7 +214,7 @@ def _drain_events() -> None:
         pass
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -153,7 +153,9 @@ def test_a_stale_or_silent_server_announcement_is_ignored(tmp_path):
     home.mkdir()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    (home / ANNOUNCEMENT).write_text(json.dumps({"prefect_api_url": f"http://127.0.0.1:{free_port()}/api", "pid": dead.pid}))
+    (home / ANNOUNCEMENT).write_text(
+        json.dumps({"prefect_api_url": f"http://127.0.0.1:{free_port()}/api", "pid": dead.pid})
+    )
     assert announced_server(home) is None  # killed without cleaning up
     announce_server(home, f"http://127.0.0.1:{free_port()}/api")  # this process, but nothing answers there
     assert announced_server(home) is None
