@@ -1,6 +1,8 @@
 """A Prefect deployment per flow, with its parameters and cron schedule from the config.
 
     data       crawl -> clean -> tokenize -> chunk          schedules.data (default nightly, 02:00)
+               (refresh: the sources are crawled again as a new snapshot; clean and after rebuild
+               only when the pages changed)
     pretrain   the latest (or a given) chunk -> a model     schedules.pretrain
     finetune   a pretrained model -> a chat model           schedules.finetune
     evaluate   a model -> scores                            schedules.evaluate
@@ -54,9 +56,11 @@ def build_deployments(cfg: Config, work_pool: str | None = None) -> list:
 
     from flows.data import with_runner
 
-    parameters = {"config": config_parameter(cfg)}
     out = []
     for name, (module, function) in FLOWS.items():
+        parameters = {"config": config_parameter(cfg)}
+        if name == "data":
+            parameters["refresh"] = True  # the nightly refresh fetches the sources again
         mod = import_module(module)
         flow = with_runner(getattr(mod, function), cfg)
         cron = cfg.schedules.cron(name)

@@ -3,6 +3,10 @@
 `data_flow` runs the four stages in order; each `*_flow` below re-runs one stage alone on
 artifacts already in the workspace (`latest`, or a fingerprint). Stages whose inputs and config
 are unchanged are cache hits: Prefect shows them as Cached and nothing is recomputed.
+
+The sources are crawled once per config; `refresh` fetches them again as a new crawl snapshot
+(the nightly `data` deployment does). The stages after it rebuild only when the pages changed:
+clean takes the crawl's content digest, not its fingerprint.
 """
 
 from __future__ import annotations
@@ -27,9 +31,9 @@ class DataArtifacts(BaseModel):
 
 
 @flow(name="data", log_prints=True)
-def data_flow(config: Config, force: bool = False) -> DataArtifacts:
+def data_flow(config: Config, force: bool = False, refresh: bool = False) -> DataArtifacts:
     ws = str(config.workspace)
-    raw = crawl(config.crawl, ws, force)
+    raw = crawl(config.crawl, ws, force, refresh)
     cleaned = clean(config.clean, raw, ws, force)
     tokens = tokenize(config.tokenize, cleaned, ws, force)
     blocks = chunk(config.chunk, tokens, ws, force)
@@ -41,8 +45,8 @@ def data_flow(config: Config, force: bool = False) -> DataArtifacts:
 
 
 @flow(name="crawl", log_prints=True)
-def crawl_flow(config: Config, force: bool = False) -> ArtifactRef:
-    return crawl(config.crawl, str(config.workspace), force)
+def crawl_flow(config: Config, force: bool = False, refresh: bool = False) -> ArtifactRef:
+    return crawl(config.crawl, str(config.workspace), force, refresh)
 
 
 @flow(name="clean", log_prints=True)

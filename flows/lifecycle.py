@@ -38,8 +38,8 @@ class LifecycleArtifacts(BaseModel):
 
 
 @flow(name="lifecycle", log_prints=True)
-def lifecycle_flow(config: Config, force: bool = False) -> LifecycleArtifacts:
-    data = with_runner(data_flow, config)(config, force)
+def lifecycle_flow(config: Config, force: bool = False, refresh: bool = False) -> LifecycleArtifacts:
+    data = with_runner(data_flow, config)(config, force, refresh)
     model = train_model(config, data.chunk, force)
     scores = evaluate_model(config, model, force)
     version = register_model(config, scores, force)

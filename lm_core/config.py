@@ -202,12 +202,14 @@ class LanguageConfig(BaseModel):
 
 
 class CleanConfig(Section):
+    PERFORMANCE_ONLY = frozenset({"docs_per_shard"})
     extract_tables: bool = True
     favor: Literal["precision", "recall", "balanced"] = "balanced"
     quality: QualityConfig = Field(default_factory=QualityConfig)
     language: LanguageConfig = Field(default_factory=LanguageConfig)
     pii: PIIConfig = Field(default_factory=PIIConfig)
     dedup: DedupConfig = Field(default_factory=DedupConfig)
+    docs_per_shard: int = Field(500, gt=0, description="documents per cleaning task, and at most per output shard")
 
 
 # ----------------------------------------------------------------------------- tokenize, chunk

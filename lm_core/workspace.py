@@ -139,7 +139,7 @@ class StageBuild:
             "fingerprint": self.fingerprint,
             "config": self.config,
             "inputs": self.inputs,
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "created": datetime.now(UTC).isoformat(timespec="microseconds"),  # orders same-second builds
             "seconds": round(time.time() - self.started, 3),
             "bytes": bytes_total,
             "files": files,

@@ -46,6 +46,10 @@ err = Console(stderr=True)
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML run configuration")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override a value: section.field=value")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="recompute even where the artifact is cached")]
+RefreshOpt = Annotated[
+    bool,
+    typer.Option("--refresh", help="crawl the sources again (a new snapshot); later stages rebuild if pages changed"),
+]
 
 
 def _load(config: Path | None, overrides: list[str] | None) -> Config:
@@ -102,7 +106,7 @@ def _fail(problem: Exception | str, code: int = 1) -> None:
 
 
 @app.command()
-def run(config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False) -> None:
+def run(config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False, refresh: RefreshOpt = False) -> None:
     """The lifecycle: crawl -> clean -> tokenize -> chunk -> pretrain -> evaluate -> register."""
     cfg = _load(config, set_)
 
@@ -110,7 +114,7 @@ def run(config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False) 
         from flows.data import with_runner
         from flows.lifecycle import lifecycle_flow
 
-        return lambda: with_runner(lifecycle_flow, cfg)(config=cfg, force=force)
+        return lambda: with_runner(lifecycle_flow, cfg)(config=cfg, force=force, refresh=refresh)
 
     refs = _orchestrate(cfg, call)
     d = refs.data
@@ -124,14 +128,14 @@ def run(config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False) 
 
 
 @app.command()
-def data(config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False) -> None:
+def data(config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False, refresh: RefreshOpt = False) -> None:
     """crawl -> clean -> tokenize -> chunk, each stage cached by fingerprint."""
     cfg = _load(config, set_)
 
     def call():
         from flows.data import data_flow, with_runner
 
-        return lambda: with_runner(data_flow, cfg)(config=cfg, force=force)
+        return lambda: with_runner(data_flow, cfg)(config=cfg, force=force, refresh=refresh)
 
     refs = _orchestrate(cfg, call)
     _print_artifacts([refs.crawl, refs.clean, refs.tokenize, refs.chunk], cfg)
@@ -157,6 +161,7 @@ def stage(
         ),
     ] = None,
     force: ForceOpt = False,
+    refresh: RefreshOpt = False,
     restart: Annotated[
         bool, typer.Option("--restart/--resume", help="discard an interrupted build instead of resuming it")
     ] = False,
@@ -167,6 +172,8 @@ def stage(
     if name not in STAGES:
         _fail(f"unknown stage {name!r}; stages: {', '.join(STAGES)}", code=2)
     chosen = _stage_input(name, input_=input_, data=data, model=model)
+    if refresh and name != "crawl":
+        _fail(f"--refresh re-crawls: it applies to the crawl stage, not {name!r}", code=2)
     set_ = list(set_ or [])
     if nproc is not None:
         set_.append(f"pretrain.distributed.nproc={nproc}")
@@ -183,7 +190,7 @@ def stage(
         from flows.data import with_runner
         from flows.stages import STAGE_FLOWS, STAGE_INPUT
 
-        kwargs = {"force": force}
+        kwargs = {"force": force, **({"refresh": True} if refresh else {})}
         if chosen is not None:
             kwargs[STAGE_INPUT[name]] = chosen
         return lambda: with_runner(STAGE_FLOWS[name], cfg)(config=cfg, **kwargs)
@@ -358,7 +365,9 @@ def list_artifacts(
             _num(m.get("rows")),
             _num(_tokens(m.get("stats", {}))),
             _size(m.get("bytes")),
-            " ".join(f"{k}:{v[:8]}" for k, v in m.get("inputs", {}).items() if isinstance(v, str)),
+            " ".join(
+                f"{k}:{v if k == 'snapshot' else v[:8]}" for k, v in m.get("inputs", {}).items() if isinstance(v, str)
+            ),
             _made_by(m.get("origin", {})),
         )
     console.print(table)

@@ -41,6 +41,8 @@ def test_a_named_input_fits_only_its_stages(tmp_path):
     assert r.exit_code == 2 and "--data is for pretrain" in r.output
     r = invoke("stage", "evaluate", "--model", "latest", "--input", "latest", *ws)
     assert r.exit_code == 2 and "give one of" in r.output
+    r = invoke("stage", "clean", "--refresh", *ws)  # only the crawl fetches anything
+    assert r.exit_code == 2 and "applies to the crawl stage, not 'clean'" in r.output
 
 
 def test_only_node_0_may_discard_a_shared_training(tmp_path):

@@ -457,6 +457,29 @@ def test_what_follows_a_crawl_is_keyed_by_the_pages_it_holds_not_by_its_config_a
     assert clean_fingerprint(clean, first) == clean_fingerprint(clean, again) != clean_fingerprint(clean, edited)
 
 
+def test_a_refresh_is_a_new_crawl_that_later_runs_read_and_unchanged_pages_rebuild_nothing(tmp_path):
+    routes = {"/": page("/a", "/b"), "/a": page(body="alpha"), "/b": page(body="beta")}
+    clean = CleanConfig()
+    with Site(routes) as site:
+        cfg, ws = crawl_config(site.url("/"), concurrency=2), Workspace(tmp_path)
+        first = run_crawl(cfg, ws)
+        fetched = sum(site.hits.values())
+        assert run_crawl(cfg, ws) == first and sum(site.hits.values()) == fetched  # crawled once per config
+
+        same = run_crawl(cfg, ws, snapshot="2026-11-25T02:00:00Z")  # the nightly refresh
+        assert sum(site.hits.values()) == 2 * fetched  # fetched again ...
+        assert same.fingerprint != first.fingerprint  # ... into a new artifact; the first stays
+        assert ws.is_published("crawl", first.fingerprint)
+        assert clean_fingerprint(clean, same) == clean_fingerprint(clean, first)  # same pages: nothing to rebuild
+
+        site.routes["/b"] = page(body="beta, edited")
+        changed = run_crawl(cfg, ws, snapshot="2026-11-26T02:00:00Z")
+        assert clean_fingerprint(clean, changed) != clean_fingerprint(clean, first)
+        assert run_crawl(cfg, ws) == changed  # a run that does not refresh reads the newest snapshot
+        assert run_crawl(cfg, ws, snapshot="2026-11-25T02:00:00Z") == same  # each snapshot stays addressable
+        assert sum(site.hits.values()) == 3 * fetched
+
+
 # ----------------------------------------------------------------------------- resume after a kill
 
 _CHILD = """

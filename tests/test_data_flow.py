@@ -48,10 +48,10 @@ def stage_states(flow_run_id) -> dict[str, str]:
     return {r.name.split("-")[0]: r.state.name for r in stage_runs}
 
 
-def run_data(cfg):
+def run_data(cfg, **params):
     from flows.data import data_flow, with_runner
 
-    state = with_runner(data_flow, cfg)(config=cfg, return_state=True)
+    state = with_runner(data_flow, cfg)(config=cfg, return_state=True, **params)
     assert state.is_completed(), state.message
     return state.result(), state.state_details.flow_run_id
 
@@ -122,6 +122,24 @@ def test_force_recomputes_a_cached_stage(first_run):
     ref = state.result()
     assert ref.fingerprint == refs.chunk.fingerprint
     assert ref.manifest()["created"] != before
+
+
+def test_a_refresh_crawls_again_and_rebuilds_nothing_when_the_pages_are_the_same(tmp_path):
+    import shutil
+
+    corpus = tmp_path / "corpus"  # English prose: the project's docs
+    shutil.copytree(Path(__file__).resolve().parent.parent / "docs", corpus)
+    cfg = tiny_config(tmp_path / "workspace", "crawl.pydoc=false", f"crawl.files=[{{path: '{corpus}'}}]")
+    refs, _ = run_data(cfg)
+
+    refreshed, run_id = run_data(cfg, refresh=True)  # what the nightly `data` deployment runs
+    assert stage_states(run_id) == {"crawl": "Completed", "clean": "Cached", "tokenize": "Cached", "chunk": "Cached"}
+    assert refreshed.crawl.fingerprint != refs.crawl.fingerprint  # a new snapshot, labelled with the run's start
+    assert refreshed.crawl.manifest()["inputs"]["snapshot"].endswith("Z")
+    assert (refreshed.clean, refreshed.tokenize, refreshed.chunk) == (refs.clean, refs.tokenize, refs.chunk)
+
+    again, run_id = run_data(cfg)  # a run that does not refresh reads the newest snapshot
+    assert again.crawl == refreshed.crawl and set(stage_states(run_id).values()) == {"Cached"}
 
 
 # ----------------------------------------------------------------------------- killed mid-write

@@ -52,6 +52,8 @@ def test_a_deployment_per_flow_with_the_configs_schedules_and_parameters(tmp_pat
         # and the artifact parameters are the flow's own: re-run one stage on a given fingerprint from the UI
         props = d._parameter_openapi_schema.properties
         assert "config" in props and "force" in props
+    # the nightly data run crawls the sources again; the weekly lifecycle trains on the newest crawl
+    assert {d.flow_name for d in deployments if d.parameters.get("refresh")} == {"data"}
     params = {d.flow_name: set(d._parameter_openapi_schema.properties) for d in deployments}
     assert "data" in params["pretrain"] and "model" in params["evaluate"] and "base" in params["finetune"]
     assert "evaluation" in params["register"]
@@ -77,6 +79,7 @@ def test_prefect_yaml_declares_the_same_deployments_as_lmforge_deploy_on_the_sma
         (flow,) = [name for name, target in FLOWS.items() if target == (module, function)]
         by_flow[flow] = d
         assert Config.model_validate(d["parameters"]["config"]) == small, f"{flow}: not configs/small.yaml"
+        assert d["parameters"].get("refresh", False) == (flow == "data"), f"{flow}: only the nightly data run refreshes"
         function_params = inspect.signature(getattr(import_module(module), function).fn).parameters
         assert set(d["parameters"]) <= set(function_params), f"{flow}: parameters the flow does not take"
         assert d["name"] == small.name and d["work_pool"]["name"] == "lmforge"

@@ -22,7 +22,7 @@ from lmforge.embedded import EmbeddedServer
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]
 
 # several crawl shards, so the clean and tokenize stages fan out over several tasks
-SHARDED = ("crawl.docs_per_shard=4",)
+SHARDED = ("crawl.docs_per_shard=4", "clean.docs_per_shard=4")
 VOLATILE = {"created", "seconds", "versions", "origin"}  # origin: the flow run that built it
 
 
@@ -112,5 +112,6 @@ def test_a_local_cluster_gives_byte_identical_artifacts(threads_run, tmp_path, k
     assert_same_artifacts(refs, other)
     # every shard ran as its own task run on the cluster, recorded in Prefect (clean maps twice:
     # filter, then write)
-    n_raw, n_clean = (len(shard_paths(getattr(refs, s).dir / "docs")) for s in ("crawl", "clean"))
-    assert shard_task_runs(flow_run_id) == {"clean": 2 * n_raw, "tokenize": n_clean}
+    n_jobs = -(-refs.clean.stats["documents_in"] // 4)  # clean.docs_per_shard documents to a task
+    n_clean = len(shard_paths(refs.clean.dir / "docs"))
+    assert shard_task_runs(flow_run_id) == {"clean": 2 * n_jobs, "tokenize": n_clean}

@@ -7,13 +7,13 @@ from lm_core.config import CleanConfig
 from lm_core.workspace import ArtifactRef, fingerprint
 
 STAGE = "clean"
-CODE_VERSION = 1  # bump when the same config and crawl would clean differently
+# bump when the same config and documents would clean differently
+# 2: documents are read in URL order, so the output follows from the crawl's content alone
+CODE_VERSION = 2
 
 
 def clean_inputs(crawl: ArtifactRef) -> dict[str, str]:
-    """The crawl artifact, and what it holds: a crawl's fingerprint covers its config, not the
-    pages it found (the web changes; concurrent fetching under `max_pages` keeps a different set),
-    so its content digest stands beside it. A crawl published before crawls had one has none."""
+    """The crawl artifact cleaned (the lineage, in the manifest) and its content digest."""
     inputs = {"crawl": crawl.fingerprint}
     if crawl.stats.get("content_digest"):
         inputs["crawl_content"] = crawl.stats["content_digest"]
@@ -21,4 +21,11 @@ def clean_inputs(crawl: ArtifactRef) -> dict[str, str]:
 
 
 def clean_fingerprint(cfg: CleanConfig, crawl: ArtifactRef) -> str:
-    return fingerprint(STAGE, cfg.fingerprint_fields(), clean_inputs(crawl), CODE_VERSION)
+    """The config and what the crawl holds: its content digest, not its fingerprint, which
+    covers the crawl's config and snapshot rather than the pages found. A refresh that found the
+    same pages thus shares the clean artifact (and every one after it) of the crawl before it;
+    one that found other pages (the web changed; a capped concurrent crawl kept another set)
+    does not. A crawl published before crawls had a digest is identified by its fingerprint."""
+    digest = crawl.stats.get("content_digest")
+    inputs = {"crawl_content": digest} if digest else {"crawl": crawl.fingerprint}
+    return fingerprint(STAGE, cfg.fingerprint_fields(), inputs, CODE_VERSION)

@@ -1,23 +1,31 @@
 """The clean stage: crawl/<fp>/docs -> clean/<fp>/{docs,rejected}.
 
-Three phases, so that the expensive work runs one task per shard and only small fingerprints
+The crawl's documents are read in URL order (then source; documents with the same URL and
+source keep their crawl order), in jobs of `clean.docs_per_shard`. The order pages arrived in and the
+crawl's shard size therefore change nothing: the output follows from the documents alone, which
+is what lets the stage's fingerprint take the crawl's content digest (see `fingerprint.py`).
+
+Three phases, so that the expensive work runs one task per job and only small fingerprints
 meet in one place:
 
-1. filter (map, one item per raw shard): every document goes through `clean_document`; the
+1. filter (map, one task per job): every document goes through `clean_document`; the
    survivors are written to a candidates part (texts) and a signatures part (id, digest,
    MinHash), the others to a rejected part.
-2. dedup (reduce, here): the signatures parts are read in shard order, then row order, and
+2. dedup (reduce, here): the signatures parts are read in job order, then row order, and
    `Deduplicator` marks later copies of a kept document. Texts are never loaded.
-3. write (map again): each shard's candidates minus its duplicates become `docs/part-i.arrow`;
-   its rejects plus its duplicates, in input order, `rejected/part-i.arrow`.
+3. write (map again): each job's candidates minus its duplicates become `docs/part-i.arrow`;
+   its rejects plus its duplicates, in URL order, `rejected/part-i.arrow`.
 
 Every input document ends up in exactly one of docs/ or rejected/. Intermediate files live in
 the build's partial folder and are removed before it is published. Memory is bounded by one
-shard per worker plus, in phase 2, the fingerprints of the kept documents (a few KB each).
+job per worker plus, here, the URLs of the crawl (to order them) and, in phase 2, the
+fingerprints of the kept documents (a few KB each).
 """
 
 from __future__ import annotations
 
+import functools
+import os
 import shutil
 import time
 from collections import Counter
@@ -39,6 +47,7 @@ from lm_core.workspace import ArtifactRef, Workspace
 
 _WORK = "_work"  # intermediates, inside the partial folder
 _READ_ROWS = 64  # raw documents materialised as Python objects at a time
+_COLUMNS = ["url", "source", "content_type", "declared_encoding", "detected_encoding", "body"]
 
 
 class CleanError(ValueError):
@@ -82,7 +91,8 @@ def _work_path(work_dir: str | Path, kind: str, index: int) -> Path:
 @dataclass(frozen=True)
 class FilterJob:
     index: int
-    raw_path: str
+    raw_paths: tuple[str, ...]  # the crawl shards this job reads from
+    picks: np.ndarray  # (k, 2): index into raw_paths and row of each document, in URL order
     work_dir: str
     cfg: CleanConfig
 
@@ -97,9 +107,67 @@ class FilterSummary:
     pii_replacements: dict[str, int] = field(default_factory=dict)
 
 
+def document_order(raw_paths: list[Path]) -> np.ndarray:
+    """Every document of the crawl as (shard, row), sorted by URL, then source, then position."""
+    keys = []
+    for shard, path in enumerate(raw_paths):
+        table = read_shard(path, RAW_DOC)
+        n = table.num_rows
+        keys.append(
+            pa.table(
+                {
+                    "url": table.column("url"),
+                    "source": table.column("source"),
+                    "shard": pa.array(np.full(n, shard, dtype=np.int32)),
+                    "row": pa.array(np.arange(n, dtype=np.int32)),
+                }
+            )
+        )
+    ordered = pa.concat_tables(keys).sort_by([(k, "ascending") for k in ("url", "source", "shard", "row")])
+    return np.stack([ordered.column("shard").to_numpy(), ordered.column("row").to_numpy()], axis=1)
+
+
+def filter_jobs(raw_paths: list[Path], work_dir: Path, cfg: CleanConfig) -> list[FilterJob]:
+    """The crawl's documents in URL order, `cfg.docs_per_shard` to a job."""
+    order = document_order(raw_paths)
+    jobs = []
+    for index, start in enumerate(range(0, len(order), cfg.docs_per_shard)):
+        picks = order[start : start + cfg.docs_per_shard]
+        shards, local = np.unique(picks[:, 0], return_inverse=True)
+        jobs.append(
+            FilterJob(
+                index=index,
+                raw_paths=tuple(str(raw_paths[i]) for i in shards),
+                picks=np.stack([local.astype(np.int32), picks[:, 1]], axis=1),
+                work_dir=str(work_dir),
+                cfg=cfg,
+            )
+        )
+    return jobs
+
+
+def _job_documents(job: FilterJob) -> pa.Table:
+    """The job's documents (the columns cleaning reads), in its order."""
+    pieces, positions = [], []
+    for local, path in enumerate(job.raw_paths):
+        mine = np.flatnonzero(job.picks[:, 0] == local)
+        stat = os.stat(path)
+        pieces.append(_mapped_shard(path, stat.st_mtime_ns, stat.st_size).take(pa.array(job.picks[mine, 1])))
+        positions.append(mine)
+    return pa.concat_tables(pieces).take(pa.array(np.argsort(np.concatenate(positions), kind="stable")))
+
+
+@functools.lru_cache(maxsize=1024)
+def _mapped_shard(path: str, mtime_ns: int, size: int) -> pa.Table:
+    """A crawl shard, memory-mapped once per worker process: in URL order, every job reads a
+    few documents from most shards, and opening one costs more than taking its rows. Keyed by
+    mtime and size too, so that a shard rewritten in place (a forced re-crawl) is read anew."""
+    return read_shard(path, RAW_DOC).select(_COLUMNS)
+
+
 def filter_shard(job: FilterJob) -> FilterSummary:
-    """Phase 1 for one raw shard; writes its candidates, signatures and rejects."""
-    table = read_shard(job.raw_path, RAW_DOC)
+    """Phase 1 for one job; writes its candidates, signatures and rejects."""
+    table = _job_documents(job)
     summary = FilterSummary(job.index)
     reasons: Counter = Counter()
     pii: Counter = Counter()
@@ -107,9 +175,8 @@ def filter_shard(job: FilterJob) -> FilterSummary:
     signatures: list[dict] = []
     rejects: list[dict] = []
 
-    columns = ["url", "source", "content_type", "declared_encoding", "detected_encoding", "body"]
     row = 0
-    for batch in table.select(columns).to_batches(max_chunksize=_READ_ROWS):
+    for batch in table.to_batches(max_chunksize=_READ_ROWS):
         for doc in batch.to_pylist():
             outcome = clean_document(
                 doc["body"], doc["content_type"], doc["declared_encoding"], doc["detected_encoding"], job.cfg
@@ -164,11 +231,11 @@ def _signature_matrix(column: pa.ChunkedArray, num_perm: int) -> np.ndarray | No
     return values.flatten().to_numpy().reshape(-1, num_perm)
 
 
-def find_duplicates(n_shards: int, work_dir: str, cfg: CleanConfig) -> Counter:
-    """Phase 2: walk every shard's signatures in order; write each shard's duplicates."""
+def find_duplicates(n_jobs: int, work_dir: str, cfg: CleanConfig) -> Counter:
+    """Phase 2: walk every job's signatures in order; write each job's duplicates."""
     dedup = Deduplicator(cfg.dedup)
     found: Counter = Counter()
-    for index in range(n_shards):
+    for index in range(n_jobs):
         sigs = read_shard(_work_path(work_dir, "sig", index))
         duplicates = []
         rows = sigs.column("row").to_pylist()
@@ -203,7 +270,7 @@ class WriteSummary:
 
 
 def write_outputs(job: WriteJob) -> WriteSummary:
-    """Phase 3 for one shard: final docs part and rejected part (skipped when empty)."""
+    """Phase 3 for one job: final docs part and rejected part (skipped when empty)."""
     candidates = read_shard(_work_path(job.work_dir, "cand", job.index))
     duplicates = read_shard(_work_path(job.work_dir, "dup", job.index))
     rejects = read_shard(_work_path(job.work_dir, "rej", job.index))
@@ -257,12 +324,12 @@ def run_clean(
             raise CleanError(f"crawl artifact {crawl.dir} holds no document shards (docs/part-*.arrow)")
         work_dir = build.dir / _WORK
         work_dir.mkdir()
-        n = len(raw_paths)
         seconds = {}
 
         started = time.perf_counter()
+        jobs = filter_jobs(raw_paths, work_dir, cfg)
+        n = len(jobs)
         progress.start(n, "shards")
-        jobs = [FilterJob(i, str(p), str(work_dir), cfg) for i, p in enumerate(raw_paths)]
         filtered = map_shards(filter_shard, jobs, progress)
         seconds["filter"] = time.perf_counter() - started
 
@@ -291,7 +358,7 @@ def run_clean(
             "words": sum(w.words for w in written),
             "bytes": sum(w.bytes for w in written),
             "bytes_in": sum(s.bytes_in for s in filtered),
-            "shards_in": n,
+            "shards_in": len(raw_paths),
             "seconds": {k: round(v, 3) for k, v in seconds.items()},
         }
     return build.ref

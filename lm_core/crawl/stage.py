@@ -11,8 +11,14 @@ Resume: whenever a shard is written, both writers are flushed and the crawl's st
 indices, counters, finished sources, and the current source's position: rows consumed for a
 local source, the frontier for a web one) is written atomically next to them. Shards and state
 therefore always agree. A crawl killed at any moment resumes, on the next call with the same
-config, from its last checkpoint: shards written after it are discarded and redone, and
-nothing is lost or stored twice. The state file is removed before the artifact is published.
+config and snapshot, from its last checkpoint: shards written after it are discarded and
+redone, and nothing is lost or stored twice. The state file is removed before the artifact is
+published.
+
+Snapshots: a config is crawled once, and later runs read that crawl. A refresh (the nightly
+`data` schedule, `--refresh`) crawls the same config again under a new snapshot label into a
+new artifact, which runs that do not refresh then read. Its content digest (below) is what the
+clean stage's fingerprint takes: a refresh that found the same pages rebuilds nothing after it.
 """
 
 from __future__ import annotations
@@ -49,23 +55,44 @@ DOCS_DIR, FAILURES_DIR = "docs", "failures"
 FAILURES_PER_DOC_SHARD = 8
 
 
-def crawl_inputs(cfg: CrawlConfig) -> dict[str, str]:
-    """What besides the config decides the output: size and mtime of the local files read, and
-    for the pydoc demo the Python that serves it (not the server's random port)."""
+def crawl_inputs(cfg: CrawlConfig, snapshot: str = "") -> dict[str, str]:
+    """What besides the config decides the output: size and mtime of the local files read, for
+    the pydoc demo the Python that serves it (not the server's random port), and the snapshot:
+    a label that makes a refresh a new crawl of the same config (empty: the config's first)."""
     inputs = local_inputs(cfg)
     if cfg.pydoc:
         inputs["pydoc"] = pydoc_site.site_identity()
+    if snapshot:
+        inputs["snapshot"] = snapshot
     return inputs
 
 
-def crawl_fingerprint(cfg: CrawlConfig) -> str:
-    return fingerprint("crawl", cfg.fingerprint_fields(), crawl_inputs(cfg), CODE_VERSION)
+def crawl_fingerprint(cfg: CrawlConfig, snapshot: str = "") -> str:
+    return fingerprint("crawl", cfg.fingerprint_fields(), crawl_inputs(cfg, snapshot), CODE_VERSION)
 
 
-def run_crawl(cfg: CrawlConfig, ws: Workspace, progress: Progress = NullProgress()) -> ArtifactRef:
+def current_snapshot(cfg: CrawlConfig, ws: Workspace) -> str:
+    """The snapshot label of the newest published crawl of this config: what a run that does not
+    refresh reads (`""`, the config's first crawl, when none is published yet)."""
+    base = crawl_inputs(cfg)
+    for artifact in ws.artifacts("crawl"):  # newest first
+        label = artifact["manifest"].get("inputs", {}).get("snapshot", "")
+        inputs = {**base, "snapshot": label} if label else base
+        if fingerprint("crawl", cfg.fingerprint_fields(), inputs, CODE_VERSION) == artifact["fingerprint"]:
+            return label
+    return ""
+
+
+def run_crawl(
+    cfg: CrawlConfig, ws: Workspace, progress: Progress = NullProgress(), snapshot: str | None = None
+) -> ArtifactRef:
     """Crawl every source of `cfg` into a published `crawl` artifact, or return the one already
-    published for this config. An interrupted crawl resumes where it stopped."""
-    inputs = crawl_inputs(cfg)
+    published. `snapshot` labels a refresh: a new label fetches everything again into a new
+    artifact; None reads the newest crawl of this config (crawling once if there is none). An
+    interrupted crawl resumes where it stopped, when called again with the same label."""
+    if snapshot is None:
+        snapshot = current_snapshot(cfg, ws)
+    inputs = crawl_inputs(cfg, snapshot)
     fp = fingerprint("crawl", cfg.fingerprint_fields(), inputs, CODE_VERSION)
     with ws.build("crawl", fp, config=cfg.model_dump(mode="json"), inputs=inputs, resume=True) as build:
         if build.published:
@@ -79,17 +106,27 @@ def run_crawl(cfg: CrawlConfig, ws: Workspace, progress: Progress = NullProgress
     return build.ref
 
 
+# The fields of a document that the stages after the crawl read (its fetch time and status are
+# not among them), hashed into its content digest.
+DIGESTED = ("url", "source", "content_type", "declared_encoding", "detected_encoding", "body")
+
+
 def documents_digest(folder: Path) -> str:
-    """What a crawl holds, as one digest: each document's source, URL and body, in URL order.
-    Fetch times and the order pages arrived in do not count, so two crawls that kept the same
-    pages share a digest (and the stages after them their artifacts), and two that did not, do not."""
+    """What a crawl holds, as one digest: each document's DIGESTED fields, in URL order. Fetch
+    times and the order pages arrived in do not count (the clean stage reads documents in URL
+    order), so two crawls that kept the same pages share a digest, and the stages after them
+    their artifacts; two that did not, do not."""
     docs = []
     for path in shard_paths(folder):
         for batch in iter_batches(path, RAW_DOC):
-            urls, sources = batch.column("url").to_pylist(), batch.column("source").to_pylist()
-            for url, source, body in zip(urls, sources, batch.column("body").to_pylist(), strict=True):
-                docs.append(f"{url}\0{source}\0{hashlib.sha256(body).hexdigest()}\n")
-    h = hashlib.sha256()
+            for doc in batch.select(list(DIGESTED)).to_pylist():
+                h = hashlib.sha256()
+                for name in DIGESTED:  # length-prefixed: no field can pass for the next one
+                    value = doc[name]
+                    data = b"" if value is None else value if isinstance(value, bytes) else value.encode()
+                    h.update((len(data) if value is not None else -1).to_bytes(8, "little", signed=True) + data)
+                docs.append(f"{doc['url']}\0{doc['source']}\0{h.hexdigest()}\n")
+    h = hashlib.sha256(b"lmforge-crawl-documents-v2\n")
     for line in sorted(docs):
         h.update(line.encode())
     return h.hexdigest()[:16]
