@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pytest
@@ -441,6 +442,25 @@ def test_max_pages_is_respected(tmp_path):
         assert len(docs) == 4 and ref.stats["pages_fetched"] == 4
         assert sum(n for path, n in site.hits.items() if path != "/robots.txt") == 4
         assert ref.stats["frontier_left"] > 0
+
+
+def test_a_capped_crawl_keeps_the_same_pages_whichever_answer_first(tmp_path):
+    """/ links to five pages, each linking to three more: a budget of 13 pages ends inside the
+    third level. Whichever second-level pages answer first, the crawl keeps the same pages:
+    each level in URL order, a level only after the one before it."""
+    kept = []
+    for run, delay in enumerate((lambda i: 0.02 * i, lambda i: 0.02 * (4 - i))):
+        routes: dict[str, Route] = {"/": page(*(f"/p{i}" for i in range(5)))}
+        for i in range(5):
+            routes[f"/p{i}"] = fixed(Reply(body=html(*(f"/p{i}/q{j}" for j in range(3))), delay_s=delay(i)))
+            for j in range(3):
+                routes[f"/p{i}/q{j}"] = page(body=f"leaf {i}.{j}")
+        with Site(routes) as site:
+            ref = run_crawl(crawl_config(site.url("/"), max_pages=13, concurrency=5), Workspace(tmp_path / str(run)))
+            kept.append(sorted(urlsplit(d["url"]).path for d in read_all(ref.dir / "docs", RAW_DOC)))
+    assert kept[0] == kept[1]
+    third = sorted(f"/p{i}/q{j}" for i in range(5) for j in range(3))[:7]  # the third level's first 7, by URL
+    assert kept[0] == sorted(["/", *(f"/p{i}" for i in range(5)), *third])
 
 
 def test_what_follows_a_crawl_is_keyed_by_the_pages_it_holds_not_by_its_config_alone(tmp_path):

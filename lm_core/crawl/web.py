@@ -27,8 +27,13 @@ step the crawler calls `sink.commit()`. At that moment `snapshot()` (the queue, 
 URLs in flight put back at its front, and the seen set) agrees exactly with what the sink has
 received, so a checkpoint taken there can be resumed without losing or repeating a page.
 
-Workers take URLs in order from one FIFO queue, so a host that is slow or has a long delay can
-hold up workers that could serve other hosts; fine for focused crawls of a few sites.
+The frontier goes level by level (breadth-first by depth), each level in URL order, and a level
+starts only when the one before it is done. Which pages a crawl capped by `max_pages` keeps
+therefore does not depend on which answered first: the same site gives the same pages, and a
+refresh of an unchanged site the same content digest. The price is a wait for each level's
+slowest page. Workers take URLs in that order from one queue, so a host that is slow or has a
+long delay can hold up workers that could serve other hosts; fine for focused crawls of a few
+sites.
 """
 
 from __future__ import annotations
@@ -163,7 +168,9 @@ class WebCrawler:
         self.cfg, self.source, self.scope, self.guard, self.sink = cfg, source, scope, guard, sink
         self.alias = alias
         self._seeds = list(seeds)
-        self._queue: deque[tuple[str, int]] = deque()  # (url, depth), breadth-first
+        self._queue: deque[tuple[str, int]] = deque()  # (url, depth) of the level being crawled, in URL order
+        self._next_level: list[tuple[str, int]] = []  # links found on it, queued when it is done
+        self._level = 0  # the depth being crawled
         self._seen: set[str] = set()  # queued, in flight, done, refused, or claimed by a redirect
         self._in_flight: dict[str, int] = {}  # taken from the queue, outcome not yet emitted
         self._claimed: dict[str, list[str]] = {}  # in-flight url -> redirect targets it has claimed
@@ -176,7 +183,11 @@ class WebCrawler:
         self._restored = state is not None
         self.stopped_by_budget = False
         if state is not None:
-            self._queue.extend((self._real(u), d) for u, d in state["queue"])
+            frontier = [(self._real(u), d) for u, d in state["queue"]]
+            self._level = min((d for _, d in frontier), default=0)
+            # sorted: the level may not have been started (the crawl stopped between levels)
+            self._queue.extend(sorted((u, d) for u, d in frontier if d == self._level))
+            self._next_level.extend((u, d) for u, d in frontier if d != self._level)
             self._seen.update(self._real(u) for u in state["seen"])
 
     # --------------------------------------------------------------------- state
@@ -190,7 +201,7 @@ class WebCrawler:
     def snapshot(self) -> dict:
         """The frontier, as JSON-able data: what a resumed crawler starts from."""
         claimed = {t for targets in self._claimed.values() for t in targets}  # in-flight chains will claim them again
-        queue = [*self._in_flight.items(), *self._queue]
+        queue = [*self._in_flight.items(), *self._queue, *self._next_level]
         return {
             "queue": [[self._public(u), d] for u, d in queue],
             "seen": sorted(self._public(u) for u in self._seen - claimed),
@@ -199,7 +210,7 @@ class WebCrawler:
     @property
     def frontier_left(self) -> int:
         """URLs not crawled because max_pages was reached."""
-        return len(self._queue) if self.stopped_by_budget else 0
+        return len(self._queue) + len(self._next_level) if self.stopped_by_budget else 0
 
     # --------------------------------------------------------------------- run
 
@@ -208,6 +219,7 @@ class WebCrawler:
         if not self._restored:
             for seed in self._seeds:
                 self._discover(seed, 0)
+            self._queue = deque(sorted(self._queue))  # the seeds are a level too
             self.sink.commit()
         cfg = self.cfg
         timeout = httpx.Timeout(
@@ -236,13 +248,17 @@ class WebCrawler:
 
     async def _next(self) -> tuple[str, int] | None:
         while True:
+            if not self._queue and not self._in_flight and self._next_level:  # a level is done
+                self._level += 1
+                self._queue.extend(sorted(self._next_level))
+                self._next_level.clear()
             if self._queue and self._reserved < self._budget:
                 url, depth = self._queue.popleft()
                 self._in_flight[url] = depth
                 self._reserved += 1
                 return url, depth
             if not self._in_flight:  # nothing running could add work or give budget back: done
-                self.stopped_by_budget = bool(self._queue)
+                self.stopped_by_budget = bool(self._queue or self._next_level)
                 self._changed.set()
                 return None
             self._changed.clear()
@@ -356,7 +372,7 @@ class WebCrawler:
         if refused is not None:
             self._fail(url, *refused)
             return
-        self._queue.append((url, depth))
+        (self._queue if depth == self._level else self._next_level).append((url, depth))
 
     def _fail(self, url: str, reason: str, detail: str, status: int | None = None) -> None:
         if self.alias is not None:
