@@ -18,6 +18,7 @@ from helpers import write_topic_docs
 
 from deployments.build import FLOWS, build_deployments
 from lm_core.config import Config, ConfigError, load_config
+from lmforge.embedded import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -101,14 +102,6 @@ def test_serve_and_deploy_ask_for_a_server_first(tmp_path):
 
 
 # ----------------------------------------------------------------------------- against a real server
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

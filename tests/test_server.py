@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,16 +14,10 @@ import httpx
 import psutil
 import pytest
 
-from lmforge.embedded import ANNOUNCEMENT, announce_server, announced_server
+from lmforge.embedded import ANNOUNCEMENT, announce_server, announced_server, free_port
 from lmforge.server import artifacts_destination, mask_url, prefect_database_url
 
 LMFORGE = str(Path(sys.executable).parent / "lmforge")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_passwords_are_masked_and_postgres_urls_get_prefects_driver():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,16 +17,11 @@ from test_registry import Store, build_model_folder
 from lm_core.config import RegistryConfig
 from lm_core.registry import register_model
 from lm_core.textgen import GenerationSettings, TextModel
+from lmforge.embedded import free_port
 
 pytestmark = pytest.mark.slow
 
 READY_TIMEOUT_S = 180  # the server imports torch and mlflow, then loads the model
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -27,6 +26,8 @@ import pytest
 import yaml
 from helpers import write_topic_docs
 
+from lmforge.embedded import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 TEAM = REPO / "deployments" / "team"
 BIN = Path(sys.executable).parent
@@ -36,12 +37,6 @@ pytestmark = [pytest.mark.server, pytest.mark.slow]
 START_TIMEOUT_S = 240  # a fresh Prefect database migrates on first start: slow on a loaded 2-core machine
 LIFECYCLE_TIMEOUT_S = 480  # under pytest-timeout's 600 s per test
 SCHEDULED_TIMEOUT_S = 300  # the next minute, the worker's poll, then the data flow itself
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def env_file_from_example(values: dict[str, str | None]) -> str:

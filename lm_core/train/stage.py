@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 RUN_ID_FILE = "_mlflow_run_id"
 SPEC_FILE = "_launch.json"
+NODE_SPEC_FILE = "_spec-node{}.json"  # the launch spec of a node other than node 0
 JOIN_PUBLISH_TIMEOUT_S = 1800  # a joining node waits this long for node 0 to publish after training
 
 
@@ -191,7 +192,7 @@ def _finish(out: Path, chunk: ArtifactRef, summary: dict[str, Any], tracker: Mlf
     if last:
         shutil.move(str(last[-1] / ckpt.STATE), out / ckpt.STATE)
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
-    for stray in (RUN_ID_FILE, SPEC_FILE, "_summary.json", *(p.name for p in out.glob("_spec-node*.json"))):
+    for stray in (RUN_ID_FILE, SPEC_FILE, "_summary.json", *(p.name for p in out.glob(NODE_SPEC_FILE.format("*")))):
         (out / stray).unlink(missing_ok=True)
     plan = {k.removeprefix("plan."): v for k, v in summary["plan"].items() if k.startswith("plan.")}
     model_cfg = {k.removeprefix("gpt."): v for k, v in summary["plan"].items() if k.startswith("gpt.")}
@@ -234,7 +235,7 @@ def _launch_torchrun(cfg: Config, chunk: ArtifactRef, out: Path, run_id: str | N
         "tracking_uri": cfg.tracking_uri,
         "run_id": run_id,
     }
-    spec_file = out / (SPEC_FILE if d.node_rank == 0 else f"_spec-node{d.node_rank}.json")  # one per node
+    spec_file = out / (SPEC_FILE if d.node_rank == 0 else NODE_SPEC_FILE.format(d.node_rank))  # one per node
     write_json_atomic(spec_file, spec)
     cmd = [
         sys.executable,
