@@ -13,9 +13,9 @@ so its share falls as the work grows.)
   the chat model (as flows/lifecycle.py does), clean and tokenize mapping their shards on a
   thread pool of the same size as the flow's task runner.
 
-pydoc's pages differ slightly per server run (memory addresses), so the site is crawled once
-(not timed) and that crawl artifact is copied into every workspace: in both paths the crawl stage
-finds it published, and everything after it is computed from identical input. Likewise Prefect's
+The site is crawled once (not timed) and that crawl artifact is copied into every workspace: in
+both paths the crawl stage finds it published (a network-bound stage would only add noise), and
+everything after it is computed from identical input. Likewise Prefect's
 database is migrated once (timed, printed on its own: it is paid once per workspace, on its first
 run) and copied into every orchestrated workspace, as a user's second run finds it. Target:
 per-run overhead at most 10% of the direct wall time.

@@ -60,6 +60,19 @@ def test_server_serves_its_index_and_stops(tmp_path):
     assert not any("pydoc" in c for c in our_children())
 
 
+def test_two_servers_serve_the_same_pages():
+    """Object addresses and the working folder would make each server's pages differ: the demo
+    crawl, and each refresh of it, would then hold new content every time."""
+    pages = ["", "configparser.html", "ctypes.html", "difflib.html"]  # addresses in default values, a handle
+    served = []
+    for _ in range(2):
+        with pydoc_server() as base:
+            served.append([httpx.get(base + page, timeout=60).text for page in pages])
+    assert served[0] == served[1]
+    assert "RawConfigParser" in served[0][1] and not re.search(r"(at|handle)(&nbsp;| )(0x)?[0-9a-f]{8}", served[0][1])
+    assert "lmforge-pydoc" not in served[0][0]  # the working folder is not on the index
+
+
 def test_server_stops_when_the_block_raises():
     with pytest.raises(RuntimeError, match="boom"):
         with pydoc_server() as base:

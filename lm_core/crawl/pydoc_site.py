@@ -10,8 +10,7 @@ about 870 pages (some 20 MB of HTML, in about 25 s on two cores).
 pydoc imports a module to render its page, so the demo crawl refuses the pages of modules that
 act on import, the way robots.txt would (see `DEFAULT_EXCLUDES`). As a second line of defence
 the server runs without a display (`DISPLAY`, `WAYLAND_DISPLAY` and `BROWSER` unset), in an
-empty working folder (pydoc puts the current folder on its path), and ignoring `PYTHON*`
-variables (`-E`).
+empty working folder, which is also left off its path, and ignoring `PYTHON*` variables (`-E`).
 
 Its server reads commands on standard input and stops at end of input, so the pipe to its stdin
 is held open while the crawl runs; closing it (or this process dying) stops the server.
@@ -51,6 +50,20 @@ DEFAULT_EXCLUDES = (
 
 _READY = re.compile(r"Server ready at (http://\S+/)")
 
+# `python -m pydoc -n 127.0.0.1 -p 0`, with what changes each time a server starts taken out of
+# its pages: object addresses (`<object object at 0x7f...>` in default values, `<PyDLL 'None',
+# handle 7f...>`) and the working
+# folder (the index lists every path entry). The pages then follow from the Python alone, so two
+# crawls of the demo, or a refresh, find the same pages (and share what is built from them).
+_SERVER = """
+import pydoc, re, sys
+sys.path[:] = [p for p in sys.path if p]
+page = pydoc._url_handler
+address = re.compile(r"(?: |&nbsp;)(?:at|handle)(?: |&nbsp;)(?:0x)?[0-9a-fA-F]{8,16}\\b")
+pydoc._url_handler = lambda url, content_type="text/html": address.sub("", page(url, content_type))
+pydoc.browse(0, open_browser=False, hostname="127.0.0.1")
+"""
+
 
 class PydocServerError(RuntimeError):
     """The pydoc server did not start."""
@@ -58,7 +71,8 @@ class PydocServerError(RuntimeError):
 
 def site_identity() -> str:
     """What decides the site's content (the crawl fingerprints this, not the port)."""
-    return f"{sys.implementation.name} {platform.python_version()} {sys.platform} stdlib (python -m pydoc -S)"
+    python = f"{sys.implementation.name} {platform.python_version()} {sys.platform}"
+    return f"{python} stdlib (python -m pydoc -S, no addresses)"
 
 
 def _drain(stream, lines: queue.Queue) -> None:
@@ -75,7 +89,7 @@ def pydoc_server(start_timeout_s: float = 30.0, python: str = sys.executable) ->
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "BROWSER")}
     with tempfile.TemporaryDirectory(prefix="lmforge-pydoc-") as empty_dir:
         proc = subprocess.Popen(
-            [python, "-u", "-S", "-E", "-m", "pydoc", "-n", "127.0.0.1", "-p", "0"],
+            [python, "-u", "-S", "-E", "-c", _SERVER],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             cwd=empty_dir, env=env, text=True, encoding="utf-8", errors="replace",
             start_new_session=True,  # a terminal's Ctrl-C goes to us; we stop it in order

@@ -47,7 +47,8 @@ from lm_core.workspace import ArtifactRef, Workspace, fingerprint, write_json_at
 
 log = logging.getLogger(__name__)
 
-CODE_VERSION = 2  # bump when the same config would produce different documents (2: levels in URL order)
+# bump when the same config would produce different documents (2: levels in URL order, stable pydoc pages)
+CODE_VERSION = 2
 STATE_FILE = "_crawl_state.json"
 DOCS_DIR, FAILURES_DIR = "docs", "failures"
 # failure rows carry no body: their shards hold more rows, so that checkpoints (which flush both
