@@ -60,6 +60,15 @@ def test_server_serves_its_index_and_stops(tmp_path):
     assert not any("pydoc" in c for c in our_children())
 
 
+def test_the_callers_environment_is_not_on_the_pages(monkeypatch):
+    """pydoc shows `os.environ` on several pages: a credential in the environment of the
+    command that crawls would be stored in the documents, and learned by the model."""
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI-do-not-crawl")
+    with pydoc_server() as base:
+        pages = [httpx.get(base + page, timeout=60).text for page in ("os.html", "cgi.html")]
+    assert "environ" in pages[0] and not any("do-not-crawl" in page for page in pages)
+
+
 def test_two_servers_serve_the_same_pages():
     """Object addresses and the working folder would make each server's pages differ: the demo
     crawl, and each refresh of it, would then hold new content every time."""

@@ -9,8 +9,9 @@ about 870 pages (some 20 MB of HTML, in about 25 s on two cores).
 
 pydoc imports a module to render its page, so the demo crawl refuses the pages of modules that
 act on import, the way robots.txt would (see `DEFAULT_EXCLUDES`). As a second line of defence
-the server runs without a display (`DISPLAY`, `WAYLAND_DISPLAY` and `BROWSER` unset), in an
-empty working folder, which is also left off its path, and ignoring `PYTHON*` variables (`-E`).
+the server runs in an empty working folder, which is also left off its path, and with an
+environment of its own (`PATH` and a UTF-8 locale: no display, no `PYTHON*` variables, and no
+variable of the caller's, whose values pydoc's pages would show).
 
 Its server reads commands on standard input and stops at end of input, so the pipe to its stdin
 is held open while the crawl runs; closing it (or this process dying) stops the server.
@@ -86,7 +87,9 @@ def _drain(stream, lines: queue.Queue) -> None:
 def pydoc_server(start_timeout_s: float = 30.0, python: str = sys.executable) -> Iterator[str]:
     """Run the pydoc server for the duration of the block; yields its base URL
     (`http://127.0.0.1:PORT/`). The server is stopped when the block ends, also on errors."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "BROWSER")}
+    # not the caller's environment: pages show `os.environ` (the `os` page, default arguments), so
+    # every variable, credentials included, would be crawled into the documents and the model
+    env = {"PATH": os.defpath, "LC_ALL": "C.UTF-8"}
     with tempfile.TemporaryDirectory(prefix="lmforge-pydoc-") as empty_dir:
         proc = subprocess.Popen(
             [python, "-u", "-S", "-E", "-c", _SERVER],
