@@ -56,9 +56,10 @@ def build_deployments(cfg: Config, work_pool: str | None = None) -> list:
 
     from flows.data import with_runner
 
+    config = config_parameter(cfg)
     out = []
     for name, (module, function) in FLOWS.items():
-        parameters = {"config": config_parameter(cfg)}
+        parameters = {"config": config}
         if name == "data":
             parameters["refresh"] = True  # the nightly refresh fetches the sources again
         mod = import_module(module)

@@ -53,9 +53,9 @@ _READY = re.compile(r"Server ready at (http://\S+/)")
 
 # `python -m pydoc -n 127.0.0.1 -p 0`, with what changes each time a server starts taken out of
 # its pages: object addresses (`<object object at 0x7f...>` in default values, `<PyDLL 'None',
-# handle 7f...>`) and the working
-# folder (the index lists every path entry). The pages then follow from the Python alone, so two
-# crawls of the demo, or a refresh, find the same pages (and share what is built from them).
+# handle 7f...>`) and the working folder (the index lists every path entry). The pages then
+# follow from the Python alone, so two crawls of the demo, or a refresh, find the same pages
+# (and share what is built from them).
 _SERVER = """
 import pydoc, re, sys
 sys.path[:] = [p for p in sys.path if p]

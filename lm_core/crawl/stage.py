@@ -63,23 +63,28 @@ def crawl_inputs(cfg: CrawlConfig, snapshot: str = "") -> dict[str, str]:
     inputs = local_inputs(cfg)
     if cfg.pydoc:
         inputs["pydoc"] = pydoc_site.site_identity()
-    if snapshot:
-        inputs["snapshot"] = snapshot
-    return inputs
+    return _labelled(inputs, snapshot)
+
+
+def _labelled(inputs: dict[str, str], snapshot: str) -> dict[str, str]:
+    return {**inputs, "snapshot": snapshot} if snapshot else inputs
+
+
+def _fingerprint(cfg: CrawlConfig, inputs: dict[str, str]) -> str:
+    return fingerprint("crawl", cfg.fingerprint_fields(), inputs, CODE_VERSION)
 
 
 def crawl_fingerprint(cfg: CrawlConfig, snapshot: str = "") -> str:
-    return fingerprint("crawl", cfg.fingerprint_fields(), crawl_inputs(cfg, snapshot), CODE_VERSION)
+    return _fingerprint(cfg, crawl_inputs(cfg, snapshot))
 
 
 def current_snapshot(cfg: CrawlConfig, ws: Workspace) -> str:
     """The snapshot label of the newest published crawl of this config: what a run that does not
     refresh reads (`""`, the config's first crawl, when none is published yet)."""
-    base = crawl_inputs(cfg)
+    base = crawl_inputs(cfg)  # once: local sources are looked at (stat) to compute it
     for artifact in ws.artifacts("crawl"):  # newest first
         label = artifact["manifest"].get("inputs", {}).get("snapshot", "")
-        inputs = {**base, "snapshot": label} if label else base
-        if fingerprint("crawl", cfg.fingerprint_fields(), inputs, CODE_VERSION) == artifact["fingerprint"]:
+        if _fingerprint(cfg, _labelled(base, label)) == artifact["fingerprint"]:
             return label
     return ""
 
@@ -94,7 +99,7 @@ def run_crawl(
     if snapshot is None:
         snapshot = current_snapshot(cfg, ws)
     inputs = crawl_inputs(cfg, snapshot)
-    fp = fingerprint("crawl", cfg.fingerprint_fields(), inputs, CODE_VERSION)
+    fp = _fingerprint(cfg, inputs)
     with ws.build("crawl", fp, config=cfg.model_dump(mode="json"), inputs=inputs, resume=True) as build:
         if build.published:
             return build.ref
