@@ -2,9 +2,10 @@
 
     .venv/bin/python bench/dask_workers.py [--pages 200] [--docs-per-shard 25] [--workers 1 2]
 
-The pydoc site is crawled once (not timed; its pages differ slightly per server run) into shards
-of `--docs-per-shard` documents; each run copies that crawl artifact into a fresh workspace and
-runs the data flow (clean -> tokenize -> chunk; the crawl is found published) with
+The pydoc site is crawled once (not timed: a network-bound stage would only add noise) into
+shards of `--docs-per-shard` documents, which is also the clean stage's task size
+(`clean.docs_per_shard`); each run copies that crawl artifact into a fresh workspace and runs
+the data flow (clean -> tokenize -> chunk; the crawl is found published) with
 `runner.kind=dask`. The wall time includes starting the cluster; the clean stage's filter and
 write phases and the tokenize stage's encoding are the per-shard work the workers share.
 """
@@ -43,7 +44,8 @@ def main() -> None:
     from lm_core.crawl.stage import run_crawl
     from lm_core.workspace import Workspace
 
-    sets = [f"crawl.max_pages={args.pages}", f"crawl.docs_per_shard={args.docs_per_shard}"]
+    shard = f"docs_per_shard={args.docs_per_shard}"
+    sets = [f"crawl.max_pages={args.pages}", f"crawl.{shard}", f"clean.{shard}"]  # clean's tasks: its own setting
     seed = load_config(args.config, [f"workspace={root / 'seed'}", *sets])
     print(f"crawling {args.pages} pages once into {seed.workspace} (not timed) ...", flush=True)
     crawl = run_crawl(seed.crawl, Workspace(seed.workspace))
