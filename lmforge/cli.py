@@ -74,14 +74,31 @@ def prepare_environment(cfg: Config) -> None:
         os.environ.setdefault(k, v)
 
 
-def _orchestrate(cfg: Config, load_flow):
+# The stages in the order a lifecycle runs them.
+LIFECYCLE_ORDER = ("crawl", "clean", "tokenize", "chunk", "pretrain", "evaluate", "register", "finetune")
+# The heavy modules each stage imports when it has work to do (torch, MLflow, trafilatura, ...).
+# A command imports its stages' while the embedded server boots, instead of waiting idle.
+STAGE_IMPORTS = {
+    "crawl": ["lm_core.crawl.stage"],
+    "clean": ["lm_core.clean.stage"],
+    "tokenize": ["lm_core.tokenize.stage"],
+    "chunk": ["lm_core.chunk.stage"],
+    "pretrain": ["torch", "mlflow", "lm_core.train.stage"],
+    "finetune": ["torch", "mlflow", "lm_core.finetune.stage"],
+    "evaluate": ["torch", "lm_core.evaluate.stage"],
+    "register": ["torch", "mlflow", "lm_core.registry.stage"],
+}
+
+
+def _orchestrate(cfg: Config, load_flow, stages: tuple[str, ...]):
     """Run a flow against Prefect: a configured server (PREFECT_API_URL), or the embedded one
-    started here, which boots while `load_flow()` imports the flows and returns the call."""
+    started here, which boots while `load_flow()` imports the flows and returns the call (and
+    while the modules `stages` will need are imported)."""
     prepare_environment(cfg)
     server = EmbeddedServer(Path(os.environ["PREFECT_HOME"]))
     try:
         call = load_flow()
-        server.wait()
+        server.wait(meanwhile=list(dict.fromkeys(m for s in stages for m in STAGE_IMPORTS[s])))
         with server.settings():
             return call()
     except _user_errors() as e:
@@ -116,7 +133,7 @@ def run(config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False, 
 
         return lambda: with_runner(lifecycle_flow, cfg)(config=cfg, force=force, refresh=refresh)
 
-    refs = _orchestrate(cfg, call)
+    refs = _orchestrate(cfg, call, LIFECYCLE_ORDER)
     d = refs.data
     chat = [r for r in (refs.finetune, refs.chat_evaluate, refs.chat_registration) if r is not None]
     _print_artifacts(
@@ -137,7 +154,7 @@ def data(config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False,
 
         return lambda: with_runner(data_flow, cfg)(config=cfg, force=force, refresh=refresh)
 
-    refs = _orchestrate(cfg, call)
+    refs = _orchestrate(cfg, call, LIFECYCLE_ORDER[:4])
     _print_artifacts([refs.crawl, refs.clean, refs.tokenize, refs.chunk], cfg)
 
 
@@ -195,7 +212,7 @@ def stage(
             kwargs[STAGE_INPUT[name]] = chosen
         return lambda: with_runner(STAGE_FLOWS[name], cfg)(config=cfg, **kwargs)
 
-    ref = _orchestrate(cfg, call)
+    ref = _orchestrate(cfg, call, (name,))
     _print_artifacts([ref], cfg)
 
 

@@ -3,7 +3,8 @@
 Prefect's own ephemeral server (`SubprocessASGIServer`) starts only when the first flow runs,
 and the parent must import Prefect's whole server package (seconds) just to launch it. Here
 the same uvicorn command is launched before anything heavy is imported, so the server boots
-while the flows import; the flows then talk to it as to any server. With PREFECT_API_URL set
+while the flows import, and while the command imports what its stages will need (`wait`'s
+`meanwhile`); the flows then talk to it as to any server. With PREFECT_API_URL set
 (a running `prefect server`), nothing is started; nor while `lmforge server` serves this
 workspace's Prefect home (it says so in `lmforge-server.json` there): runs go to that server.
 
@@ -24,9 +25,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
-from importlib import metadata
+from importlib import import_module, metadata
 from pathlib import Path
 
 START_TIMEOUT_S = 300  # the first start migrates a fresh database: slow on a small machine
@@ -78,16 +80,19 @@ class EmbeddedServer:
     def started_here(self) -> bool:
         return self.process is not None
 
-    def wait(self) -> None:
-        """Block until the server answers its health check."""
+    def wait(self, meanwhile: Sequence[str] = ()) -> None:
+        """Block until the server answers its health check. Until it does, import the modules
+        `meanwhile` names, in order: ones the command's stages will import anyway (torch, MLflow,
+        trafilatura), so that the seconds the server takes to boot buy them. Once it answers, the
+        rest are left to be imported when (and if) a stage needs them."""
         if self.process is None:
             return
         try:
-            self._wait_healthy()
+            self._wait_healthy(list(meanwhile))
         finally:
             self._release_migration_lock()
 
-    def _wait_healthy(self) -> None:
+    def _wait_healthy(self, imports: list[str]) -> None:
         import httpx
 
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -102,7 +107,10 @@ class EmbeddedServer:
                     return
             except httpx.HTTPError:
                 pass
-            time.sleep(0.1)
+            if imports:
+                import_module(imports.pop(0))
+            else:
+                time.sleep(0.1)
         self.stop()
         raise EmbeddedServerError(
             f"Prefect's embedded server did not start in {START_TIMEOUT_S} s; see {self.log_path}"

@@ -238,3 +238,26 @@ def test_embedded_servers_started_at_once_on_a_fresh_home_all_come_up(tmp_path):
     errors = [p.communicate(timeout=300)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], "\n".join(errors)
     assert "already exists" not in (home / "embedded-server.log").read_text()
+
+
+@pytest.mark.prefect
+def test_a_command_imports_what_its_stages_need_while_the_embedded_server_boots(tmp_path):
+    """The seconds the embedded server takes to boot are spent importing the modules the command's
+    stages will need; once it answers, the rest are left for when a stage needs them."""
+    script = (
+        "import sys; from pathlib import Path; from lmforge.embedded import EmbeddedServer\n"
+        "s = EmbeddedServer(Path(sys.argv[1]))\n"
+        "try:\n"
+        "    s.wait(meanwhile=['lm_core.clean.stage'])\n"
+        "    booting = 'lm_core.clean.stage' in sys.modules\n"
+        "    s.wait(meanwhile=['torch'])  # already up: nothing to wait for, nothing imported\n"
+        "    print(booting, 'torch' in sys.modules)\n"
+        "finally:\n"
+        "    s.stop()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / ".prefect")], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "False"]
