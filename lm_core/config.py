@@ -177,9 +177,13 @@ class QualityConfig(BaseModel):
 
 class PIIConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    secrets: bool = Field(
+        True, description="API keys and tokens, private keys, passwords in URLs and secret-named variables"
+    )
     emails: bool = True
     ip_addresses: bool = True
     phone_numbers: bool = True
+    secret_replacement: str = "<secret>"
     email_replacement: str = "<email>"
     ip_replacement: str = "<ip>"
     phone_replacement: str = "<phone>"

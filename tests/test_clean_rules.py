@@ -279,9 +279,70 @@ def test_versions_dates_and_digits_in_code_are_not_phones(not_a_phone):
     assert out.text == not_a_phone
 
 
+@pytest.mark.parametrize(
+    ("leak", "scrubbed"),
+    [
+        # what pydoc showed of os.environ before its server got an environment of its own
+        (
+            "environ({'PATH': '/usr/bin', 'AWS_SECRET_ACCESS_KEY': 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY'})",
+            "environ({'PATH': '/usr/bin', 'AWS_SECRET_ACCESS_KEY': '<secret>'})",
+        ),
+        ("export AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE", "export AWS_ACCESS_KEY_ID=<secret>"),
+        ("MLFLOW_TRACKING_PASSWORD=hunter2hunter2 mlflow ui", "MLFLOW_TRACKING_PASSWORD=<secret> mlflow ui"),
+        ("password: Tr0ub4dor&3", "password: <secret>"),
+        ('{"api_key": "a1b2c3d4e5f6g7h8"}', '{"api_key": "<secret>"}'),
+        (
+            "url: postgresql://lmforge:s3cret@db.example.com:5432/prefect",
+            "url: postgresql://lmforge:<secret>@db.example.com:5432/prefect",
+        ),
+        ("push with ghp_16C7e42F292c6912E7710c838347Ae178B4a now", "push with <secret> now"),
+        ("SLACK=xoxb-123456789012-abcdefghij", "SLACK=<secret>"),
+        ("key AIzaSyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q here", "key <secret> here"),
+        ("stripe sk_live_4eC39HqLyjWDarjtT1zdp7dc.", "stripe <secret>."),
+        (
+            "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+            "Bearer <secret>",
+        ),
+        (
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7\nq2w3\n-----END RSA PRIVATE KEY-----\nend",
+            "<secret>\nend",
+        ),
+    ],
+)
+def test_secrets_are_replaced_and_counted(leak, scrubbed):
+    out = scrub_pii(leak, PIIConfig())
+    assert out.text == scrubbed
+    assert out.counts == {"secret": 1}
+
+
+@pytest.mark.parametrize(
+    "not_a_secret",
+    [
+        "max_tokens=1024, num_tokens=12345678",  # digits only: a count, not a key
+        "token = tokens[0]; api_key = os.environ['API_KEY']",  # code that reads a secret, not one
+        "password=None, passwd='', secret_key = SECRET_KEY",
+        "tokenize.generate_tokens(readline) yields TokenInfo; secrets.token_hex(16)",
+        "see https://docs.python.org/3/library/os.html#os.environ",
+        "the task-runner sk-learn and AKIA-style names",
+    ],
+)
+def test_code_and_prose_about_secrets_are_left_alone(not_a_secret):
+    out = scrub_pii(not_a_secret, PIIConfig())
+    assert out.text == not_a_secret and not out.counts
+
+
+def test_a_password_in_a_url_is_a_secret_not_an_email():
+    out = scrub_pii("DSN postgresql://app:pw1234@db.example.com/app or mail ops@example.com", PIIConfig())
+    assert out.text == "DSN postgresql://app:<secret>@db.example.com/app or mail <email>"
+    assert out.counts == {"secret": 1, "email": 1}
+
+
 def test_pii_kinds_can_be_switched_off_and_replacements_configured():
     text = "mail bob@example.com from 8.8.8.8 or call +44 20 7946 0958"
     cfg = PIIConfig(emails=False, ip_addresses=False, phone_replacement="[PHONE]")
     out = scrub_pii(text, cfg)
     assert out.text == "mail bob@example.com from 8.8.8.8 or call [PHONE]"
     assert out.counts == {"phone": 1}
+    leak = "AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG"
+    assert scrub_pii(leak, PIIConfig(secrets=False)).text == leak
+    assert scrub_pii(leak, PIIConfig(secret_replacement="[KEY]")).text == "AWS_SECRET_ACCESS_KEY=[KEY]"

@@ -9,7 +9,8 @@ from lm_core.workspace import ArtifactRef, fingerprint
 STAGE = "clean"
 # bump when the same config and documents would clean differently
 # 2: documents are read in URL order, so the output follows from the crawl's content alone
-CODE_VERSION = 2
+# 3: credentials are scrubbed (pii.secrets)
+CODE_VERSION = 3
 
 
 def clean_inputs(crawl: ArtifactRef) -> dict[str, str]:
