@@ -234,6 +234,31 @@ class Workspace:
                     shutil.rmtree(b.dir, ignore_errors=True)
                 raise
 
+    def building(self) -> list[str]:
+        """`<stage>/<fingerprint>` of every build running now in this workspace (its lock is held)."""
+        running = []
+        for lock_path in sorted(self.root.glob("*/.lock-*")):
+            with open(lock_path, "a+") as lock:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    running.append(f"{lock_path.parent.name}/{lock_path.name.removeprefix('.lock-')}")
+        return running
+
+    def remove(self, stage: str, fp: str) -> None:
+        """Unpublish and delete `<stage>/<fp>`, under its build lock (never while it is being
+        built). Renamed away first, so readers find it whole or not at all; a removal cut short
+        leaves a hidden `.removed-*` folder, which the next removal in that stage deletes."""
+        lock_path = self.root / stage / f".lock-{fp}"
+        with open(lock_path, "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            final = self.artifact_dir(stage, fp)
+            if final.is_dir():
+                os.rename(final, final.parent / f".removed-{fp}-{os.getpid()}")
+                _fsync_dir(final.parent)
+        for leftover in (self.root / stage).glob(".removed-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
     def artifacts(self, stage: str | None = None) -> list[dict[str, Any]]:
         """Published artifacts, newest first, with their manifests."""
         out = []

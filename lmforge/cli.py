@@ -397,6 +397,35 @@ def _made_by(origin: dict[str, str]) -> str:
     return f"{origin['prefect_flow_run_name']} ({origin.get('prefect_flow', 'flow')})"
 
 
+@app.command()
+def gc(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="only say what would be removed")] = False,
+) -> None:
+    """Remove crawl snapshots nothing was built from: the copies nightly refreshes leave when the
+    pages had not changed. Keeps the newest crawl of each config and every crawl an artifact names
+    as its input. Refused while a build runs in the workspace."""
+    from lm_core.crawl import redundant_snapshots
+
+    cfg = _load(config, set_)
+    ws = Workspace(cfg.workspace)
+    running = ws.building()
+    if running:
+        _fail(f"builds are running in {ws.root} ({', '.join(running)}): run gc when they have ended")
+    doomed = redundant_snapshots(ws)
+    for a in doomed:
+        m = a["manifest"]
+        if not dry_run:
+            ws.remove("crawl", a["fingerprint"])
+        label = m.get("inputs", {}).get("snapshot") or "first crawl"
+        console.print(
+            f"{'would remove' if dry_run else 'removed'} crawl {a['fingerprint']} ({label}, {_size(m.get('bytes'))})"
+        )
+    freed = _size(sum(a["manifest"].get("bytes", 0) for a in doomed))
+    console.print(f"{len(doomed)} crawl snapshot(s), {freed} {'to free' if dry_run else 'freed'}", highlight=False)
+
+
 @app.command("config")
 def show_config(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Print the resolved configuration (defaults, file and overrides) as YAML."""

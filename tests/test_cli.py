@@ -79,3 +79,31 @@ def test_single_stages_run_on_the_latest_input_and_ls_lists_them(tmp_path):
     r = invoke("ls", *base)
     assert r.exit_code == 0
     assert "crawl" in r.output and "clean" in r.output and "crawl:" in r.output  # clean lists its input
+
+
+def test_gc_removes_the_crawl_copies_nothing_was_built_from_and_waits_for_running_builds(tmp_path):
+    from lm_core.config import load_config
+    from lm_core.crawl import run_crawl
+    from lm_core.workspace import Workspace
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text("A page that the nightly refresh finds unchanged. " * 20)
+    base = ["--set", f"workspace={tmp_path / 'ws'}", "--set", f"crawl.files=[{{path: {docs}}}]"]
+    cfg = load_config(None, [b for b in base if b != "--set"])
+    ws = Workspace(cfg.workspace)
+    first, unchanged, newest = (
+        run_crawl(cfg.crawl, ws, snapshot=s) for s in ("", "2026-11-24T02:00:00Z", "2026-11-25T02:00:00Z")
+    )
+
+    with ws.build("clean", "0123abcd", config={}, inputs={}):  # a clean running in another command
+        r = invoke("gc", *base)
+        assert r.exit_code == 1 and "builds are running" in r.output and "clean/0123abcd" in r.output
+    r = invoke("gc", "--dry-run", *base)
+    assert r.exit_code == 0 and f"would remove crawl {unchanged.fingerprint}" in r.output
+    assert ws.is_published("crawl", unchanged.fingerprint)
+    r = invoke("gc", *base)
+    assert r.exit_code == 0 and f"removed crawl {unchanged.fingerprint}" in r.output
+    assert f"removed crawl {first.fingerprint}" in r.output  # nothing names the first crawl either
+    assert [a["fingerprint"] for a in ws.artifacts("crawl")] == [newest.fingerprint]
+    assert "0 crawl snapshot(s)" in invoke("gc", *base).output

@@ -20,8 +20,9 @@ import pyarrow as pa
 import pytest
 
 from lm_core.clean.fingerprint import clean_fingerprint
+from lm_core.clean.stage import run_clean
 from lm_core.config import CleanConfig, CrawlConfig
-from lm_core.crawl import reasons, run_crawl
+from lm_core.crawl import reasons, redundant_snapshots, run_crawl
 from lm_core.crawl.encoding import Encodings, sniff
 from lm_core.crawl.links import extract_links
 from lm_core.crawl.stage import STATE_FILE, crawl_fingerprint
@@ -498,6 +499,26 @@ def test_a_refresh_is_a_new_crawl_that_later_runs_read_and_unchanged_pages_rebui
         assert run_crawl(cfg, ws) == changed  # a run that does not refresh reads the newest snapshot
         assert run_crawl(cfg, ws, snapshot="2026-11-25T02:00:00Z") == same  # each snapshot stays addressable
         assert sum(site.hits.values()) == 3 * fetched
+
+
+def test_gc_finds_the_copies_unchanged_refreshes_leave_and_keeps_what_runs_read_or_were_built_from(tmp_path):
+    routes = {"/": page("/a", "/b"), "/a": page(body="alpha"), "/b": page(body="beta")}
+    with Site(routes) as site:
+        ws = Workspace(tmp_path)
+        other = run_crawl(crawl_config(site.url("/"), max_pages=2), ws)  # another config's only crawl
+        cfg = crawl_config(site.url("/"), concurrency=2)
+        first = run_crawl(cfg, ws)
+        cleaned = run_clean(CleanConfig(), first, ws)  # built from the first crawl: its manifest names it
+        same = run_crawl(cfg, ws, snapshot="2026-11-25T02:00:00Z")  # the pages had not changed
+        faster = crawl_config(site.url("/"), concurrency=4)  # the same config, run with other manners
+        newest = run_crawl(faster, ws, snapshot="2026-11-26T02:00:00Z")  # nor had they the next night
+        assert clean_fingerprint(CleanConfig(), newest) == cleaned.fingerprint  # nothing was built from either
+
+        assert [a["fingerprint"] for a in redundant_snapshots(ws)] == [same.fingerprint]
+        ws.remove("crawl", same.fingerprint)
+        assert redundant_snapshots(ws) == []
+        assert run_crawl(cfg, ws) == newest  # what runs read is still there
+        assert all(ws.is_published("crawl", kept.fingerprint) for kept in (other, first, newest))
 
 
 # ----------------------------------------------------------------------------- resume after a kill

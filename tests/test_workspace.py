@@ -91,6 +91,22 @@ def test_rebuild_replaces_a_published_artifact(workspace):
     assert not [p for p in (workspace / "clean").iterdir() if p.name.startswith(".replaced")]
 
 
+def test_building_names_the_builds_running_and_remove_unpublishes_whole(workspace):
+    ws = Workspace(workspace)
+    build(ws, "done")
+    assert ws.building() == []
+    with ws.build("clean", "running", config={}, inputs={}) as b:
+        assert ws.building() == ["clean/running"]  # another process's lock, seen through its own open file
+        (b.dir / "x").write_text("x")
+    assert ws.building() == []
+    ws.remove("clean", "done")
+    assert not ws.is_published("clean", "done") and ws.is_published("clean", "running")
+    assert [a["fingerprint"] for a in ws.artifacts("clean")] == ["running"]
+    assert not [p for p in (workspace / "clean").iterdir() if p.name.startswith(".removed")]
+    ws.remove("clean", "done")  # already gone: nothing to do
+    assert build(ws, "done")[1]  # and it can be built again
+
+
 def test_resolve_latest_and_prefixes(workspace):
     ws = Workspace(workspace)
     build(ws, "aaa111")

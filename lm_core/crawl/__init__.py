@@ -27,10 +27,18 @@ from lm_core.crawl.reasons import (
     UNREADABLE,
 )
 from lm_core.crawl.sources import CrawlInputError
-from lm_core.crawl.stage import CODE_VERSION, crawl_fingerprint, crawl_inputs, current_snapshot, run_crawl
+from lm_core.crawl.stage import (
+    CODE_VERSION,
+    crawl_fingerprint,
+    crawl_inputs,
+    current_snapshot,
+    redundant_snapshots,
+    run_crawl,
+)
 
 __all__ = [
-    "run_crawl", "crawl_fingerprint", "crawl_inputs", "current_snapshot", "CODE_VERSION", "CrawlInputError", "reasons",
+    "run_crawl", "crawl_fingerprint", "crawl_inputs", "current_snapshot", "redundant_snapshots", "CODE_VERSION",
+    "CrawlInputError", "reasons",
     "ROBOTS", "EXCLUDED", "OFF_SITE", "PRIVATE_ADDRESS", "BAD_URL", "HTTP_ERROR", "TIMEOUT", "CONNECTION_ERROR",
     "TOO_LARGE", "CONTENT_TYPE", "TOO_MANY_REDIRECTS", "REDIRECT_LOOP", "UNREADABLE", "MALFORMED",
 ]  # fmt: skip

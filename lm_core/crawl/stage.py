@@ -89,6 +89,32 @@ def current_snapshot(cfg: CrawlConfig, ws: Workspace) -> str:
     return ""
 
 
+def redundant_snapshots(ws: Workspace) -> list[dict]:
+    """Published crawls that no artifact was built from, except the newest crawl of each config
+    (what runs that do not refresh read): the copies nightly refreshes leave when they find the
+    pages they found before (clean, which takes a crawl by its content, kept the earlier one's
+    artifact). Removing them loses no lineage, since no manifest names them as an input."""
+    named = {v for a in ws.artifacts() if a["stage"] != "crawl" for v in a["manifest"].get("inputs", {}).values()}
+    seen: set[str] = set()
+    out = []
+    for artifact in ws.artifacts("crawl"):  # newest first
+        of_config = _unlabelled_fingerprint(artifact["manifest"])
+        if of_config in seen and artifact["fingerprint"] not in named:
+            out.append(artifact)
+        seen.add(of_config)
+    return out
+
+
+def _unlabelled_fingerprint(manifest: dict) -> str:
+    """What a published crawl's fingerprint would be without its snapshot label: the same for
+    every snapshot of one config (settings that are PERFORMANCE_ONLY aside)."""
+    sources = {k: v for k, v in manifest.get("inputs", {}).items() if k != "snapshot"}
+    try:
+        return _fingerprint(CrawlConfig.model_validate(manifest.get("config", {})), sources)
+    except ValueError:  # a config of another lmforge version: its exact settings, then
+        return json.dumps([manifest.get("config"), sources], sort_keys=True)
+
+
 def run_crawl(
     cfg: CrawlConfig, ws: Workspace, progress: Progress = NullProgress(), snapshot: str | None = None
 ) -> ArtifactRef:
