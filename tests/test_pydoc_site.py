@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -80,6 +81,20 @@ def test_two_servers_serve_the_same_pages():
     assert served[0] == served[1]
     assert "RawConfigParser" in served[0][1] and not re.search(r"(at|handle)(&nbsp;| )(0x)?[0-9a-f]{8}", served[0][1])
     assert "lmforge-pydoc" not in served[0][0]  # the working folder is not on the index
+
+
+def test_where_the_python_lies_is_not_on_the_pages(tmp_path):
+    """`sys.executable` is the clone's virtual environment: two clones in other folders would
+    crawl different pages (and train on a path, perhaps a home folder with a user's name)."""
+    elsewhere = tmp_path / "alice-clone" / "python3"
+    elsewhere.parent.mkdir()
+    elsewhere.symlink_to(sys.executable)
+    served = []
+    for python in (sys.executable, str(elsewhere)):
+        with pydoc_server(python=python) as base:
+            served.append([httpx.get(base + page, timeout=60).text for page in ("sys.html", "platform.html")])
+    assert served[0] == served[1]
+    assert "executable" in served[0][0] and "alice-clone" not in served[1][0] and sys.executable not in served[0][0]
 
 
 def test_server_stops_when_the_block_raises():

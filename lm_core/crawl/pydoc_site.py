@@ -53,11 +53,16 @@ _READY = re.compile(r"Server ready at (http://\S+/)")
 
 # `python -m pydoc -n 127.0.0.1 -p 0`, with what changes each time a server starts taken out of
 # its pages: object addresses (`<object object at 0x7f...>` in default values, `<PyDLL 'None',
-# handle 7f...>`) and the working folder (the index lists every path entry). The pages then
-# follow from the Python alone, so two crawls of the demo, or a refresh, find the same pages
-# (and share what is built from them).
+# handle 7f...>`), the working folder (the index lists every path entry), and where the Python
+# lies (`sys.executable`, shown by the sys, platform and ctypes._aix pages: a clone's virtual
+# environment, a home folder). The pages then follow from the Python's version alone, so two
+# crawls of the demo, a refresh, or two clones in other folders find the same pages (and share
+# what is built from them). `sys.executable` is set before pydoc imports `platform`, whose
+# `architecture()` takes it as a default value.
 _SERVER = """
-import pydoc, re, sys
+import sys
+sys.executable = sys.orig_argv[0] = "python3"
+import pydoc, re
 sys.path[:] = [p for p in sys.path if p]
 page = pydoc._url_handler
 address = re.compile(r"(?: |&nbsp;)(?:at|handle)(?: |&nbsp;)(?:0x)?[0-9a-fA-F]{8,16}\\b")
@@ -73,7 +78,7 @@ class PydocServerError(RuntimeError):
 def site_identity() -> str:
     """What decides the site's content (the crawl fingerprints this, not the port)."""
     python = f"{sys.implementation.name} {platform.python_version()} {sys.platform}"
-    return f"{python} stdlib (python -m pydoc -S, no addresses)"
+    return f"{python} stdlib (python -m pydoc -S, no addresses, no paths)"
 
 
 def _drain(stream, lines: queue.Queue) -> None:
