@@ -73,7 +73,8 @@ def test_the_callers_environment_is_not_on_the_pages(monkeypatch):
 def test_two_servers_serve_the_same_pages():
     """Object addresses and the working folder would make each server's pages differ: the demo
     crawl, and each refresh of it, would then hold new content every time."""
-    pages = ["", "configparser.html", "ctypes.html", "difflib.html"]  # addresses in default values, a handle
+    # addresses in default values, a handle; a folder derived from sys.executable (project_base)
+    pages = ["", "configparser.html", "ctypes.html", "difflib.html", "distutils.sysconfig.html"]
     served = []
     for _ in range(2):
         with pydoc_server() as base:
@@ -92,7 +93,8 @@ def test_where_the_python_lies_is_not_on_the_pages(tmp_path):
     served = []
     for python in (sys.executable, str(elsewhere)):
         with pydoc_server(python=python) as base:
-            served.append([httpx.get(base + page, timeout=60).text for page in ("sys.html", "platform.html")])
+            pages = ("sys.html", "platform.html", "distutils.sysconfig.html")
+            served.append([httpx.get(base + page, timeout=60).text for page in pages])
     assert served[0] == served[1]
     assert "executable" in served[0][0] and "alice-clone" not in served[1][0] and sys.executable not in served[0][0]
 

@@ -58,10 +58,11 @@ _READY = re.compile(r"Server ready at (http://\S+/)")
 # environment, a home folder). The pages then follow from the Python's version alone, so two
 # crawls of the demo, a refresh, or two clones in other folders find the same pages (and share
 # what is built from them). `sys.executable` is set before pydoc imports `platform`, whose
-# `architecture()` takes it as a default value.
+# `architecture()` takes it as a default value; to an absolute path, since a relative one would
+# put the working folder on the distutils.sysconfig page (`project_base`).
 _SERVER = """
 import sys
-sys.executable = sys.orig_argv[0] = "python3"
+sys.executable = sys.orig_argv[0] = "/usr/bin/python3"
 import pydoc, re
 sys.path[:] = [p for p in sys.path if p]
 page = pydoc._url_handler
