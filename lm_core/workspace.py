@@ -27,6 +27,7 @@ from typing import Any
 from pydantic import BaseModel
 
 MANIFEST = "_manifest.json"
+_LOCK_PREFIX = ".lock-"  # <stage>/.lock-<fingerprint>: held while the artifact is built or removed
 STAGES = ("crawl", "clean", "tokenize", "chunk", "pretrain", "finetune", "evaluate", "register")
 _REPORTED_LIBRARIES = ("lmforge", "pyarrow", "tokenizers", "trafilatura", "datasketch", "torch", "prefect")
 
@@ -188,6 +189,10 @@ class Workspace:
     def artifact_dir(self, stage: str, fp: str) -> Path:
         return self.root / stage / fp
 
+    def lock_path(self, stage: str, fp: str) -> Path:
+        """The file whose lock a build or a removal of `<stage>/<fp>` holds."""
+        return self.root / stage / f"{_LOCK_PREFIX}{fp}"
+
     def partial_dir(self, stage: str, fp: str) -> Path:
         """Where `<stage>/<fp>` is built before it is published (see `build`)."""
         return self.root / stage / f".partial-{fp}"
@@ -214,8 +219,7 @@ class Workspace:
         (self.root / stage).mkdir(parents=True, exist_ok=True)
         # The lock file stays after the build: removing it would let a newcomer lock a fresh file
         # while a waiter still holds the old one, and both would build.
-        lock_path = self.root / stage / f".lock-{fp}"
-        with open(lock_path, "a+") as lock:
+        with open(self.lock_path(stage, fp), "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # a second builder of the same artifact waits here
             b = StageBuild(self, stage, fp, config, inputs)
             if self.is_published(stage, fp) and stage not in self.rebuild:
@@ -237,20 +241,19 @@ class Workspace:
     def building(self) -> list[str]:
         """`<stage>/<fingerprint>` of every build running now in this workspace (its lock is held)."""
         running = []
-        for lock_path in sorted(self.root.glob("*/.lock-*")):
+        for lock_path in sorted(self.root.glob(f"*/{_LOCK_PREFIX}*")):
             with open(lock_path, "a+") as lock:
                 try:
                     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
-                    running.append(f"{lock_path.parent.name}/{lock_path.name.removeprefix('.lock-')}")
+                    running.append(f"{lock_path.parent.name}/{lock_path.name.removeprefix(_LOCK_PREFIX)}")
         return running
 
     def remove(self, stage: str, fp: str) -> None:
         """Unpublish and delete `<stage>/<fp>`, under its build lock (never while it is being
         built). Renamed away first, so readers find it whole or not at all; a removal cut short
         leaves a hidden `.removed-*` folder, which the next removal in that stage deletes."""
-        lock_path = self.root / stage / f".lock-{fp}"
-        with open(lock_path, "a+") as lock:
+        with open(self.lock_path(stage, fp), "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             final = self.artifact_dir(stage, fp)
             if final.is_dir():

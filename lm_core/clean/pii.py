@@ -48,9 +48,10 @@ _URL_PASSWORD = re.compile(r"(?<=://)(?P<keep>[^\s:/@]+:)(?P<secret>[^\s/@]+)(?=
 # lookahead on its first letters lets the regex engine skip ahead instead of trying every position.
 _SECRET_WORDS = ("password", "passwd", "secret", "token", "api_key", "apikey", "access_key", "accesskey",
                  "private_key", "privatekey", "credential")  # fmt: skip
+_FIRST_LETTERS = "".join(sorted({c for w in _SECRET_WORDS for c in (w[0], w[0].upper())}))
 _SECRET_VALUE = r"[A-Za-z0-9/+=_.~!#$%&*^@-]"
 _SECRET_VARIABLE = re.compile(
-    r"(?P<keep>(?=[PpSsTtAaCc])(?i:password|passwd|secret|token|api_?key|access_?key|private_?key|credential)"
+    rf"(?P<keep>(?=[{_FIRST_LETTERS}])(?i:{'|'.join(map(re.escape, _SECRET_WORDS))})"
     r"""[A-Za-z0-9_]*['"]?[ \t]*[:=][ \t]*['"]?)"""
     rf"(?P<secret>(?={_SECRET_VALUE}*\d)(?={_SECRET_VALUE}*[A-Za-z]){_SECRET_VALUE}{{8,}})"
     r"""(?=['"\s,;)}\]]|$)"""

@@ -94,10 +94,11 @@ def redundant_snapshots(ws: Workspace) -> list[dict]:
     (what runs that do not refresh read): the copies nightly refreshes leave when they find the
     pages they found before (clean, which takes a crawl by its content, kept the earlier one's
     artifact). Removing them loses no lineage, since no manifest names them as an input."""
-    named = {v for a in ws.artifacts() if a["stage"] != "crawl" for v in a["manifest"].get("inputs", {}).values()}
+    artifacts = ws.artifacts()  # newest first
+    named = {v for a in artifacts if a["stage"] != "crawl" for v in a["manifest"].get("inputs", {}).values()}
     seen: set[str] = set()
     out = []
-    for artifact in ws.artifacts("crawl"):  # newest first
+    for artifact in (a for a in artifacts if a["stage"] == "crawl"):
         of_config = _unlabelled_fingerprint(artifact["manifest"])
         if of_config in seen and artifact["fingerprint"] not in named:
             out.append(artifact)
