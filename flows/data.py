@@ -14,6 +14,7 @@ from __future__ import annotations
 from prefect import flow
 from pydantic import BaseModel
 
+from flows.common import STAGE_FLOW, ConfigParameter
 from flows.runners import task_runner
 from lm_core.config import Config
 from lm_core.workspace import ArtifactRef, Workspace
@@ -30,8 +31,8 @@ class DataArtifacts(BaseModel):
     chunk: ArtifactRef
 
 
-@flow(name="data", log_prints=True)
-def data_flow(config: Config, force: bool = False, refresh: bool = False) -> DataArtifacts:
+@flow(name="data", **STAGE_FLOW)
+def data_flow(config: ConfigParameter, force: bool = False, refresh: bool = False) -> DataArtifacts:
     ws = str(config.workspace)
     raw = crawl(config.crawl, ws, force, refresh)
     cleaned = clean(config.clean, raw, ws, force)
@@ -44,25 +45,25 @@ def data_flow(config: Config, force: bool = False, refresh: bool = False) -> Dat
 # ----------------------------------------------------------------------------- single stages
 
 
-@flow(name="crawl", log_prints=True)
-def crawl_flow(config: Config, force: bool = False, refresh: bool = False) -> ArtifactRef:
+@flow(name="crawl", **STAGE_FLOW)
+def crawl_flow(config: ConfigParameter, force: bool = False, refresh: bool = False) -> ArtifactRef:
     return crawl(config.crawl, str(config.workspace), force, refresh)
 
 
-@flow(name="clean", log_prints=True)
-def clean_flow(config: Config, crawl_artifact: str = "latest", force: bool = False) -> ArtifactRef:
+@flow(name="clean", **STAGE_FLOW)
+def clean_flow(config: ConfigParameter, crawl_artifact: str = "latest", force: bool = False) -> ArtifactRef:
     ws = str(config.workspace)
     return clean(config.clean, Workspace(ws).resolve("crawl", crawl_artifact), ws, force)
 
 
-@flow(name="tokenize", log_prints=True)
-def tokenize_flow(config: Config, clean_artifact: str = "latest", force: bool = False) -> ArtifactRef:
+@flow(name="tokenize", **STAGE_FLOW)
+def tokenize_flow(config: ConfigParameter, clean_artifact: str = "latest", force: bool = False) -> ArtifactRef:
     ws = str(config.workspace)
     return tokenize(config.tokenize, Workspace(ws).resolve("clean", clean_artifact), ws, force)
 
 
-@flow(name="chunk", log_prints=True)
-def chunk_flow(config: Config, tokenize_artifact: str = "latest", force: bool = False) -> ArtifactRef:
+@flow(name="chunk", **STAGE_FLOW)
+def chunk_flow(config: ConfigParameter, tokenize_artifact: str = "latest", force: bool = False) -> ArtifactRef:
     ws = str(config.workspace)
     return chunk(config.chunk, Workspace(ws).resolve("tokenize", tokenize_artifact), ws, force)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from prefect import flow
 
+from flows.common import STAGE_FLOW, ConfigParameter
 from lm_core.config import Config
 from lm_core.model_artifacts import find_model_artifact
 from lm_core.workspace import ArtifactRef, Workspace
@@ -21,8 +22,8 @@ def evaluate_model(config: Config, model: ArtifactRef, force: bool = False) -> A
     return scores
 
 
-@flow(name="evaluate", log_prints=True)
-def evaluate_flow(config: Config, model: str = "latest", force: bool = False) -> ArtifactRef:
+@flow(name="evaluate", **STAGE_FLOW)
+def evaluate_flow(config: ConfigParameter, model: str = "latest", force: bool = False) -> ArtifactRef:
     """Evaluate a model on the chunk artifact it was trained on. `model`: latest (the newest
     pretrained or fine-tuned model), a fingerprint (prefix), or a registered `models:/` URI traced
     back to the workspace artifact it was registered from."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
+from flows.common import STAGE_FLOW, ConfigParameter
 from lm_core.config import Config
 from lm_core.finetune.stage import resolve_base
 from lm_core.workspace import ArtifactRef, Workspace
@@ -19,8 +20,8 @@ def finetune_model(config: Config, pretrained: ArtifactRef | None = None, force:
     return ref
 
 
-@flow(name="finetune", log_prints=True)
-def finetune_flow(config: Config, base: str | None = None, force: bool = False) -> ArtifactRef:
+@flow(name="finetune", **STAGE_FLOW)
+def finetune_flow(config: ConfigParameter, base: str | None = None, force: bool = False) -> ArtifactRef:
     """Fine-tune the model `base` names, by default `finetune.base` (`pretrain`: the newest
     pretrained model; or a fingerprint, a checkpoint folder, a `models:/` URI)."""
     if base:

@@ -18,12 +18,12 @@ from __future__ import annotations
 from prefect import flow
 from pydantic import BaseModel
 
+from flows.common import STAGE_FLOW, ConfigParameter
 from flows.data import DataArtifacts, data_flow, with_runner
 from flows.evaluate import evaluate_model
 from flows.finetune import finetune_model
 from flows.pretrain import train_model
 from flows.register import register_model
-from lm_core.config import Config
 from lm_core.workspace import ArtifactRef
 
 
@@ -37,8 +37,8 @@ class LifecycleArtifacts(BaseModel):
     chat_registration: ArtifactRef | None = None
 
 
-@flow(name="lifecycle", log_prints=True)
-def lifecycle_flow(config: Config, force: bool = False, refresh: bool = False) -> LifecycleArtifacts:
+@flow(name="lifecycle", **STAGE_FLOW)
+def lifecycle_flow(config: ConfigParameter, force: bool = False, refresh: bool = False) -> LifecycleArtifacts:
     data = with_runner(data_flow, config)(config, force, refresh)
     model = train_model(config, data.chunk, force)
     scores = evaluate_model(config, model, force)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
+from flows.common import STAGE_FLOW, ConfigParameter
 from lm_core.config import Config
 from lm_core.workspace import ArtifactRef, Workspace
 from tasks.pretrain import pretrain
@@ -16,7 +17,7 @@ def train_model(config: Config, blocks: ArtifactRef, force: bool = False) -> Art
     return model
 
 
-@flow(name="pretrain", log_prints=True)
-def pretrain_flow(config: Config, data: str = "latest", force: bool = False) -> ArtifactRef:
+@flow(name="pretrain", **STAGE_FLOW)
+def pretrain_flow(config: ConfigParameter, data: str = "latest", force: bool = False) -> ArtifactRef:
     """Train on the chunk artifact `data` names: latest, or a fingerprint (prefix)."""
     return train_model(config, Workspace(config.workspace).resolve("chunk", data), force)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from prefect import flow
 
+from flows.common import STAGE_FLOW, ConfigParameter
 from lm_core.config import Config
 from lm_core.workspace import ArtifactRef, Workspace
 from tasks.register import register
@@ -19,7 +20,7 @@ def register_model(config: Config, scores: ArtifactRef, force: bool = False) -> 
     return ref
 
 
-@flow(name="register", log_prints=True)
-def register_flow(config: Config, evaluation: str = "latest", force: bool = False) -> ArtifactRef:
+@flow(name="register", **STAGE_FLOW)
+def register_flow(config: ConfigParameter, evaluation: str = "latest", force: bool = False) -> ArtifactRef:
     """Register the model the evaluate artifact `evaluation` (latest, or a fingerprint) scored."""
     return register_model(config, Workspace(config.workspace).resolve("evaluate", evaluation), force)

@@ -26,6 +26,7 @@ from rich.progress import Progress as RichProgress
 
 from lm_core.progress import NullProgress, Progress
 from lm_core.workspace import ArtifactRef, Workspace
+from tasks.ui_artifacts import send_ui_artifact
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -271,11 +272,16 @@ def publish_stats(ref: ArtifactRef, breakdowns: Sequence[str] = ()) -> None:
     for k, v in ref.stats.items():
         if k not in breakdowns:
             _flatten(k, v, rows)
-    create_table_artifact(
-        rows, key=f"{ref.stage}-stats", description=f"{ref.stage} artifact `{ref.fingerprint}` at {ref.path}"
+    send_ui_artifact(
+        create_table_artifact,
+        rows,
+        key=f"{ref.stage}-stats",
+        description=f"{ref.stage} artifact `{ref.fingerprint}` at {ref.path}",
     )
     for name in breakdowns:
         counts = ref.stats.get(name) or {}
         table = [{"key": k, "count": v} for k, v in sorted(counts.items(), key=lambda kv: -kv[1])]
         key = f"{ref.stage}-{name}".replace("_", "-").lower()
-        create_table_artifact(table or [{"key": "(none)", "count": 0}], key=key, description=f"{ref.stage}: {name}")
+        send_ui_artifact(
+            create_table_artifact, table or [{"key": "(none)", "count": 0}], key=key, description=f"{ref.stage}: {name}"
+        )

@@ -10,6 +10,7 @@ from lm_core.config import EvaluateConfig
 from lm_core.evaluate.fingerprint import evaluate_fingerprint
 from lm_core.workspace import ArtifactRef
 from tasks.common import STAGE_TASK, StageProgress, run_stage_task, stage_cache_key_fn, workspace_for
+from tasks.ui_artifacts import send_ui_artifact
 
 
 @task(
@@ -25,14 +26,21 @@ def evaluate_task(
     with StageProgress("evaluate") as progress:
         ref = run_evaluate(cfg, model, chunk, workspace_for(workspace, "evaluate", force), progress=progress)
     results = ref.stats.get("results", {})
-    create_table_artifact(
+    send_ui_artifact(
+        create_table_artifact,
         results.get("metrics") or [{"metric": "(none)", "value": ""}],
         key="evaluate-metrics",
         description=f"evaluate `{ref.fingerprint}` of {model.stage} `{model.fingerprint}`",
     )
     if results.get("samples"):
-        create_table_artifact(results["samples"], key="evaluate-samples", description="prompt, generation, reference")
-    create_markdown_artifact(
+        send_ui_artifact(
+            create_table_artifact,
+            results["samples"],
+            key="evaluate-samples",
+            description="prompt, generation, reference",
+        )
+    send_ui_artifact(
+        create_markdown_artifact,
         f"**evaluate** `{ref.fingerprint}` of {model.stage} `{model.fingerprint}`\n\n" + results.get("markdown", ""),
         key="evaluate-results",
     )

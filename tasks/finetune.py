@@ -18,6 +18,7 @@ from tasks.common import (
     with_training_timeout,
     workspace_for,
 )
+from tasks.ui_artifacts import send_ui_artifact
 
 
 def _key(_, p) -> str:
@@ -37,7 +38,8 @@ def finetune_task(cfg: Config, base: ArtifactRef, workspace: str, force: bool = 
     publish_stats(ref)
     s = ref.stats
     shown = ", ".join(f"{k} {v:.4g}" for k, v in s.items() if k.startswith(("heldout_", "initial_heldout_")))
-    create_markdown_artifact(
+    send_ui_artifact(
+        create_markdown_artifact,
         f"**finetune** ({s.get('method')}) `{ref.fingerprint}` from {s.get('base')}\n\n"
         f"- {s.get('train_examples')} training examples ({s.get('source')}), {s.get('heldout_examples')} held out\n"
         f"- {s.get('steps')} steps; held-out: {shown}\n- MLflow run: `{s.get('mlflow_run_id')}`\n",

@@ -19,6 +19,7 @@ from tasks.common import (
     with_training_timeout,
     workspace_for,
 )
+from tasks.ui_artifacts import send_ui_artifact
 
 
 @task(
@@ -34,7 +35,8 @@ def pretrain_task(cfg: Config, chunk: ArtifactRef, workspace: str, force: bool =
         ref = run_pretrain(cfg, chunk, workspace_for(workspace, "pretrain", force), progress=progress, run_tags=tags)
     publish_stats(ref)
     run_id = ref.stats.get("mlflow_run_id", "")
-    create_markdown_artifact(
+    send_ui_artifact(
+        create_markdown_artifact,
         f"**pretrain** `{ref.fingerprint}`\n\n- weights: `{ref.path}/model.safetensors`\n"
         f"- MLflow run: `{run_id}` in `{mask_url(cfg.tracking_uri)}`\n"
         f"- validation: loss {ref.stats.get('val_loss', float('nan')):.4f}, "

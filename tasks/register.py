@@ -18,6 +18,7 @@ from tasks.common import (
     stage_cache_key_fn,
     workspace_for,
 )
+from tasks.ui_artifacts import send_ui_artifact
 
 
 @task(
@@ -34,7 +35,8 @@ def register_task(cfg: Config, evaluation: ArtifactRef, workspace: str, force: b
     s = ref.stats
     rows = s.get("comparison", {}).get("rows", [])
     champion_v = s.get("comparison", {}).get("champion_version")
-    create_table_artifact(
+    send_ui_artifact(
+        create_table_artifact,
         [{**r, "champion": "" if r["champion"] is None else r["champion"]} for r in rows]
         or [{"metric": "(none)", "challenger": "", "champion": ""}],
         key="register-comparison",
@@ -43,7 +45,8 @@ def register_task(cfg: Config, evaluation: ArtifactRef, workspace: str, force: b
     )
     # the configured URI (the stats hold it masked), so that the run is found on a server with a password
     links = mlflow_ui_links(cfg.tracking_uri, s["mlflow_run_id"], s["name"], s["version"])
-    create_markdown_artifact(
+    send_ui_artifact(
+        create_markdown_artifact,
         f"**{s['name']} v{s['version']}**: {s['decision']} (aliases: {', '.join('@' + a for a in s['aliases'])})\n\n"
         f"{s['reason']}\n\n- model URI: `{s['model_uri']}`\n- MLflow run: `{s['mlflow_run_id']}` in "
         f"`{s['tracking_uri']}`\n- serve: `mlflow models serve -m models:/{s['name']}@champion --env-manager local`\n"
@@ -51,8 +54,11 @@ def register_task(cfg: Config, evaluation: ArtifactRef, workspace: str, force: b
         key="register-decision",
     )
     if "MLflow run" in links:
-        create_link_artifact(
-            links["MLflow run"], link_text=f"MLflow run of {s['name']} v{s['version']}", key="mlflow-run"
+        send_ui_artifact(
+            create_link_artifact,
+            links["MLflow run"],
+            link_text=f"MLflow run of {s['name']} v{s['version']}",
+            key="mlflow-run",
         )
     return ref
 

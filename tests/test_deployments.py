@@ -266,3 +266,30 @@ def test_deploy_registers_every_flow_to_a_process_pool_and_prefect_yaml_deploys(
     assert [s.schedule.cron for s in found[("lifecycle", "lmforge-small")].schedules] == ["0 3 * * 0"]
     assert found[("data", "served")].entrypoint == "flows.data.data_flow"
     assert found[("data", "lmforge-small")].parameters["config"]["name"] == "lmforge-small"
+
+
+def test_every_flow_gives_prefect_the_schema_it_would_derive_for_config_and_validates_with_config():
+    """Flows hand Prefect Config's JSON schema ready-made (flows/common.py, computed once). It
+    must be the schema Prefect derives for a `Config` parameter, or a deployment's form in the UI
+    and the API's check of its parameters would drift from the config; values are still checked
+    by Config itself, errors naming the field."""
+    from prefect.exceptions import ParameterTypeError
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.common import standalone_schema
+    from flows.stages import STAGE_FLOWS
+
+    def plain(config: Config): ...
+
+    derived = parameter_schema(plain).model_dump()
+    expected = standalone_schema({**derived["properties"]["config"], "$defs": derived["definitions"]})
+    assert expected["properties"]["pretrain"]["properties"]["lr"]  # nested sections are spelled out
+    flows = {name: getattr(import_module(module), function) for name, (module, function) in FLOWS.items()}
+    for name, a_flow in {**flows, **STAGE_FLOWS}.items():
+        assert a_flow.parameters.model_dump()["properties"]["config"] == expected, name
+        assert a_flow.with_options(name=f"{name}-again").parameters == a_flow.parameters, name
+
+    lifecycle = flows["lifecycle"]
+    assert lifecycle.validate_parameters({"config": {"seed": 7}})["config"] == Config(seed=7)
+    with pytest.raises(ParameterTypeError, match=r"config\.pretrain\.lr"):
+        lifecycle.validate_parameters({"config": {"pretrain": {"lr": "fast"}}})
