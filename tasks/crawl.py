@@ -42,7 +42,8 @@ def crawl(cfg: CrawlConfig, workspace: str, force: bool = False, refresh: bool =
 
 def refresh_label() -> str:
     """A refresh's snapshot label: its flow run's scheduled start (UTC), so that a retried run
-    resumes its own crawl, and each night's scheduled run makes a new one."""
+    resumes its own crawl, and each night's scheduled run makes a new one. To the microsecond:
+    two refreshes started by hand within one second are two snapshots."""
     ctx = FlowRunContext.get()
     when = ctx.flow_run.expected_start_time if ctx is not None and ctx.flow_run is not None else None
-    return (when or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return (when or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

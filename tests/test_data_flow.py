@@ -142,6 +142,21 @@ def test_a_refresh_crawls_again_and_rebuilds_nothing_when_the_pages_are_the_same
     assert again.crawl == refreshed.crawl and set(stage_states(run_id).values()) == {"Cached"}
 
 
+def test_each_refresh_is_its_own_snapshot_and_a_flow_runs_retries_keep_theirs():
+    from prefect import flow
+
+    from tasks.crawl import refresh_label
+
+    @flow
+    def labels() -> list[str]:
+        return [refresh_label(), refresh_label()]  # a retried crawl task asks again: the same label
+
+    first, second = labels(), labels()  # two refreshes started by hand within a second
+    assert first[0] == first[1] and second[0] == second[1]
+    assert first[0] != second[0]
+    assert refresh_label() != refresh_label()  # outside a flow run: the time of asking
+
+
 # ----------------------------------------------------------------------------- killed mid-write
 
 KILLABLE_CLEAN = """
