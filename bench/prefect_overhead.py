@@ -11,7 +11,9 @@ so its share falls as the work grows.)
 - direct: a Python process that calls run_crawl, run_clean, run_tokenize, run_chunk,
   run_pretrain, run_evaluate, run_register, then run_finetune, run_evaluate, run_register for
   the chat model (as flows/lifecycle.py does), clean and tokenize mapping their shards on a
-  thread pool of the same size as the flow's task runner.
+  thread pool of the same size as the flow's task runner. Its process is set up as a command's
+  (`lmforge/process.py`: the garbage collector's settings, the quick exit), so that the figures
+  compare what Prefect costs, not how the two processes are tuned.
 
 The site is crawled once (not timed) and that crawl artifact is copied into every workspace: in
 both paths the crawl stage finds it published (a network-bound stage would only add noise), and
@@ -47,20 +49,24 @@ ENV = {"DO_NOT_TRACK": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MLF
 
 
 def direct(config: str, workspace: str, overrides: list[str] = ()) -> None:
-    """The lifecycle without Prefect: the lm_core calls the tasks make, in the flows' order."""
+    """The lifecycle without Prefect: the lm_core calls the tasks make, in the flows' order. Its
+    imports get the same treatment as a command's (no garbage collection while importing)."""
     from functools import partial
 
-    from lm_core.chunk.stage import run_chunk
-    from lm_core.clean.stage import run_clean
-    from lm_core.config import load_config
-    from lm_core.crawl.stage import run_crawl
-    from lm_core.evaluate.stage import run_evaluate
-    from lm_core.finetune.stage import resolve_base, run_finetune
-    from lm_core.progress import thread_map
-    from lm_core.registry.stage import run_register
-    from lm_core.tokenize.stage import run_tokenize
-    from lm_core.train.stage import run_pretrain
-    from lm_core.workspace import Workspace
+    from lmforge.process import imports_without_collection
+
+    with imports_without_collection():
+        from lm_core.chunk.stage import run_chunk
+        from lm_core.clean.stage import run_clean
+        from lm_core.config import load_config
+        from lm_core.crawl.stage import run_crawl
+        from lm_core.evaluate.stage import run_evaluate
+        from lm_core.finetune.stage import resolve_base, run_finetune
+        from lm_core.progress import thread_map
+        from lm_core.registry.stage import run_register
+        from lm_core.tokenize.stage import run_tokenize
+        from lm_core.train.stage import run_pretrain
+        from lm_core.workspace import Workspace
 
     cfg = load_config(config, [*overrides, f"workspace={workspace}"])
     ws = Workspace(cfg.workspace)
@@ -83,16 +89,18 @@ def in_process(config: str, root: Path, crawl: Path, prefect_home: Path, runs: i
 
     from lm_core.config import load_config
     from lmforge.embedded import EmbeddedServer
+    from lmforge.process import imports_without_collection
 
     home = fresh_workspace(root, "in-process-home", crawl, prefect_home) / ".prefect"
     os.environ["PREFECT_HOME"] = str(home)
     server = EmbeddedServer(home)
-    from flows.data import with_runner
-    from flows.lifecycle import lifecycle_flow
+    with imports_without_collection():
+        from flows.data import with_runner
+        from flows.lifecycle import lifecycle_flow
 
-    for stage in ("clean", "train", "evaluate", "finetune", "registry", "tokenize"):
-        importlib.import_module(f"lm_core.{stage}.stage")  # what the direct path imports up front
-    server.wait()
+        for stage in ("clean", "train", "evaluate", "finetune", "registry", "tokenize"):
+            importlib.import_module(f"lm_core.{stage}.stage")  # what the direct path imports up front
+        server.wait()
     flow_s, direct_s = [], []
     try:
         with server.settings():
@@ -199,14 +207,20 @@ def main() -> None:
     ap.add_argument("--in-process", nargs=3, metavar=("ROOT", "CRAWL", "HOME"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.in_process:
+        from lmforge.process import collect_less_often
+
+        collect_less_often()
         root, crawl, home = map(Path, args.in_process)
         in_process(args.config, root, crawl, home, args.runs, args.overrides)
-        from lmforge.cli import exit_now
+        from lmforge.process import exit_now
 
         exit_now(0)
     if args.direct:
+        from lmforge.process import collect_less_often
+
+        collect_less_often()  # the collector as a command sets it: this bench measures what Prefect costs
         direct(args.config, args.direct, args.overrides)
-        from lmforge.cli import exit_now
+        from lmforge.process import exit_now
 
         exit_now(0)  # the same quick exit as the CLI's, so that neither side pays interpreter teardown
 

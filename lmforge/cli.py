@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -35,6 +34,7 @@ from lm_core.config import Config, ConfigError, load_config
 from lm_core.shards import CorruptShardError
 from lm_core.workspace import STAGES, ArtifactError, Workspace
 from lmforge.embedded import EmbeddedServer
+from lmforge.process import collect_less_often, exit_now, imports_without_collection
 
 # MLflow's download progress bars would interleave with our output (and generated text).
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -97,14 +97,15 @@ def _orchestrate(cfg: Config, load_flow, stages: tuple[str, ...]):
     prepare_environment(cfg)
     server = EmbeddedServer(Path(os.environ["PREFECT_HOME"]))
     try:
-        call = load_flow()
-        server.wait(meanwhile=list(dict.fromkeys(m for s in stages for m in STAGE_IMPORTS[s])))
-        with server.settings():
+        with imports_without_collection():
+            call = load_flow()
+            server.wait(meanwhile=list(dict.fromkeys(m for s in stages for m in STAGE_IMPORTS[s])))
+        with server.settings():  # on leaving, the server has recorded every run it was sent
             return call()
     except _user_errors() as e:
         _fail(e)
     finally:
-        server.stop()
+        server.stop(wait=False)  # it finishes shutting down on its own while this command exits
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
@@ -688,6 +689,7 @@ def _is_num(v) -> bool:
 
 
 def main() -> None:
+    collect_less_often()
     try:
         app()
     except KeyboardInterrupt:
@@ -695,22 +697,3 @@ def main() -> None:
         exit_now(130)
     except SystemExit as e:
         exit_now(e.code)
-
-
-def exit_now(code: int | str | None) -> None:
-    """Exit without tearing the interpreter down: after a run, finalising torch's, MLflow's and
-    Prefect's modules takes over a second and does nothing for the user. Every artifact is
-    published and closed by now; the exit handlers (Prefect sends its last logs) still run."""
-    import atexit
-
-    if code is None:
-        code = 0
-    elif not isinstance(code, int):  # sys.exit("message"), as Python itself would show it
-        print(code, file=sys.stderr)
-        code = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)

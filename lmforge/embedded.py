@@ -11,6 +11,11 @@ workspace's Prefect home (it says so in `lmforge-server.json` there): runs go to
 The app is Prefect's own, wrapped to retry SQLite lock conflicts inside the server (see
 `embedded_app.py`): without it a conflict costs the flow a 2-second client backoff.
 
+The server lives as long as its command: the command holds the server's stdin, and the server
+shuts down once that closes, when `stop` closes it or when the command is gone however it ended
+(a `kill -9` leaves no server behind). A command leaves once the server has recorded its runs
+(`settings`), without waiting for the server's own shutdown.
+
 Flow-run heartbeats are turned off against this server: they exist so a long-lived server can
 detect crashed runs, and this one lives exactly as long as the run (each heartbeat thread also
 costs up to a second to stop, per subflow).
@@ -69,11 +74,12 @@ class EmbeddedServer:
             env["PREFECT_API_DATABASE_MIGRATE_ON_START"] = "false"
             env["PREFECT_API_BLOCKS_REGISTER_ON_START"] = "false"
             env["PREFECT_MEMOIZE_BLOCK_AUTO_REGISTRATION"] = "false"
+        env[EXIT_WITH_STDIN] = "1"  # this process holds the server's stdin open: it stops once that closes
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "uvicorn", "--factory", "lmforge.embedded_app:create_app",
                  "--host", "127.0.0.1", "--port", str(port), "--log-level", "error", "--lifespan", "on"],
-                env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                env=env, stdout=log, stderr=log, stdin=subprocess.PIPE,
             )  # fmt: skip
 
     @property
@@ -145,18 +151,28 @@ class EmbeddedServer:
                 if self.started_here:  # about to be stopped: let it record what it was sent
                     _wait_for_task_runs_recorded(started)
 
-    def stop(self) -> None:
+    def stop(self, wait: bool = True) -> None:
+        """Tell the server to stop, by closing its stdin; with `wait`, until it has exited (killed
+        after 10 s). Without, it shuts down on its own: it has already recorded what it was sent
+        (`settings`), and what is left (stopping its services) takes a command's last 0.2 s."""
         self._release_migration_lock()
         if self.process is None:
             return
-        self.process.terminate()
+        process, self.process = self.process, None
+        process.stdin.close()
+        if not wait:
+            return
         try:
-            self.process.wait(timeout=10)
+            process.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process = None
+            process.kill()
+            process.wait()
 
+
+# Set in the embedded server's environment: it shuts down once its stdin closes, which happens when
+# `stop` closes it and also when the command is gone however it ended (killed, crashed), so no
+# server is left running without its command (lmforge/embedded_app.py).
+EXIT_WITH_STDIN = "LMFORGE_EXIT_WITH_STDIN"
 
 # `lmforge server` writes this file into the Prefect home it serves, while it runs.
 ANNOUNCEMENT = "lmforge-server.json"

@@ -15,11 +15,20 @@ FastAPI builds its route-matching tables on the first request that reaches Prefe
 API call would wait for that, so `WarmUp` makes one such request itself before the server
 reports that it has started: the work moves into the boot, which the command overlaps with
 its own imports.
+
+It lives as long as the command that started it holds its stdin open (`exit_with_stdin`): a
+command killed outright leaves no server behind, and a finished one need not wait for its
+server's shutdown.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -124,8 +133,29 @@ async def _read_body(receive: Receive) -> bytes:
     return b"".join(chunks)
 
 
+def exit_with_stdin(grace_s: float = 30.0) -> threading.Thread:
+    """Shut this server down once its stdin reaches its end: the command that started it holds the
+    other end, and closes it to stop the server, or is gone (however it ended, SIGKILL included).
+    The shutdown is uvicorn's own (SIGTERM: the services stop, the database is closed); should it
+    not be done within `grace_s`, the process exits regardless."""
+
+    def watch() -> None:
+        sys.stdin.buffer.read()  # returns at the end of input only: the other end has closed
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace_s)
+        os._exit(1)
+
+    watcher = threading.Thread(target=watch, name="exit-with-stdin", daemon=True)
+    watcher.start()
+    return watcher
+
+
 def create_app() -> ASGIApp:
     """The uvicorn factory: Prefect's server app (ephemeral, no UI), wrapped."""
     from prefect.server.api.server import create_app as prefect_app
 
+    from lmforge.embedded import EXIT_WITH_STDIN
+
+    if os.environ.get(EXIT_WITH_STDIN) == "1":
+        exit_with_stdin()
     return RetryServiceUnavailable(WarmUp(prefect_app()))

@@ -231,16 +231,26 @@ def test_server_on_postgresql_never_shows_the_password(tmp_path, postgres_databa
     assert not [p for p in logs if password in p.read_text(errors="replace")], "a password in a log"
 
 
+# The start of a script that runs with `s`, an EmbeddedServer on the Prefect home given as its argument.
+SERVER = (
+    "import os, signal, sys, time; from pathlib import Path; from lmforge.embedded import EmbeddedServer\n"
+    "s = EmbeddedServer(Path(sys.argv[1]))\n"
+)
+
+
+def run_with_server(script: str, home: Path) -> subprocess.CompletedProcess:
+    """`python -c script home` on the embedded API (no PREFECT_API_URL), its output captured."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    cmd = [sys.executable, "-c", script, str(home)]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+
 @pytest.mark.prefect
 def test_embedded_servers_started_at_once_on_a_fresh_home_all_come_up(tmp_path):
     """Commands started together on a new workspace share one fresh SQLite database: one migrates
     it while the others wait, instead of two migrations colliding ("index already exists")."""
     home = tmp_path / ".prefect"
-    starter = (
-        "import sys; from pathlib import Path; from lmforge.embedded import EmbeddedServer\n"
-        "s = EmbeddedServer(Path(sys.argv[1]))\n"
-        "try:\n    s.wait()\nfinally:\n    s.stop()\n"
-    )
+    starter = SERVER + "try:\n    s.wait()\nfinally:\n    s.stop()\n"
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     procs = [
         subprocess.Popen([sys.executable, "-c", starter, str(home)], env=env, stderr=subprocess.PIPE, text=True)
@@ -255,9 +265,7 @@ def test_embedded_servers_started_at_once_on_a_fresh_home_all_come_up(tmp_path):
 def test_a_command_imports_what_its_stages_need_while_the_embedded_server_boots(tmp_path):
     """The seconds the embedded server takes to boot are spent importing the modules the command's
     stages will need; once it answers, the rest are left for when a stage needs them."""
-    script = (
-        "import sys; from pathlib import Path; from lmforge.embedded import EmbeddedServer\n"
-        "s = EmbeddedServer(Path(sys.argv[1]))\n"
+    script = SERVER + (
         "try:\n"
         "    s.wait(meanwhile=['lm_core.clean.stage'])\n"
         "    booting = 'lm_core.clean.stage' in sys.modules\n"
@@ -266,9 +274,50 @@ def test_a_command_imports_what_its_stages_need_while_the_embedded_server_boots(
         "finally:\n"
         "    s.stop()\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    out = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path / ".prefect")], env=env, capture_output=True, text=True, timeout=300
-    )
+    out = run_with_server(script, tmp_path / ".prefect")
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "False"]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE  # exited; its new parent reaps it
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _wait_gone(pid: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not _gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return _gone(pid)
+
+
+@pytest.mark.prefect
+def test_an_embedded_server_leaves_with_its_command_even_when_the_command_is_killed(tmp_path):
+    """The embedded server watches its command through its stdin: a command killed outright
+    (SIGKILL: no cleanup of its own runs) leaves no Prefect server running behind it."""
+    script = SERVER + "s.wait()\nprint(s.process.pid, flush=True)\nos.kill(os.getpid(), signal.SIGKILL)\n"
+    out = run_with_server(script, tmp_path / ".prefect")
+    assert out.returncode == -signal.SIGKILL, out.stderr
+    server = int(out.stdout.split()[0])
+    assert _wait_gone(server, timeout_s=30), "the server outlived its killed command"
+
+
+@pytest.mark.prefect
+def test_a_command_leaves_without_waiting_for_its_server_which_then_shuts_down_cleanly(tmp_path):
+    """stop(wait=False) returns at once; the server then shuts down by itself, by uvicorn's own
+    graceful shutdown (which ends by raising the SIGTERM it handled again), not by the forced
+    exit (status 1) meant for a shutdown that hangs."""
+    script = SERVER + (
+        "s.wait()\n"
+        "process = s.process\n"
+        "t0 = time.monotonic(); s.stop(wait=False); returned_s = time.monotonic() - t0\n"
+        "print(returned_s, process.poll() is None, flush=True)\n"
+        "print(process.wait(timeout=60), flush=True)\n"
+    )
+    out = run_with_server(script, tmp_path / ".prefect")
+    assert out.returncode == 0, out.stderr
+    returned_s, running, status = out.stdout.split()
+    assert running == "True" and float(returned_s) < 0.1, "stop(wait=False) waited for the server"
+    assert int(status) == -signal.SIGTERM, (tmp_path / ".prefect" / "embedded-server.log").read_text()
