@@ -459,12 +459,20 @@ def server(
     ] = None,
     prefect_port: Annotated[int, typer.Option("--prefect-port", min=1, max=65535)] = 4200,
     mlflow_port: Annotated[int, typer.Option("--mlflow-port", min=1, max=65535)] = 5000,
+    unresponsive_after: Annotated[
+        float | None,
+        typer.Option(
+            "--unresponsive-after",
+            min=1,
+            help="mark a run Crashed after this many seconds without a heartbeat (default: 3 heartbeats, 9 min)",
+        ),
+    ] = None,
 ) -> None:
     """Start a Prefect server and an MLflow tracking server on 127.0.0.1 (Ctrl-C stops both)."""
     import signal
 
     from lm_core.config import default_tracking_uri
-    from lmforge.server import ServerError, Servers
+    from lmforge.server import ServerError, Servers, crash_unresponsive_runs
 
     cfg = _load(config, set_)
     prepare_environment(cfg)
@@ -492,9 +500,12 @@ def server(
             "starting the Prefect and MLflow servers (a fresh Prefect database takes a minute) ...", soft_wrap=True
         )
         servers.start()
+        silent_s = crash_unresponsive_runs(f"{servers.prefect_url}/api", unresponsive_after)
         width = max(map(len, servers.describe()))
         for k, v in servers.describe().items():
             console.print(f"  {k:<{width}}  {v}", highlight=False, soft_wrap=True)
+        if silent_s is not None:
+            console.print(f"a run whose process is gone (no heartbeat for {silent_s:g} s) is marked Crashed")
         console.print(
             "lmforge commands on this workspace now record their runs in this Prefect server (live in its UI);\n"
             "other clients, and MLflow through its server:\n"
@@ -549,22 +560,26 @@ def deploy(
     set_: SetOpt = None,
     pool: Annotated[str, typer.Option("--pool", help="a `process` work pool, created if missing")] = "lmforge",
 ) -> None:
-    """Register a deployment per flow to a `process` work pool, for `prefect worker start --pool NAME`.
-    Needs PREFECT_API_URL (see `lmforge server`)."""
+    """Register a deployment per flow to a `process` work pool, for `prefect worker start --pool NAME`,
+    and the automation that marks runs whose process died Crashed. Needs PREFECT_API_URL."""
     cfg = _load(config, set_)
     _require_server("lmforge deploy")
     prepare_environment(cfg)
     from deployments.build import FLOWS
     from deployments.build import deploy as deploy_deployments
+    from lmforge.server import ServerError, crash_unresponsive_runs
 
     try:
         deploy_deployments(cfg, pool)
-    except ValueError as e:
+        silent_s = crash_unresponsive_runs(os.environ["PREFECT_API_URL"])
+    except (ValueError, ServerError) as e:
         _fail(e)
     for name in FLOWS:
         cron = cfg.schedules.cron(name)
         console.print(f"  {name}/{cfg.name}  " + (f"cron {cron} ({cfg.schedules.timezone})" if cron else "on demand"))
     console.print(f"run them with: prefect worker start --pool {pool}  (in this virtual environment)")
+    if silent_s is not None:
+        console.print(f"a run whose process is gone (no heartbeat for {silent_s:g} s) is marked Crashed")
 
 
 # ----------------------------------------------------------------------------- output

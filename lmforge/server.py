@@ -26,6 +26,13 @@ from lmforge.embedded import announce_server
 START_TIMEOUT_S = 180  # a fresh Prefect database migrates on its first start: slow on a small machine
 STOP_TIMEOUT_S = 15
 
+# A run whose process died without a word (SIGKILL, the OOM killer, a machine lost) would show as
+# Running for good. Its flow runs send a heartbeat every PREFECT_FLOWS_HEARTBEAT_FREQUENCY seconds
+# (180 by default); this automation marks one Crashed once no heartbeat and no final state came
+# for UNRESPONSIVE_BEATS of those. (Prefect's own recipe; Prefect Cloud has it built in.)
+UNRESPONSIVE_RUNS = "lmforge: crash unresponsive runs"
+UNRESPONSIVE_BEATS = 3
+
 
 class ServerError(RuntimeError):
     pass
@@ -45,6 +52,56 @@ def artifacts_destination(backend_uri: str, workspace: Path) -> str:
     if backend_uri.startswith("sqlite:///"):
         return str(Path(backend_uri.removeprefix("sqlite:///")).parent / "mlartifacts")
     return str(Path(workspace).resolve() / "mlartifacts")
+
+
+def crash_unresponsive_runs(api_url: str, after_s: float | None = None) -> float | None:
+    """Have the Prefect server at `api_url` mark a flow run Crashed once it has sent no heartbeat
+    and no final state for `after_s` seconds (default: UNRESPONSIVE_BEATS heartbeats), through
+    the automation UNRESPONSIVE_RUNS, which replaces the one an earlier call made. Returns
+    `after_s`, or None where heartbeats are off (PREFECT_FLOWS_HEARTBEAT_FREQUENCY unset)."""
+    from datetime import timedelta
+
+    from prefect.automations import Automation
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+
+    beat_s = get_current_settings().flows.heartbeat_frequency  # what commands here send
+    if beat_s is None:
+        return None
+    after_s = after_s or UNRESPONSIVE_BEATS * beat_s
+    if after_s <= beat_s:
+        raise ServerError(
+            f"runs would be marked crashed between two heartbeats: {after_s:g} s is not longer "
+            f"than PREFECT_FLOWS_HEARTBEAT_FREQUENCY ({beat_s} s)"
+        )
+    final = [f"prefect.flow-run.{s}" for s in ("Completed", "Failed", "Cancelled", "Crashed")]
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        with get_client(sync_client=True) as client:
+            for old in client.read_automations_by_name(UNRESPONSIVE_RUNS):
+                client.delete_automation(old.id)
+        Automation(
+            name=UNRESPONSIVE_RUNS,
+            description=f"A flow run with no heartbeat and no final state for {after_s:g} s is marked Crashed.",
+            trigger=EventTrigger(
+                match={"prefect.resource.id": "prefect.flow-run.*"},
+                after={"prefect.flow-run.heartbeat"},
+                expect={"prefect.flow-run.heartbeat", *final},
+                for_each={"prefect.resource.id"},
+                posture=Posture.Proactive,
+                threshold=1,
+                within=timedelta(seconds=after_s),
+            ),
+            actions=[
+                ChangeFlowRunState(
+                    state=StateType.CRASHED,
+                    message=f"no heartbeat for {after_s:g} s: the process running it is gone",
+                )
+            ],
+        ).create()
+    return after_s
 
 
 @dataclass

@@ -19,6 +19,7 @@ from helpers import write_topic_docs
 from deployments.build import FLOWS, build_deployments
 from lm_core.config import Config, ConfigError, load_config
 from lmforge.embedded import free_port
+from lmforge.server import UNRESPONSIVE_RUNS
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -242,6 +243,7 @@ def test_deploy_registers_every_flow_to_a_process_pool_and_prefect_yaml_deploys(
     )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "prefect worker start --pool lmforge" in r.stdout
+    assert "no heartbeat for 540 s" in r.stdout  # a worker's run whose process died is marked Crashed
     # the declarative form, as a team would run it from the repository, to the pool made above
     r = subprocess.run(
         [str(BIN / "prefect"), "--no-prompt", "deploy", "--all"],
@@ -257,6 +259,8 @@ def test_deploy_registers_every_flow_to_a_process_pool_and_prefect_yaml_deploys(
         pool = client.read_work_pool("lmforge")
         deployments = client.read_deployments()
         flows = {f.id: f.name for f in client.read_flows()}
+        (unresponsive,) = client.read_automations_by_name(UNRESPONSIVE_RUNS)
+    assert unresponsive.trigger.within.total_seconds() == 540 and unresponsive.enabled
     assert pool.type == "process"
     found = {(flows[d.flow_id], d.name): d for d in deployments}
     for flow in FLOWS:

@@ -321,3 +321,68 @@ def test_a_command_leaves_without_waiting_for_its_server_which_then_shuts_down_c
     returned_s, running, status = out.stdout.split()
     assert running == "True" and float(returned_s) < 0.1, "stop(wait=False) waited for the server"
     assert int(status) == -signal.SIGTERM, (tmp_path / ".prefect" / "embedded-server.log").read_text()
+
+
+SLEEPER = """
+import sys, time
+from prefect import flow
+from prefect.runtime import flow_run
+
+@flow(name=sys.argv[1])
+def sleeper(seconds: float) -> None:
+    print(flow_run.id, flush=True)
+    time.sleep(seconds)
+
+sleeper(float(sys.argv[2]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_lmforge_server_marks_a_run_whose_process_died_crashed_and_leaves_finished_runs_alone(tmp_path):
+    """A run killed outright (SIGKILL: it reports nothing) would show Running for good; lmforge
+    server's automation marks it Crashed once its heartbeats stop. A run that ended normally stays
+    as it ended, and a second start replaces the automation rather than adding another."""
+    beats = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"}  # Prefect's shortest
+    proc, log, prefect_url, _ = start_server(tmp_path, "--unresponsive-after", "35", env=beats)
+    try:
+        printed = wait_for_line(proc, log, "Ctrl-C stops both", timeout_s=240)
+        assert "no heartbeat for 35 s" in printed
+        env = {**os.environ, **beats, "PREFECT_API_URL": f"{prefect_url}/api"}
+
+        def run(name: str, seconds: float) -> tuple[subprocess.Popen, str]:
+            p = subprocess.Popen([sys.executable, "-c", SLEEPER, name, str(seconds)], env=env, stdout=subprocess.PIPE)
+            return p, p.stdout.readline().decode().strip()  # its flow run id, once it runs
+
+        killed, killed_id = run("killed-outright", 600)
+        finished, finished_id = run("finished", 0)
+        assert finished.wait(timeout=120) == 0
+        killed.kill()
+        killed.wait()
+
+        def state(run_id: str) -> str:
+            return httpx.get(f"{prefect_url}/api/flow_runs/{run_id}").json()["state"]["type"]
+
+        assert state(killed_id) == "RUNNING"
+        deadline = time.monotonic() + 180
+        while state(killed_id) == "RUNNING" and time.monotonic() < deadline:
+            time.sleep(2)
+        assert state(killed_id) == "CRASHED"
+        assert state(finished_id) == "COMPLETED"
+
+        from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+        from lmforge.server import UNRESPONSIVE_RUNS, ServerError, crash_unresponsive_runs
+
+        with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: 30}):
+            assert crash_unresponsive_runs(f"{prefect_url}/api", 120) == 120  # as `lmforge deploy` does
+            with pytest.raises(ServerError, match="between two heartbeats"):
+                crash_unresponsive_runs(f"{prefect_url}/api", 30)
+        found = httpx.post(f"{prefect_url}/api/automations/filter", json={}).json()
+        assert [(a["name"], a["trigger"]["within"]) for a in found if a["name"] == UNRESPONSIVE_RUNS] == [
+            (UNRESPONSIVE_RUNS, 120.0)
+        ]
+        stop_with_ctrl_c(proc, log, prefect_url, _)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
