@@ -69,6 +69,20 @@ def start_server(tmp_path: Path, *args: str, env: dict[str, str] | None = None):
     return proc, log, f"http://127.0.0.1:{prefect_port}", f"http://127.0.0.1:{mlflow_port}"
 
 
+def kill_with_its_servers(proc: subprocess.Popen) -> None:
+    """Kill `lmforge server` and the servers under it (after a failed test): they run in sessions of
+    their own, which a kill of the parent alone leaves running, and serving, for good."""
+    if proc.poll() is not None:
+        return
+    for child in psutil.Process(proc.pid).children(recursive=True):
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    proc.kill()
+    proc.wait()
+
+
 def stop_with_ctrl_c(proc: subprocess.Popen, log: Path, prefect_url: str, mlflow_url: str) -> None:
     """SIGINT, as Ctrl-C sends: exit 0, both servers and their workers gone, both ports closed."""
     children = psutil.Process(proc.pid).children(recursive=True)
@@ -137,8 +151,7 @@ def test_server_serves_both_uis_and_ctrl_c_stops_both(tmp_path):
         stop_with_ctrl_c(proc, log, prefect_url, mlflow_url)
         assert not (ws / ".prefect" / ANNOUNCEMENT).exists(), "commands would look for a server that is gone"
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        kill_with_its_servers(proc)
 
 
 def test_a_stale_or_silent_server_announcement_is_ignored(tmp_path):
@@ -225,8 +238,7 @@ def test_server_on_postgresql_never_shows_the_password(tmp_path, postgres_databa
 
         stop_with_ctrl_c(proc, log, prefect_url, mlflow_url)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        kill_with_its_servers(proc)
     logs = [log, *(tmp_path / "ws" / ".prefect").glob("*.log")]
     assert not [p for p in logs if password in p.read_text(errors="replace")], "a password in a log"
 
@@ -384,5 +396,4 @@ def test_lmforge_server_marks_a_run_whose_process_died_crashed_and_leaves_finish
         ]
         stop_with_ctrl_c(proc, log, prefect_url, _)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        kill_with_its_servers(proc)
