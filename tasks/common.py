@@ -170,14 +170,17 @@ def prefect_map(stage: str) -> Callable[[Callable[[T], R], Sequence[T], Progress
 # ----------------------------------------------------------------------------- progress
 
 
-# A stage gets a progress artifact in the Prefect UI once it has run this long.
+# A stage gets a progress artifact in the Prefect UI once it has run this long, updated at most
+# this often: each update is an API call and a database write on a server that may share the
+# machine's cores with the training (once a second was 3,600 writes per hour of training).
 PROGRESS_ARTIFACT_AFTER_S = 2.0
+PROGRESS_ARTIFACT_EVERY_S = 5.0
 
 
 class StageProgress:
     """`lm_core.progress.Progress` shown twice: a bar in the terminal and, for a stage that runs
     longer than PROGRESS_ARTIFACT_AFTER_S, a progress artifact in the Prefect UI (updated at most
-    once a second; calls may come from several threads)."""
+    every PROGRESS_ARTIFACT_EVERY_S; calls may come from several threads)."""
 
     def __init__(self, stage: str):
         self.stage = stage
@@ -230,7 +233,7 @@ class StageProgress:
                 self._bar.update(self._bar_task, status=text)
 
     def _push(self, final: bool) -> None:
-        """Update the progress artifact, at most once a second. A stage that ends within
+        """Update the progress artifact, at most every PROGRESS_ARTIFACT_EVERY_S. A stage that ends within
         PROGRESS_ARTIFACT_AFTER_S never gets one: its stats table says it is done, and the API
         calls would cost a short stage more than they show."""
         now = time.monotonic()
@@ -238,7 +241,7 @@ class StageProgress:
             if self._artifact_id is None:
                 if final or self._started is None or now - self._started < PROGRESS_ARTIFACT_AFTER_S:
                     return
-            elif not final and now - self._last_push < 1.0:
+            elif not final and now - self._last_push < PROGRESS_ARTIFACT_EVERY_S:
                 return
             self._last_push = now
             pct = 100.0 if final or not self._total else min(100.0, 100.0 * self._done / self._total)
