@@ -133,7 +133,7 @@ async def _read_body(receive: Receive) -> bytes:
     return b"".join(chunks)
 
 
-def exit_with_stdin(grace_s: float = 30.0) -> threading.Thread:
+def exit_with_stdin(grace_s: float = 30.0) -> None:
     """Shut this server down once its stdin reaches its end: the command that started it holds the
     other end, and closes it to stop the server, or is gone (however it ended, SIGKILL included).
     The shutdown is uvicorn's own (SIGTERM: the services stop, the database is closed); should it
@@ -145,9 +145,7 @@ def exit_with_stdin(grace_s: float = 30.0) -> threading.Thread:
         time.sleep(grace_s)
         os._exit(1)
 
-    watcher = threading.Thread(target=watch, name="exit-with-stdin", daemon=True)
-    watcher.start()
-    return watcher
+    threading.Thread(target=watch, name="exit-with-stdin", daemon=True).start()
 
 
 def create_app() -> ASGIApp:
