@@ -504,8 +504,7 @@ def server(
         width = max(map(len, servers.describe()))
         for k, v in servers.describe().items():
             console.print(f"  {k:<{width}}  {v}", highlight=False, soft_wrap=True)
-        if silent_s is not None:
-            console.print(f"a run whose process is gone (no heartbeat for {silent_s:g} s) is marked Crashed")
+        _print_unresponsive_after(silent_s)
         console.print(
             "lmforge commands on this workspace now record their runs in this Prefect server (live in its UI);\n"
             "other clients, and MLflow through its server:\n"
@@ -578,6 +577,11 @@ def deploy(
         cron = cfg.schedules.cron(name)
         console.print(f"  {name}/{cfg.name}  " + (f"cron {cron} ({cfg.schedules.timezone})" if cron else "on demand"))
     console.print(f"run them with: prefect worker start --pool {pool}  (in this virtual environment)")
+    _print_unresponsive_after(silent_s)
+
+
+def _print_unresponsive_after(silent_s: float | None) -> None:
+    """What the server's crash automation (lmforge.server.crash_unresponsive_runs) was set to."""
     if silent_s is not None:
         console.print(f"a run whose process is gone (no heartbeat for {silent_s:g} s) is marked Crashed")
 

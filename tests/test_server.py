@@ -250,11 +250,15 @@ SERVER = (
 )
 
 
+def embedded_env() -> dict[str, str]:
+    """This environment without PREFECT_API_URL: a script's flows run on its own embedded server."""
+    return {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+
+
 def run_with_server(script: str, home: Path) -> subprocess.CompletedProcess:
-    """`python -c script home` on the embedded API (no PREFECT_API_URL), its output captured."""
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    """`python -c script home` on the embedded API, its output captured."""
     cmd = [sys.executable, "-c", script, str(home)]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(cmd, env=embedded_env(), capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.prefect
@@ -263,9 +267,10 @@ def test_embedded_servers_started_at_once_on_a_fresh_home_all_come_up(tmp_path):
     it while the others wait, instead of two migrations colliding ("index already exists")."""
     home = tmp_path / ".prefect"
     starter = SERVER + "try:\n    s.wait()\nfinally:\n    s.stop()\n"
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     procs = [
-        subprocess.Popen([sys.executable, "-c", starter, str(home)], env=env, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", starter, str(home)], env=embedded_env(), stderr=subprocess.PIPE, text=True
+        )
         for _ in range(3)
     ]
     errors = [p.communicate(timeout=300)[1] for p in procs]
