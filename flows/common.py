@@ -13,11 +13,13 @@ lifecycle run (`with_runner`). It is computed once here, and is the schema Prefe
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 from pydantic import PlainValidator, WithJsonSchema
 
 from lm_core.config import Config
+from lm_core.crawl import CrawlInputError
 from tasks.ui_artifacts import ui_artifacts_sent
 
 
@@ -53,3 +55,19 @@ STAGE_FLOW: dict[str, Any] = dict(
     on_crashed=[ui_artifacts_sent],
     on_cancellation=[ui_artifacts_sent],
 )
+
+
+class _NoTracebackForInputErrors(logging.Filter):
+    """Prefect logs a failed task or flow run with its traceback. For a source that cannot be
+    read, or a crawl that kept no document, the message is the whole story (it names the cause
+    and the fix): the traceback, printed once per run level, would only bury it, in the terminal
+    and in the UI alike."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], CrawlInputError):
+            record.exc_info = record.exc_text = None
+        return True
+
+
+for _run_logger in ("prefect.flow_runs", "prefect.task_runs"):
+    logging.getLogger(_run_logger).addFilter(_NoTracebackForInputErrors())

@@ -85,8 +85,24 @@ class CrawlConfig(Section):
         default_factory=list, description="URL prefixes to stay under; default: anywhere on allowed hosts"
     )
     exclude: list[str] = Field(default_factory=list, description="regular expressions; matching URLs are refused")
+    # Each kind of non-public address has a setting of its own; a host resolving to one is refused
+    # otherwise, and the failure names the setting. allow_private once covered all three; it now
+    # covers private networks only, on purpose: an intranet crawl must not reach this machine's own
+    # services (lmforge's Prefect and MLflow servers) or a cloud's credentials through a link or a
+    # redirect. A config that crawled 127.0.0.1 with it still loads; its pages are refused with a
+    # message naming allow_loopback (the whole crawl fails with it when nothing else is fetched).
     allow_private: bool = Field(
-        default=False, description="allow private, loopback and link-local addresses (off: such hosts are refused)"
+        default=False,
+        description="fetch hosts on private networks (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7, other "
+        "reserved ranges): an intranet. Not loopback nor link-local, which have settings of their own",
+    )
+    allow_loopback: bool = Field(
+        default=False, description="fetch hosts on this machine (127.0.0.0/8, ::1, 0.0.0.0): a local test server"
+    )
+    allow_link_local: bool = Field(
+        default=False,
+        description="fetch link-local hosts (169.254.0.0/16, fe80::/10), where clouds serve instance metadata and "
+        "credentials: refused, and redirects into them too, whatever allow_private says",
     )
 
     # manners

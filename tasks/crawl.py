@@ -9,9 +9,16 @@ from prefect.context import FlowRunContext
 from prefect.tasks import exponential_backoff
 
 from lm_core.config import CrawlConfig
-from lm_core.crawl import crawl_fingerprint, current_snapshot, run_crawl
+from lm_core.crawl import CrawlInputError, crawl_fingerprint, current_snapshot, run_crawl
 from lm_core.workspace import ArtifactRef, Workspace
 from tasks.common import STAGE_TASK, StageProgress, publish_stats, run_stage_task, stage_cache_key_fn, workspace_for
+
+
+def _worth_retrying(task, task_run, state) -> bool:
+    """Not a source that cannot be read nor a crawl that kept no document (its pages were each
+    retried already): the same config would fail the same way seconds later, and the message
+    already names the fix."""
+    return not isinstance(state.result(raise_on_failure=False), CrawlInputError)
 
 
 # The crawl is the one network-bound stage. Single fetches already retry with backoff inside
@@ -23,6 +30,7 @@ from tasks.common import STAGE_TASK, StageProgress, publish_stats, run_stage_tas
     retries=3,
     retry_delay_seconds=exponential_backoff(backoff_factor=10),
     retry_jitter_factor=0.5,
+    retry_condition_fn=_worth_retrying,
     cache_key_fn=stage_cache_key_fn("crawl", lambda p: crawl_fingerprint(p["cfg"], p["snapshot"])),
     **STAGE_TASK,
 )

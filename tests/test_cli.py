@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+import logging
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+# Prefect binds its console log handler to the sys.stderr of the moment it sets up logging (when
+# `prefect.main` is imported): do it now, not inside the first `invoke`, whose captured stream is
+# closed afterwards (later commands' Prefect logs would fail to print, with a "Logging error"
+# traceback in their output)
+import prefect.main  # noqa: F401
 import yaml
 from typer.testing import CliRunner
 
@@ -107,3 +117,50 @@ def test_gc_removes_the_crawl_copies_nothing_was_built_from_and_waits_for_runnin
     assert f"removed crawl {first.fingerprint}" in r.output  # nothing names the first crawl either
     assert [a["fingerprint"] for a in ws.artifacts("crawl")] == [newest.fingerprint]
     assert "0 crawl snapshot(s)" in invoke("gc", *base).output
+
+
+RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+
+
+class _QuietFiles(SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_a_crawl_that_fetches_nothing_is_one_clear_error_naming_the_fix(tmp_path):
+    from lm_core.workspace import Workspace
+
+    site = tmp_path / "site"
+    site.mkdir()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietFiles, directory=str(site)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/page.html"
+    ws = tmp_path / "ws"
+    args = ["stage", "crawl", "--set", f"workspace={ws}", "--set", f"crawl.urls=[{url}]"]
+    logged: list[logging.LogRecord] = []  # what Prefect logs about the failed runs
+    catcher = logging.Filter()  # a filter, not a handler: Prefect's logging setup keeps filters
+    catcher.filter = lambda record: logged.append(record) or True
+    for name in RUN_LOGGERS:
+        logging.getLogger(name).addFilter(catcher)
+    try:
+        r = invoke(*args)
+        assert r.exit_code == 1
+        assert r.output.count("error:") == 1 and "Traceback" not in r.output
+        assert (
+            f"error: the crawl fetched no document: {url} (private_address): 127.0.0.1 is a loopback address; "
+            "set crawl.allow_loopback: true to crawl it"
+        ) in r.output
+        messages = [record.getMessage() for record in logged]
+        assert any("NoDocuments" in m for m in messages)  # Prefect logged the failure ...
+        assert not any(record.exc_info for record in logged)  # ... without a traceback
+        assert not any("Retries are exhausted" in m for m in messages)  # and did not retry what would fail again
+
+        (site / "page.html").write_text("<html><body><p>The page.</p></body></html>")
+        r = invoke(*args, "--set", "crawl.allow_loopback=true")  # the fix: crawled, nothing stale in the way
+        assert r.exit_code == 0, r.output
+        assert [a["manifest"]["rows"] for a in Workspace(ws).artifacts("crawl")] == [1]
+    finally:
+        for name in RUN_LOGGERS:
+            logging.getLogger(name).removeFilter(catcher)
+        server.shutdown()
+        server.server_close()

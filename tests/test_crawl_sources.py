@@ -16,7 +16,7 @@ from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from lm_core.config import CrawlConfig, FilesSource, HFDatasetSource
-from lm_core.crawl import CrawlInputError, crawl_fingerprint, reasons, run_crawl
+from lm_core.crawl import CrawlInputError, NoDocuments, crawl_fingerprint, reasons, run_crawl
 from lm_core.schemas import FAILURE, RAW_DOC
 from lm_core.shards import read_shard, shard_paths
 from lm_core.workspace import Workspace
@@ -178,6 +178,28 @@ def test_a_missing_folder_is_a_clear_error(tmp_path):
         run_crawl(CrawlConfig(files=[FilesSource(path=str(tmp_path / "does-not-exist"))]), Workspace(tmp_path / "ws"))
     with pytest.raises(CrawlInputError, match="warc"):
         run_crawl(CrawlConfig(warc=[str(tmp_path / "nope.warc.gz")]), Workspace(tmp_path / "ws"))
+
+
+def test_a_folder_with_nothing_to_read_is_a_clear_error_and_publishes_nothing(tmp_path):
+    empty, unsupported = tmp_path / "empty", tmp_path / "unsupported"
+    empty.mkdir()
+    unsupported.mkdir()
+    (unsupported / "a.pdf").write_bytes(b"%PDF-1.4")
+    (unsupported / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    ws = Workspace(tmp_path / "ws")
+    with pytest.raises(NoDocuments) as e:
+        run_crawl(CrawlConfig(files=[FilesSource(path=str(empty), glob="**/*.md")]), ws)
+    assert str(e.value) == (
+        f"the crawl fetched no document: files[0]: folder {str(empty)!r} holds no files "
+        "(glob '**/*.md' matched nothing)"
+    )
+    with pytest.raises(NoDocuments) as e:
+        run_crawl(CrawlConfig(files=[FilesSource(path=str(unsupported))]), ws)
+    assert str(e.value) == (
+        "the crawl fetched no document: all 2 failures are content_type, "
+        f"e.g. {unsupported / 'a.pdf'}: .pdf: not a supported document type"
+    )
+    assert ws.artifacts("crawl") == [] and not list((ws.root / "crawl").glob(".partial-*"))
 
 
 def test_a_changed_input_file_makes_a_new_artifact(tmp_path, corpus):

@@ -22,11 +22,21 @@ import pytest
 from lm_core.clean.fingerprint import clean_fingerprint
 from lm_core.clean.stage import run_clean
 from lm_core.config import CleanConfig, CrawlConfig
-from lm_core.crawl import reasons, redundant_snapshots, run_crawl
+from lm_core.crawl import NoDocuments, reasons, redundant_snapshots, run_crawl
 from lm_core.crawl.encoding import Encodings, sniff
 from lm_core.crawl.links import extract_links
 from lm_core.crawl.stage import STATE_FILE, crawl_fingerprint
-from lm_core.crawl.urls import BadURL, Scope, UnsupportedScheme, is_public_address, normalize_url
+from lm_core.crawl.urls import (
+    LINK_LOCAL,
+    LOOPBACK,
+    PRIVATE,
+    BadURL,
+    Scope,
+    UnsupportedScheme,
+    address_kind,
+    is_public_address,
+    normalize_url,
+)
 from lm_core.schemas import FAILURE, RAW_DOC
 from lm_core.shards import read_shard, shard_paths
 from lm_core.workspace import Workspace
@@ -124,8 +134,8 @@ def read_all(folder: Path, schema: pa.Schema) -> list[dict]:
 
 
 def crawl_config(seed: str, **overrides) -> CrawlConfig:
-    settings = dict(urls=[seed], allow_private=True, retries=1, backoff_s=0.01, connect_timeout_s=2, read_timeout_s=0.3,
-                    docs_per_shard=4)  # fmt: skip
+    settings = dict(urls=[seed], allow_loopback=True, retries=1, backoff_s=0.01, connect_timeout_s=2,
+                    read_timeout_s=0.3, docs_per_shard=4)  # fmt: skip
     settings.update(overrides)
     return CrawlConfig(**settings)
 
@@ -395,22 +405,91 @@ def test_bodies_are_raw_bytes_with_encoding_hints(main_crawl):
 # ----------------------------------------------------------------------------- safety, manners, budget
 
 
-def test_private_address_is_refused_unless_allowed(tmp_path):
-    with Site({"/": page()}) as site:
-        ref = run_crawl(crawl_config(site.url("/"), allow_private=False), Workspace(tmp_path))
-        failures = read_all(ref.dir / "failures", FAILURE)
-        assert [(f["url"], f["reason"]) for f in failures] == [(site.url("/"), reasons.PRIVATE_ADDRESS)]
-        assert ref.stats["rows"] == 0
-        assert sum(site.hits.values()) == 0  # not even robots.txt
-
-
 def test_unreachable_robots_txt_disallows_everything(tmp_path):
     with Site({"/robots.txt": fixed(Reply(503, b"down")), "/": page()}) as site:
-        ref = run_crawl(crawl_config(site.url("/")), Workspace(tmp_path))
-        failures = read_all(ref.dir / "failures", FAILURE)
-        assert [(f["url"], f["reason"]) for f in failures] == [(site.url("/"), reasons.ROBOTS)]
-        assert "unreachable" in failures[0]["detail"]
+        with pytest.raises(NoDocuments) as refused:
+            run_crawl(crawl_config(site.url("/")), Workspace(tmp_path))
+        assert str(refused.value) == (
+            f"the crawl fetched no document: {site.url('/')} (robots): {site.url('/robots.txt')} answered HTTP 503; "
+            "RFC 9309: an unreachable robots.txt disallows everything"
+        )
         assert site.hits["/robots.txt"] == 2 and site.hits["/"] == 0  # retried, then obeyed
+
+
+# ----------------------------------------------------------------------------- a crawl that kept nothing
+
+
+def no_partial_left(ws: Workspace) -> bool:
+    return ws.artifacts("crawl") == [] and not list((ws.root / "crawl").glob(".partial-*"))
+
+
+def test_a_loopback_seed_is_refused_by_default_and_the_error_names_the_setting(tmp_path):
+    ws = Workspace(tmp_path)
+    with Site({"/": page(body="hello")}) as site:
+        with pytest.raises(NoDocuments) as refused:  # allow_private is for private networks, not this machine
+            run_crawl(crawl_config(site.url("/"), allow_loopback=False, allow_private=True), ws)
+        assert str(refused.value) == (
+            f"the crawl fetched no document: {site.url('/')} (private_address): "
+            "127.0.0.1 is a loopback address; set crawl.allow_loopback: true to crawl it"
+        )
+        assert sum(site.hits.values()) == 0  # not even robots.txt
+        assert no_partial_left(ws)
+
+        ref = run_crawl(crawl_config(site.url("/"), allow_loopback=True), ws)
+        assert ref.stats["rows"] == 1 and site.hits["/"] == 1
+
+
+def test_a_crawl_that_kept_nothing_leaves_nothing_to_resume_and_crawls_again_once_fixed(tmp_path):
+    paths = [f"/p{i}" for i in range(10)]
+    with Site({}) as site:  # every page answers 404, for now
+        # failure shards of 8 rows: the crawl checkpoints its frontier before it ends
+        cfg = crawl_config(site.url("/"), urls=[site.url(p) for p in paths], docs_per_shard=1)
+        ws = Workspace(tmp_path)
+        with pytest.raises(NoDocuments, match=r": all 10 failures are http_error, e\.g\. http://\S+/p\d: HTTP 404 Not"):
+            run_crawl(cfg, ws)
+        assert no_partial_left(ws)
+
+        site.routes.update({p: page(body=p) for p in paths})
+        ref = run_crawl(cfg, ws)  # the same config: crawled afresh, not resumed into the old answer
+        assert ref.stats["rows"] == 10 and ref.stats["resumes"] == 0
+        assert all(site.hits[p] == 2 for p in paths)
+
+
+def test_link_local_is_refused_even_with_private_and_loopback_allowed_and_so_is_a_redirect_into_it(tmp_path):
+    metadata = "http://169.254.169.254/latest/meta-data/"  # a cloud's instance metadata, credentials included
+    with Site({"/": redirect(metadata)}) as site:
+        for i, seed in enumerate((metadata, "http://[fe80::1]/", site.url("/"))):
+            cfg = crawl_config(
+                seed, allow_private=True, allow_loopback=True, allow_hosts=["127.0.0.1", "169.254.169.254", "fe80::1"]
+            )
+            with pytest.raises(NoDocuments, match=r"is a link-local address; set crawl\.allow_link_local: true") as e:
+                run_crawl(cfg, Workspace(tmp_path / str(i)))
+        assert f"{site.url('/')} (private_address): redirected to {metadata}: 169.254.169.254 is" in str(e.value)
+        assert site.hits["/"] == 1
+
+
+def test_an_unresolvable_host_is_named_without_waiting_for_dns(tmp_path):
+    # RFC 6761: .invalid never resolves, and the crawler knows it without asking a DNS server
+    seed = "https://docs.lmforge.invalid/"
+    with pytest.raises(NoDocuments) as e:
+        run_crawl(crawl_config(seed), Workspace(tmp_path))
+    assert str(e.value) == (
+        f"the crawl fetched no document: {seed} (connection_error): host 'docs.lmforge.invalid' not found (DNS): "
+        ".invalid names never resolve"
+    )
+
+
+def test_several_causes_are_counted_by_reason_with_one_example_each(tmp_path):
+    with Site({"/": page()}) as site:
+        seeds = [site.url("/"), "https://a.invalid/", "https://b.invalid/"]
+        with pytest.raises(NoDocuments) as e:
+            run_crawl(crawl_config(site.url("/"), urls=seeds, allow_loopback=False), Workspace(tmp_path))
+    assert str(e.value).splitlines() == [
+        "the crawl fetched no document:",
+        "  2 connection_error, e.g. https://a.invalid/: host 'a.invalid' not found (DNS): .invalid names never resolve",
+        f"  1 private_address: {site.url('/')}: 127.0.0.1 is a loopback address; set crawl.allow_loopback: true to "
+        "crawl it",
+    ]
 
 
 def test_crawl_delay_spaces_requests(tmp_path):
@@ -628,6 +707,19 @@ def test_public_addresses():
         "240.0.0.1",
     ):
         assert not is_public_address(private), private
+
+
+@pytest.mark.parametrize("address, kind", [
+    ("93.184.216.34", None), ("2606:4700::1111", None),
+    ("127.0.0.1", LOOPBACK), ("127.8.9.10", LOOPBACK), ("::1", LOOPBACK), ("::ffff:127.0.0.1", LOOPBACK),
+    ("0.0.0.0", LOOPBACK), ("::", LOOPBACK),  # connecting to the unspecified address reaches this machine
+    ("169.254.169.254", LINK_LOCAL), ("fe80::1%eth0", LINK_LOCAL), ("::ffff:169.254.169.254", LINK_LOCAL),
+    ("64:ff9b::a9fe:a9fe", LINK_LOCAL),  # 169.254.169.254 through a NAT64 gateway
+    ("10.1.2.3", PRIVATE), ("192.168.0.1", PRIVATE), ("100.64.0.1", PRIVATE), ("fd00::1", PRIVATE),
+    ("224.0.0.1", PRIVATE), ("240.0.0.1", PRIVATE),
+])  # fmt: skip
+def test_each_kind_of_non_public_address_has_its_own_setting(address, kind):
+    assert address_kind(address) == kind
 
 
 def test_extract_links_honours_base_and_nofollow():

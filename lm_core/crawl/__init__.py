@@ -29,6 +29,7 @@ from lm_core.crawl.reasons import (
 from lm_core.crawl.sources import CrawlInputError
 from lm_core.crawl.stage import (
     CODE_VERSION,
+    NoDocuments,
     crawl_fingerprint,
     crawl_inputs,
     current_snapshot,
@@ -38,7 +39,7 @@ from lm_core.crawl.stage import (
 
 __all__ = [
     "run_crawl", "crawl_fingerprint", "crawl_inputs", "current_snapshot", "redundant_snapshots", "CODE_VERSION",
-    "CrawlInputError", "reasons",
+    "CrawlInputError", "NoDocuments", "reasons",
     "ROBOTS", "EXCLUDED", "OFF_SITE", "PRIVATE_ADDRESS", "BAD_URL", "HTTP_ERROR", "TIMEOUT", "CONNECTION_ERROR",
     "TOO_LARGE", "CONTENT_TYPE", "TOO_MANY_REDIRECTS", "REDIRECT_LOOP", "UNREADABLE", "MALFORMED",
 ]  # fmt: skip

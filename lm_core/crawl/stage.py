@@ -15,6 +15,10 @@ config and snapshot, from its last checkpoint: shards written after it are disca
 redone, and nothing is lost or stored twice. The state file is removed before the artifact is
 published.
 
+A crawl that kept no document is an error (`NoDocuments`), not an artifact: nothing is published,
+its partial folder is removed (a later attempt, once the cause is fixed, crawls again instead of
+resuming into the same answer), and the message sums up why, from the failures by reason.
+
 Snapshots: a config is crawled once, and later runs read that crawl. A refresh (the nightly
 `data` schedule, `--refresh`) crawls the same config again under a new snapshot label into a
 new artifact, which runs that do not refresh then read. Its content digest (below) is what the
@@ -28,8 +32,9 @@ import hashlib
 import itertools
 import json
 import logging
+import shutil
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -37,7 +42,7 @@ from urllib.parse import urlsplit
 
 from lm_core.config import CrawlConfig
 from lm_core.crawl import pydoc_site, rows
-from lm_core.crawl.sources import Row, file_rows, hf_rows, local_inputs, warc_rows
+from lm_core.crawl.sources import CrawlInputError, Row, file_rows, hf_rows, local_inputs, match_files, warc_rows
 from lm_core.crawl.urls import AddressGuard, Scope
 from lm_core.crawl.web import UrlAlias, WebCrawler
 from lm_core.progress import NullProgress, Progress
@@ -133,10 +138,41 @@ def run_crawl(
         out = CrawlOutput(build.dir, cfg.docs_per_shard, progress)
         _CrawlRun(cfg, out, progress).run()
         out.close()
+        if not out.documents_by_source:  # close() dropped the resume state; the failures go too
+            shutil.rmtree(build.dir)  # so that an attempt after a fix crawls afresh, with nothing stale
+            raise NoDocuments(no_documents_message(cfg, out))
         build.stats = {**out.stats(), "content_digest": documents_digest(build.dir / DOCS_DIR)}
         log.info("crawl %s: %s", fp, json.dumps(build.stats, sort_keys=True))
     assert build.ref is not None
     return build.ref
+
+
+class NoDocuments(CrawlInputError):
+    """A crawl that kept no document; the message says why (see `no_documents_message`)."""
+
+
+def no_documents_message(cfg: CrawlConfig, out: CrawlOutput) -> str:
+    """Why a crawl kept nothing: its empty folders, then its failures by reason, commonest first,
+    each with one example (a URL or file, and the detail of its failure, which names the fix)."""
+    causes = [
+        f"files[{i}]: folder {src.path!r} holds no files (glob {src.glob!r} matched nothing)"
+        for i, src in enumerate(cfg.files)
+        if not match_files(src)
+    ]
+    failures = out.failures_by_reason
+    for reason, n in failures.most_common():
+        url, detail = out.failure_examples.get(reason, ("?", "?"))
+        if failures.total() == 1:
+            causes.append(f"{url} ({reason}): {detail}")
+        elif len(failures) == 1:
+            causes.append(f"all {n} failures are {reason}, e.g. {url}: {detail}")
+        else:
+            causes.append(f"{n} {reason}{', e.g.' if n > 1 else ':'} {url}: {detail}")
+    if not causes:
+        causes.append("its sources yielded no record at all")
+    if len(causes) == 1:
+        return f"the crawl fetched no document: {causes[0]}"
+    return "the crawl fetched no document:\n" + "\n".join(f"  {cause}" for cause in causes)
 
 
 # The fields of a document that the stages after the crawl read (its fetch time and status are
@@ -184,6 +220,7 @@ class CrawlOutput:
         t = state.get("tally", {})
         self.documents_by_source = Counter(t.get("documents_by_source", {}))
         self.failures_by_reason = Counter(t.get("failures_by_reason", {}))
+        self.failure_examples: dict[str, list[str]] = state.get("failure_examples", {})  # reason -> [url, detail]
         self.pages_fetched = t.get("pages_fetched", 0)
         self.bytes_fetched = t.get("bytes_fetched", 0)
         self.doc_bytes = t.get("doc_bytes", 0)
@@ -225,6 +262,7 @@ class CrawlOutput:
         else:
             self.failures.add(row)
             self.failures_by_reason[row["reason"]] += 1
+            self.failure_examples.setdefault(row["reason"], [row["url"], row["detail"] or ""])
 
     def fetched(self, n_bytes: int) -> None:
         self.pages_fetched += 1
@@ -246,6 +284,7 @@ class CrawlOutput:
             "done": self.done,
             "current": self.position() if self.position else None,
             "tally": self._tally(),
+            "failure_examples": self.failure_examples,
         }
         write_json_atomic(self.folder / STATE_FILE, state)
         self._checkpointed = (self.docs.index, self.failures.index)
@@ -374,13 +413,22 @@ class _CrawlRun:
         cfg = self.cfg
         if source_id == "urls":
             scope = Scope.build(cfg.urls, cfg.allow_hosts, cfg.allow_prefixes, cfg.exclude)
-            self._crawl_web("urls", cfg.urls, scope, AddressGuard(cfg.allow_private), None, resume)
+            self._crawl_web("urls", cfg.urls, scope, self._guard(), None, resume)
             return
         with pydoc_site.pydoc_server() as base:
             scope = Scope.build([base], allow_prefixes=[base], exclude=[*pydoc_site.DEFAULT_EXCLUDES, *cfg.exclude])
-            guard = AddressGuard(cfg.allow_private, private_ok=[urlsplit(base).netloc])  # this server only
+            guard = self._guard(trusted=[urlsplit(base).netloc])  # this server only, not where it links or redirects
             alias = UrlAlias(real=base, public=pydoc_site.PUBLIC_BASE)
             self._crawl_web("pydoc", [base], scope, guard, alias, resume)
+
+    def _guard(self, trusted: Iterable[str] = ()) -> AddressGuard:
+        cfg = self.cfg
+        return AddressGuard(
+            allow_loopback=cfg.allow_loopback,
+            allow_private=cfg.allow_private,
+            allow_link_local=cfg.allow_link_local,
+            trusted=trusted,
+        )
 
     def _crawl_web(
         self,

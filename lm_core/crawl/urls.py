@@ -194,34 +194,65 @@ class Scope:
 
 # ----------------------------------------------------------------------------- address safety
 
+# The kinds of non-public address, each allowed by a setting of its own: each reaches something
+# different, and allowing one must not open the others.
+LOOPBACK = "loopback"  # this machine: its own services (lmforge's Prefect and MLflow servers among them)
+LINK_LOCAL = "link-local"  # the local link: where clouds serve instance metadata and credentials
+PRIVATE = "private"  # other machines of private networks (an intranet), and every other non-public range
+SETTINGS = {LOOPBACK: "allow_loopback", LINK_LOCAL: "allow_link_local", PRIVATE: "allow_private"}
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # an IPv4 address spelled as IPv6 for a NAT64 gateway
+
+
+def address_kind(address: str) -> str | None:
+    """None for a public address; else LOOPBACK, LINK_LOCAL or PRIVATE."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
+    if isinstance(ip, ipaddress.IPv6Address):  # an IPv4 address in IPv6 clothing is judged as itself
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        elif ip in _NAT64:
+            ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip.is_loopback or ip.is_unspecified:  # a connection to 0.0.0.0 or :: reaches this machine
+        return LOOPBACK
+    if ip.is_link_local:  # 169.254.0.0/16, fe80::/10
+        return LINK_LOCAL
+    if ip.is_global and not (ip.is_multicast or ip.is_reserved):
+        return None
+    return PRIVATE  # RFC 1918, fc00::/7, 100.64.0.0/10, reserved, multicast, ...
+
 
 def is_public_address(address: str) -> bool:
     """False for private, loopback, link-local, shared, reserved, multicast and unspecified addresses."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not (ip.is_multicast or ip.is_reserved)
+    return address_kind(address) is None
 
 
 class AddressGuard:
     """Refuses hosts that resolve to non-public addresses, so a crawl seeded with public pages
-    cannot be steered (by a link or a redirect) into a private network.
+    cannot be steered (by a link or a redirect) into this machine, a private network, or a cloud's
+    metadata service. Loopback, private and link-local addresses are each allowed by a setting
+    of their own; `trusted` netlocs (host:port) are fetched anyway (the pydoc demo's server).
 
-    Each host is resolved once per crawl. Every address it resolves to must be public. The
-    connection itself resolves the name again, so a DNS server that answers differently the
+    Each host is resolved once per crawl. Every address it resolves to must be public or allowed.
+    The connection itself resolves the name again, so a DNS server that answers differently the
     second time (DNS rebinding) is not stopped here; pinning the address would need a custom
     transport.
     """
 
-    def __init__(self, allow_private: bool = False, private_ok: Iterable[str] = ()):
-        self.allow_private = allow_private
-        self.private_ok = frozenset(private_ok)  # netlocs (host:port) trusted anyway: the pydoc demo
+    def __init__(
+        self,
+        *,
+        allow_loopback: bool = False,
+        allow_private: bool = False,
+        allow_link_local: bool = False,
+        trusted: Iterable[str] = (),
+    ):
+        self.allowed = {LOOPBACK: allow_loopback, PRIVATE: allow_private, LINK_LOCAL: allow_link_local}
+        self.trusted = frozenset(trusted)
         self._verdicts: dict[str, tuple[str, str] | None] = {}
 
     async def refusal(self, url: str) -> tuple[str, str] | None:
         """(reason, detail) if `url` must not be fetched, else None."""
         parts = urlsplit(url)
-        if self.allow_private or parts.netloc in self.private_ok:
+        if parts.netloc in self.trusted:
             return None
         host = parts.hostname or ""
         if host not in self._verdicts:
@@ -230,14 +261,22 @@ class AddressGuard:
 
     async def _judge(self, host: str, port: int) -> tuple[str, str] | None:
         try:
-            addresses = [ipaddress.ip_address(host).compressed]
+            addresses, named = [ipaddress.ip_address(host).compressed], False
         except ValueError:
+            named = True
+            if host == "invalid" or host.endswith(".invalid"):  # RFC 6761: never resolves; no DNS server to wait for
+                return reasons.CONNECTION_ERROR, f"host {host!r} not found (DNS): .invalid names never resolve"
             try:
                 infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
             except (OSError, UnicodeError) as e:
-                return reasons.CONNECTION_ERROR, f"cannot resolve {host!r}: {e}"
+                return reasons.CONNECTION_ERROR, f"host {host!r} not found (DNS: {getattr(e, 'strerror', None) or e})"
             addresses = sorted({info[4][0] for info in infos})
-        private = [a for a in addresses if not is_public_address(a)]
-        if private:
-            return reasons.PRIVATE_ADDRESS, f"{host} resolves to {', '.join(private)} (set allow_private to crawl it)"
-        return None
+        refused = {a: kind for a in addresses if (kind := address_kind(a)) and not self.allowed[kind]}
+        if not refused:
+            return None
+        if named:
+            what = f"{host} resolves to " + ", ".join(f"{a} ({kind})" for a, kind in refused.items())
+        else:
+            what = f"{host} is a {refused[addresses[0]]} address"
+        settings = " and ".join(f"crawl.{SETTINGS[kind]}: true" for kind in sorted(set(refused.values())))
+        return reasons.PRIVATE_ADDRESS, f"{what}; set {settings} to crawl it"

@@ -3,7 +3,8 @@
 One `WebCrawler` crawls one web source (the `urls` seeds, or the pydoc demo site) with
 `concurrency` workers over one `httpx.AsyncClient`. For each URL taken from the frontier:
 
-1. address safety: hosts resolving to private addresses are refused (unless allowed);
+1. address safety: hosts resolving to loopback, private or link-local addresses are refused
+   unless their own setting allows them (see `AddressGuard`), as are hosts not found (DNS);
 2. robots.txt of the URL's origin, fetched once with the same client (see `robots.py`);
    its Crawl-delay raises that host's delay;
 3. GET, holding one of the host's `per_host_concurrency` slots, at least `delay_s` after the
