@@ -156,39 +156,94 @@ class CrawlConfig(Section):
 # ----------------------------------------------------------------------------- clean
 
 
+# Two sets of thresholds for the quality rules. `web`: Gopher's published values (Rae et al.
+# 2021), for web prose. `docs`: for documentation and code sites, where pages are short (a stub,
+# a tutorial's last step), list-shaped (changelogs, an author list), dense in identifiers and
+# numbers (an API table, a module of constants) and repetitive by design (every subclass lists
+# its inherited methods with their docstrings; signatures such as `__init__(self, /)` recur):
+# Gopher's values drop 60% of 247 pydoc pages and 22% of Sphinx's documentation pages.
+# Both are measured on prose only (see lm_core/clean/quality.py); bench/extract_fidelity.py
+# reports what each drops from real built sites.
+QUALITY_PROFILES: dict[str, dict[str, Any]] = {
+    "web": {
+        "min_words": 50,
+        "max_words": 100_000,
+        "min_mean_word_length": 3.0,
+        "max_mean_word_length": 10.0,
+        "max_symbol_word_ratio": 0.1,
+        "min_alpha_word_fraction": 0.8,
+        "max_ellipsis_line_fraction": 0.3,
+        "max_bullet_line_fraction": 0.9,
+        "max_duplicate_line_fraction": 0.3,
+        "max_duplicate_line_char_fraction": 0.2,
+        "max_duplicate_paragraph_fraction": 0.3,
+        "max_duplicate_paragraph_char_fraction": 0.2,
+        "max_top_ngram_char_fraction": {2: 0.20, 3: 0.18, 4: 0.16},
+        "max_duplicate_ngram_char_fraction": {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10},
+    },
+    "docs": {
+        "min_words": 20,
+        "max_words": 1_000_000,
+        "min_mean_word_length": 3.0,
+        "max_mean_word_length": 20.0,
+        "max_symbol_word_ratio": 0.25,
+        "min_alpha_word_fraction": 0.4,
+        "max_ellipsis_line_fraction": 0.3,
+        "max_bullet_line_fraction": None,
+        "max_duplicate_line_fraction": 0.9,
+        "max_duplicate_line_char_fraction": 0.9,
+        "max_duplicate_paragraph_fraction": 0.8,
+        "max_duplicate_paragraph_char_fraction": 0.8,
+        "max_top_ngram_char_fraction": {2: 0.30, 3: 0.25, 4: 0.20},
+        "max_duplicate_ngram_char_fraction": {5: 0.80, 6: 0.79, 7: 0.78, 8: 0.77, 9: 0.76, 10: 0.75},
+    },
+}
+_DOCS = QUALITY_PROFILES["docs"]
+
+
 class QualityConfig(BaseModel):
-    """Gopher/C4-style document quality rules. Any threshold set to null is switched off."""
+    """Gopher/C4-style document quality rules. `profile` gives every threshold its value
+    (`docs`, the default, or `web`); a threshold set here wins, and null switches its rule off."""
 
     model_config = ConfigDict(extra="forbid")
-    min_words: int | None = 50
-    max_words: int | None = 100_000
-    min_mean_word_length: float | None = 3.0
-    max_mean_word_length: float | None = 10.0
-    max_symbol_word_ratio: float | None = Field(0.1, description="'#' and '...' per word")
-    min_alpha_word_fraction: float | None = Field(0.7, description="words with at least one letter")
-    max_ellipsis_line_fraction: float | None = 0.3
-    max_bullet_line_fraction: float | None = 0.9
-    # The three repetition limits below are looser than Gopher's (0.3, 0.2, and 0.15 down to 0.10):
-    # reference documentation repeats by design (every subclass lists its inherited methods with
-    # their docstrings; signatures such as `__init__(self, /)` recur), and Gopher's values dropped
-    # 63% of Python's own pydoc pages. These keep 93% of those with 50 words or more and still drop
-    # pages that are mostly boilerplate (over 80% repeated lines) and repetitive spam.
+    profile: Literal["docs", "web"] = Field("docs", description="docs: documentation and code sites; web: Gopher's")
+    min_words: int | None = Field(_DOCS["min_words"], description="prose and code words")
+    max_words: int | None = _DOCS["max_words"]
+    min_mean_word_length: float | None = _DOCS["min_mean_word_length"]
+    max_mean_word_length: float | None = _DOCS["max_mean_word_length"]
+    max_symbol_word_ratio: float | None = Field(_DOCS["max_symbol_word_ratio"], description="'#' and '...' per word")
+    min_alpha_word_fraction: float | None = Field(
+        _DOCS["min_alpha_word_fraction"], description="words with at least one letter"
+    )
+    max_ellipsis_line_fraction: float | None = _DOCS["max_ellipsis_line_fraction"]
+    max_bullet_line_fraction: float | None = _DOCS["max_bullet_line_fraction"]
     max_duplicate_line_fraction: float | None = Field(
-        0.8, description="most lines that may repeat an earlier line (Gopher: 0.3; see above)"
+        _DOCS["max_duplicate_line_fraction"], description="most lines that may repeat an earlier line"
     )
     max_duplicate_line_char_fraction: float | None = Field(
-        0.7, description="most characters that may lie in repeated lines (Gopher: 0.2; see above)"
+        _DOCS["max_duplicate_line_char_fraction"], description="most characters that may lie in repeated lines"
     )
-    max_duplicate_paragraph_fraction: float | None = 0.3
-    max_duplicate_paragraph_char_fraction: float | None = 0.2
+    max_duplicate_paragraph_fraction: float | None = _DOCS["max_duplicate_paragraph_fraction"]
+    max_duplicate_paragraph_char_fraction: float | None = _DOCS["max_duplicate_paragraph_char_fraction"]
     max_top_ngram_char_fraction: dict[int, float] | None = Field(
-        default_factory=lambda: {2: 0.20, 3: 0.18, 4: 0.16},
+        default_factory=lambda: dict(_DOCS["max_top_ngram_char_fraction"]),
         description="n -> most characters the commonest word n-gram may cover",
     )
     max_duplicate_ngram_char_fraction: dict[int, float] | None = Field(
-        default_factory=lambda: {5: 0.65, 6: 0.64, 7: 0.63, 8: 0.62, 9: 0.61, 10: 0.60},
-        description="n -> most characters that repeated word n-grams may cover (Gopher: 0.15 down to 0.10; see above)",
+        default_factory=lambda: dict(_DOCS["max_duplicate_ngram_char_fraction"]),
+        description="n -> most characters that repeated word n-grams may cover",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _profile_values(cls, data: Any) -> Any:
+        """Thresholds not given take the profile's values."""
+        if not isinstance(data, dict):
+            return data
+        profile = QUALITY_PROFILES.get(data.get("profile", "docs"))
+        if profile is None:
+            return data  # the field's own validation names the bad profile
+        return {**copy.deepcopy(profile), **data}
 
 
 class PIIConfig(BaseModel):

@@ -157,8 +157,8 @@ def test_boilerplate_is_dropped_and_the_article_kept():
         "font-family",
     ):
         assert chrome not in text, chrome
-    # one block per line: paragraphs are not run together
-    assert "\nVisiting without harm\n" in text
+    # headings are marked, and blocks are apart: paragraphs are not run together
+    assert "\n\n## Visiting without harm\n\n" in text
 
 
 def test_data_tables_follow_the_tables_setting():
@@ -167,7 +167,7 @@ def test_data_tables_follow_the_tables_setting():
         "<table><tr><th>Creature</th><th>Zone</th></tr><tr><td>Periwinkle</td><td>upper shore</td></tr>"
         "<tr><td>Sculpin</td><td>lower pools</td></tr></table></article>",
     )
-    assert "Periwinkle" in extract_text(page, "text/html", tables=True)
+    assert "| Creature | Zone |\n| --- | --- |\n| Periwinkle | upper shore |" in extract_text(page, "text/html")
     assert "Periwinkle" not in extract_text(page, "text/html", tables=False)
 
 
@@ -203,6 +203,16 @@ def test_a_pydoc_page_keeps_its_docstrings_and_drops_its_chrome():
     )
     assert lines[i + 1] == "Serialize ``obj`` to a JSON formatted ``str``."
     assert any(line.startswith("raw_decode(self, s, idx=0)") for line in lines)
+    # the doctests of a docstring keep their indentation (pydoc writes it with no-break spaces)
+    i = lines.index("Pretty printing::")
+    assert lines[i + 2 : i + 8] == [
+        "    >>> import json",
+        "    >>> print(json.dumps({'4': 5, '6': 7}, sort_keys=True, indent=4))",
+        "    {",
+        '        "4": 5,',
+        '        "6": 7',
+        "    }",
+    ]
     # the server's navigation bar and search forms are gone
     for chrome in ("Module Index", "Topics", "Keywords", "Get", "Search"):
         assert chrome not in lines, chrome

@@ -143,20 +143,51 @@ def test_every_rule_has_a_crafted_document():
     assert set(CRAFTED) == set(QUALITY_REASONS)
 
 
-def test_a_good_paragraph_rich_document_passes():
-    assert check_quality(GOOD, QualityConfig()) is None
-    assert check_quality(prose(400, seed=0), QualityConfig()) is None
+def test_a_good_paragraph_rich_document_passes_both_profiles():
+    for profile in ("docs", "web"):
+        assert check_quality(GOOD, QualityConfig(profile=profile)) is None
+        assert check_quality(prose(400, seed=0), QualityConfig(profile=profile)) is None
 
 
 @pytest.mark.parametrize("rule", list(CRAFTED))
-def test_each_rule_rejects_the_document_that_breaks_only_it(rule):
+def test_each_rule_rejects_the_document_made_to_break_it(rule):
+    """With Gopher's thresholds (the web profile), one rule at a time."""
     text, overrides = CRAFTED[rule]
-    cfg = QualityConfig(**overrides)
-    rejection = check_quality(text, cfg)
+    threshold = getattr(QualityConfig(profile="web", **overrides), rule)
+    alone = QualityConfig(profile="web", **{**{name: None for name in QUALITY_REASONS}, rule: threshold})
+    rejection = check_quality(text, alone)
     assert rejection is not None and rejection.reason == rule, rejection
     assert any(ch.isdigit() for ch in rejection.detail)  # the measured value is in the detail
-    # null switches the rule off, and nothing else objects to the document
-    assert check_quality(text, cfg.model_copy(update={rule: None})) is None
+    if not overrides:
+        assert check_quality(GOOD, alone) is None
+
+
+def test_the_docs_profile_still_rejects_spam_and_gibberish():
+    for rule in ("min_mean_word_length", "max_ellipsis_line_fraction", "max_top_ngram_char_fraction",
+                 "max_duplicate_ngram_char_fraction"):  # fmt: skip
+        rejection = check_quality(CRAFTED[rule][0], QualityConfig())
+        assert rejection is not None and rejection.reason == rule, (rule, rejection)
+
+
+def test_a_profile_sets_the_thresholds_not_given_and_a_given_one_wins():
+    assert QualityConfig().profile == "docs" and QualityConfig().max_bullet_line_fraction is None
+    web = QualityConfig(profile="web")
+    assert (web.min_words, web.max_duplicate_line_fraction, web.max_bullet_line_fraction) == (50, 0.3, 0.9)
+    assert QualityConfig(profile="web", min_words=5).min_words == 5
+    assert QualityConfig(profile="web", max_bullet_line_fraction=None).max_bullet_line_fraction is None
+
+
+def test_rules_measure_prose_and_code_only_counts_toward_length():
+    code = "\n".join(f"    value_{i} = compute({i}, {i * 7} + 0x{i:04x})  # {i}" for i in range(60))
+    page = f"Each value below is computed once, at import.\n\n```python\n{code}\n```"
+    # 60 lines of numbers and symbols: no rule about prose speaks of them, and the page is long enough
+    assert check_quality(page, QualityConfig(profile="web", min_words=20)) is None
+    assert check_quality(code, QualityConfig(profile="web", min_words=20)) is not None  # unfenced, it is prose
+    # the markup the clean stage writes is not words: heading marks, bullets, table bars
+    rows = "\n".join(f"| {w} | {w.upper()} |" for w in ("rising", "falling", "slack", "spring", "neap") * 8)
+    table = f"## Tides\n\n- kinds\n- names\n\n| kind | name |\n| --- | --- |\n{rows}"
+    alpha = QualityConfig(profile="web", **{**{name: None for name in QUALITY_REASONS}, "min_alpha_word_fraction": 0.8})
+    assert check_quality(table, alpha) is None  # counted as words, the bars alone would be 3 tokens in 5
 
 
 def test_all_rules_off_accepts_anything():
@@ -168,7 +199,7 @@ def test_all_rules_off_accepts_anything():
 def test_rules_detail_names_value_and_threshold():
     rejection = check_quality("too short", QualityConfig())
     assert rejection.reason == "min_words"
-    assert rejection.detail == "2 words < 50"
+    assert rejection.detail == "2 words < 20"
 
 
 # ----------------------------------------------------------------------------- language

@@ -178,7 +178,7 @@ def test_duplicates_name_the_kept_document_they_copy(crawled):
     assert rejected["https://x.org/a-again"]["detail"] == ids["https://x.org/a"]
     assert rejected["https://x.org/b.html?v=2"]["detail"] == ids["https://x.org/b.html"]
     assert rejected["https://x.org/b.html?v=2"]["text"].endswith("zeppelin")  # what the rule saw
-    assert rejected["https://x.org/short"]["detail"] == "5 words < 50"
+    assert rejected["https://x.org/short"]["detail"] == "5 words < 20"
     assert rejected["https://x.org/short"]["text"] == "Too short, write to <email>."  # scrubbed there too
     assert rejected["https://x.org/binary"]["text"] is None
 

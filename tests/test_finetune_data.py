@@ -409,28 +409,37 @@ def test_datasets_source_errors_name_the_row_or_the_field(tmp_path):
 # A page as the clean stage leaves pydoc's HTML: no indentation, one line per signature.
 PYDOC_PAGE = textwrap.dedent(
     """\
-    | tinyjson (version 1.0) | index /usr/lib/python3/tinyjson.py Module Reference |
+    tinyjson (version 1.0)
+
     A tiny JSON library for the examples of these tests.
     It encodes and decodes the basic Python types.
+
     Encoding basic Python objects::
-    >>> tinyjson.dumps([1, 2])
+
+        >>> tinyjson.dumps([1, 2])
 
     Classes
 
     class Encoder(builtins.object)
+
     Encoder(*, indent=None)
+
     Turns Python objects into JSON text, one value at a time.
+
     Methods defined here:
     __init__(self, *, indent=None)
     Initialize self. See help(type(self)) for accurate signature.
     encode(self, o)
     Return a JSON string representation of a Python data structure.
+
     For example::
-    def default(self, o):
-    try:
-    iterable = iter(o)
-    except TypeError:
-    pass
+
+        def default(self, o):
+            try:
+                iterable = iter(o)
+            except TypeError:
+                pass
+
     Methods inherited from builtins.object:
     __repr__(self, /)
     Return repr(self).
@@ -438,19 +447,24 @@ PYDOC_PAGE = textwrap.dedent(
     Return a shallow copy of the object, inherited and repeated on every page.
 
     Functions
+
     dumps(obj, *, indent=None, sort_keys=False)
     Serialize obj to a JSON formatted str.
     If indent is a non-negative integer, JSON array elements and object
     members will be pretty-printed with that indent level. """
     + "This sentence is long. " * 40
     + """
+
     loads(s)
     Deserialize s to a Python object.
+
     tiny(x)
     Too short.
+
     dumps(obj)
     Serialize obj to a JSON formatted str, documented twice.
-    | Data | | |
+
+    Data
     """
 )
 

@@ -10,7 +10,9 @@ STAGE = "clean"
 # bump when the same config and documents would clean differently
 # 2: documents are read in URL order, so the output follows from the crawl's content alone
 # 3: credentials are scrubbed (pii.secrets)
-CODE_VERSION = 3
+# 4: HTML becomes Markdown-like text by its structure: code verbatim between fences, headings,
+#    lists and tables marked, chrome and permalinks dropped; quality rules measure prose only
+CODE_VERSION = 4
 
 
 def clean_inputs(crawl: ArtifactRef) -> dict[str, str]:

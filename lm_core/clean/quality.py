@@ -7,7 +7,14 @@ or None when the document passes.
 
 Definitions follow Rae et al. 2021 (Gopher, appendix A) as datatrove implements them:
 words are whitespace-separated tokens; words made only of punctuation are not counted as words;
-the repetition rules measure characters against the length of the whole text.
+the repetition rules measure characters against the length of the text.
+
+Those rules were made for web prose, so they are measured on a page's prose: fenced code blocks
+are taken out (code repeats lines, is short on letters and long on symbols by nature), and so is
+the markup the clean stage writes (heading marks, list bullets, table bars). Code still counts
+toward a page's length (`min_words`, `max_words`), and a page with too little prose to measure
+(under 20 words of it: a page of code with a caption) passes the ratio rules. Headings are not
+paragraphs: a changelog repeats "Bugs fixed" under every release.
 """
 
 from __future__ import annotations
@@ -25,6 +32,28 @@ from lm_core.config import QualityConfig
 _BULLETS = ("•", "●", "○", "▪", "◦", "‣", "⁃", "·", "-", "*", "–", "—", "+")
 _ELLIPSES = ("...", "…")
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
+# a code block as the clean stage fences it: the same run of backticks opens and closes it
+_FENCED_CODE = re.compile(r"^(?P<fence>`{3,})[^\n`]*\n(?P<code>.*?)\n(?P=fence)[ \t]*$", re.M | re.S)
+_HEADING = re.compile(r"^#{1,6} ")
+# the clean stage's markup, not words: heading marks, list markers, table bars
+_MARKUP = re.compile(r"^[ \t]*(?:#{1,6}|[-*+]|\d{1,3}[.)])(?= )|(?<!\S)\|(?!\S)", re.M)
+_MIN_SAMPLE = 20  # prose words below which a ratio says nothing about a page
+_RATIO_RULES = frozenset(
+    {
+        "min_mean_word_length",
+        "max_mean_word_length",
+        "max_symbol_word_ratio",
+        "min_alpha_word_fraction",
+        "max_ellipsis_line_fraction",
+        "max_bullet_line_fraction",
+        "max_duplicate_line_fraction",
+        "max_duplicate_line_char_fraction",
+        "max_duplicate_paragraph_fraction",
+        "max_duplicate_paragraph_char_fraction",
+        "max_top_ngram_char_fraction",
+        "max_duplicate_ngram_char_fraction",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -37,16 +66,35 @@ def _is_punctuation(ch: str) -> bool:
     return ch in string.punctuation or unicodedata.category(ch).startswith("P")
 
 
+def split_code(text: str) -> tuple[str, str]:
+    """(the prose of a text, its fenced code blocks' lines), as the clean stage writes them."""
+    if "```" not in text:
+        return text, ""
+    code = [m.group("code") for m in _FENCED_CODE.finditer(text)]
+    return _FENCED_CODE.sub("", text), "\n".join(code)
+
+
 class TextStats:
-    """What the rules measure, each computed once and only when a rule asks for it."""
+    """What the rules measure, each computed once and only when a rule asks for it: the prose
+    of the text (see the module docstring)."""
 
     def __init__(self, text: str):
-        self.text = text
-        self.chars = max(len(text), 1)
+        self.text, self.code = split_code(text)
+        self.chars = max(len(self.text), 1)
+
+    @cached_property
+    def plain(self) -> str:
+        """The prose without the clean stage's markup."""
+        return _MARKUP.sub(" ", self.text)
 
     @cached_property
     def tokens(self) -> list[str]:
-        return self.text.split()
+        return self.plain.split()
+
+    @cached_property
+    def n_words(self) -> int:
+        """The page's length in words: its prose words and the tokens of its code."""
+        return len(self.words) + sum(1 for t in self.code.split() if any(c.isalnum() for c in t))
 
     @cached_property
     def words(self) -> list[str]:
@@ -67,7 +115,8 @@ class TextStats:
 
     @cached_property
     def paragraphs(self) -> list[str]:
-        return [p.strip() for p in _PARAGRAPH_BREAK.split(self.text) if p.strip()]
+        blocks = (p.strip() for p in _PARAGRAPH_BREAK.split(self.text))
+        return [p for p in blocks if p and not _HEADING.match(p)]
 
     @cached_property
     def repeated_lines(self) -> tuple[int, int]:
@@ -129,12 +178,12 @@ Rule = Callable[[TextStats, object], "str | None"]
 
 
 def _min_words(s: TextStats, limit: int) -> str | None:
-    n = len(s.words)
+    n = s.n_words
     return f"{n} words < {limit}" if n < limit else None
 
 
 def _max_words(s: TextStats, limit: int) -> str | None:
-    n = len(s.words)
+    n = s.n_words
     return f"{n} words > {limit}" if n > limit else None
 
 
@@ -153,7 +202,7 @@ def _max_mean_word_length(s: TextStats, limit: float) -> str | None:
 
 
 def _max_symbol_word_ratio(s: TextStats, limit: float) -> str | None:
-    symbols = s.text.count("#") + s.text.count("...") + s.text.count("…")
+    symbols = s.plain.count("#") + s.plain.count("...") + s.plain.count("…")
     ratio = symbols / max(len(s.words), 1)
     return f"{ratio:.3f} symbols ('#', '...') per word > {limit}" if ratio > limit else None
 
@@ -229,15 +278,17 @@ RULES: dict[str, Rule] = {
     "max_duplicate_ngram_char_fraction": _max_duplicate_ngram_char_fraction,
 }
 QUALITY_REASONS = tuple(RULES)
-assert set(RULES) == set(QualityConfig.model_fields), "every QualityConfig field needs a rule"
+assert set(RULES) == set(QualityConfig.model_fields) - {"profile"}, "every QualityConfig threshold needs a rule"
+assert _RATIO_RULES <= set(RULES)
 
 
 def check_quality(text: str, cfg: QualityConfig) -> Rejection | None:
     """The first rule `text` fails, or None."""
     stats = TextStats(text)
+    measurable = len(stats.words) >= _MIN_SAMPLE
     for name, rule in RULES.items():
         threshold = getattr(cfg, name)
-        if threshold is None:
+        if threshold is None or (name in _RATIO_RULES and not measurable):
             continue
         detail = rule(stats, threshold)
         if detail is not None:

@@ -1,9 +1,9 @@
 """A question/answer chat set built from the clean corpus, for when the user gives none.
 
 The demo corpus is Python's documentation as pydoc renders it, reduced to text by the clean
-stage: a title line (`| json (version 2.0.9) | index ... Module Reference |`), the module's
-docstring, then sections ("Classes", "Functions", "Data") where each documented name stands on
-a line of its own, as its signature, followed by its description:
+stage: a title line (`json (version 2.0.9)`), the module's docstring, then sections ("Classes",
+"Functions", "Data") where each documented name stands on a line of its own, as its signature,
+followed by its description:
 
     dumps(obj, *, skipkeys=False, ensure_ascii=True, ...)
     Serialize ``obj`` to a JSON formatted ``str``.
@@ -33,14 +33,14 @@ import builtins
 import hashlib
 import heapq
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lm_core.finetune.chat import Conversation, Message
 
-# `| json (version 2.0.9) | index /path/json/__init__.py Module Reference |`
-_PYDOC_TITLE = re.compile(r"^\|\s*([A-Za-z_][\w.]*)(?:\s+\(version [^)]*\))?\s*\|.*\|\s*$")
+# `json (version 2.0.9)`, `abc`
+_PYDOC_TITLE = re.compile(r"^([A-Za-z_][\w.]*)(?:\s+\(version [^)]*\))?$")
 # `name(args)`, `name(args) from builtins.type`, `name(args) method of random.Random instance`,
 # `alias = name(args)`; a dotted name (`D.pop(k[,d]) -> v`) is description text, not a heading
 _SIGNATURE = re.compile(
@@ -142,12 +142,28 @@ def _is_heading(lines: list[str], i: int) -> str | None:
     return line
 
 
+def _next_text(lines: list[str], i: int) -> int:
+    """The index of the first line from `i` on that is not blank (len(lines) if none)."""
+    while i < len(lines) and not lines[i].strip():
+        i += 1
+    return i
+
+
+def _pydoc_header(lines: list[str]) -> tuple[str, int] | None:
+    """A pydoc page's (module name, index of the line after its title): the first line names a
+    module (`json (version 2.0.9)`, `abc`), and pydoc's section captions follow."""
+    top = _next_text(lines, 0)
+    m = _PYDOC_TITLE.match(lines[top].strip()) if top < len(lines) else None
+    if not m or not any(line in _PYDOC_SECTIONS for line in lines[top + 1 :]):
+        return None
+    return m[1], top + 1
+
+
 def _title(doc_id: str, lines: list[str]) -> tuple[str, bool]:
     """(the document's title, whether it is a pydoc page)."""
-    for line in lines[:3]:
-        m = _PYDOC_TITLE.match(line.strip())
-        if m:
-            return m[1], True
+    header = _pydoc_header(lines)
+    if header:
+        return header[0], True
     for line in lines[:5]:
         m = _MARKDOWN_HEADING.match(line.strip())
         if m:
@@ -182,7 +198,7 @@ class _Pairs:
 
 
 def _pydoc_pairs(title: str, lines: list[str], make: _Pairs) -> Iterator[QAPair | None]:
-    first = next(i for i, line in enumerate(lines) if _PYDOC_TITLE.match(line.strip())) + 1
+    first = _next_text(lines, _pydoc_header(lines)[1])
     yield make(f"What is the `{title}` module for?", _passage(lines, first), "module", title)
     in_sections = False  # before the first section, `name(...)` lines are examples in the docstring
     klass: str | None = None  # the class whose members are listed
@@ -206,10 +222,10 @@ def _pydoc_pairs(title: str, lines: list[str], make: _Pairs) -> Iterator[QAPair 
         m = _CLASS.match(line)
         if m:
             klass, inherited = m["name"], False
-            start = i + 1
+            start = _next_text(lines, i + 1)
             ctor = _is_signature(lines[start].strip()) if start < len(lines) else None
             if ctor and ctor["name"] == klass:  # the constructor's signature, then the description
-                start += 1
+                start = _next_text(lines, start + 1)
             if not klass.startswith("_"):
                 yield make(f"What is `{title}.{klass}`?", _passage(lines, start), "class", f"{title}.{klass}")
             continue

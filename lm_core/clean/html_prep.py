@@ -1,0 +1,368 @@
+"""An HTML page made ready for main-text extraction, by its structure alone.
+
+trafilatura finds the main text of a page, but it was made for articles: on documentation sites it
+keeps permalink marks and navigation bars, drops or flattens code, and renders layout tables as
+one line each. These steps run on the parsed tree before it, in this order:
+
+1. `drop_chrome`: navigation, search, banners, footers, buttons, "enable JavaScript" notices
+   (`<noscript>`) and link-dense asides go, as their tags and ARIA roles declare them (`<nav>`,
+   `role="navigation"`, `<footer>`, ...). Sphinx,
+   MkDocs, Docusaurus, Javadoc and most hand-written sites mark their chrome this way. So do
+   permalink marks: a link to a fragment whose text has no letter or digit (`¶`, `#`, an icon)
+   inside a heading, a term or a caption. So do lists that are only links (a table of
+   contents, a "related pages" box, a breadcrumb): each item a link and nothing more. Nothing
+   that holds a page's title (`h1`) or main element is dropped, whatever it is marked as.
+2. `main_scope`: when the page declares its main content (one `<main>` or `role="main"`, or one
+   `<article>`), only that is extracted.
+3. `stash_code_blocks`: every code block (`<pre>`, or a multi-line `<code>` that stands as a
+   block) is taken out verbatim, its line-number gutter aside, and replaced by a one-word key
+   that trafilatura passes through untouched; `render` puts the code back, fenced.
+4. `unwrap_layout_tables`: tables that lay out a page (cells holding paragraphs, lists, other
+   tables) become blocks. trafilatura otherwise renders each cell as one line of a Markdown-ish
+   table, so a whole class's docstrings end up on a single line with `|`s (pydoc's pages). Data
+   tables (cells of plain text) stay tables. Named anchors (`<a name>` with no href) lose their
+   tag: they are targets, not links, yet would count toward link density.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+import lxml.html
+from lxml import etree
+from lxml.html import HtmlElement
+
+# ----------------------------------------------------------------------------- chrome
+
+_CHROME_ROLES = ("navigation", "search", "banner", "contentinfo", "menubar", "toolbar")
+# (buttons go, but for tabs: their labels name what each panel holds, "macOS/Linux", "Windows")
+_CHROME = etree.XPath(
+    "//nav | //footer | //button[not(@role='tab')] | //aside | //header | //noscript | //*["
+    + " or ".join(f"@role='{r}'" for r in _CHROME_ROLES)
+    + "]"
+)
+_HOLDS_CONTENT = etree.XPath("boolean(descendant-or-self::h1 | descendant-or-self::main | .//*[@role='main'])")
+# permalink marks: a link to a fragment inside what it names (a heading, a definition term, a
+# caption, or any element whose id it points at)
+_FRAGMENT_LINKS = etree.XPath("//a[starts-with(@href, '#')]")
+_NAMING = frozenset({"h1", "h2", "h3", "h4", "h5", "h6", "dt", "caption", "figcaption"})
+_LINK_BLOCKS = etree.XPath("//ul | //ol | //dl | //div | //p | //td | //th")
+_HOLDS_STRUCTURE = etree.XPath("boolean(.//h1 | .//h2 | .//h3 | .//h4 | .//h5 | .//h6 | .//pre | .//main)")
+_WORD = re.compile(r"\w")
+_ABSOLUTE = re.compile(r"^\s*(?:[a-zA-Z][a-zA-Z0-9+.-]*:|//)")
+_LINK_DENSE = 0.5  # an aside whose text is mostly links within the site is navigation
+
+
+def _text_length(el: etree._Element) -> int:
+    return sum(len(t.strip()) for t in el.itertext())
+
+
+def _link_text_length(el: etree._Element, *, local: bool = False) -> int:
+    return sum(
+        _text_length(a) for a in el.iter("a") if a.get("href") is not None and (not local or _is_local(a.get("href")))
+    )
+
+
+def _remove(el: etree._Element) -> None:
+    """Remove `el` but keep its tail (the text after it belongs to its parent)."""
+    parent = el.getparent()
+    if parent is None:
+        return
+    if el.tail:
+        previous = el.getprevious()
+        if previous is not None:
+            previous.tail = (previous.tail or "") + el.tail
+        else:
+            parent.text = (parent.text or "") + el.tail
+    parent.remove(el)
+
+
+def _is_local(href: str) -> bool:
+    """A link within the site: relative, or to a fragment of the page. (A page's URL is not
+    known here, so absolute links all count as links elsewhere.)"""
+    return not _ABSOLUTE.match(href)
+
+
+def _is_link_block(el: etree._Element) -> bool:
+    """A list or a box whose text is links within the site and nothing more (separators aside):
+    a table of contents, a breadcrumb, a menu, a "related pages" box. Explained links ("`json`:
+    encoding and decoding"), lists of links to other sites (a page of examples or resources)
+    and blocks holding headings or code are content and stay."""
+    links = [a for a in el.iter("a") if a.get("href") is not None and _text_length(a)]
+    if len(links) < 2 or not all(_is_local(a.get("href")) for a in links) or _HOLDS_STRUCTURE(el):
+        return False
+    return _text_length(el) - sum(_text_length(a) for a in links) <= 3 * len(links)
+
+
+def drop_chrome(tree: HtmlElement) -> None:
+    """Remove navigation, permalink marks and link lists (see the module docstring)."""
+    for a in _FRAGMENT_LINKS(tree):
+        if _WORD.search("".join(a.itertext())):
+            continue
+        target = a.get("href")[1:]
+        if any(up.tag in _NAMING or (target and up.get("id") == target) for up in a.iterancestors()):
+            _remove(a)
+    for el in _CHROME(tree):
+        if el.getparent() is None or _HOLDS_CONTENT(el):
+            continue
+        if el.tag == "aside" and _link_text_length(el, local=True) < _LINK_DENSE * _text_length(el):
+            continue  # a sidebar of the text itself (a note, a pull quote)
+        if el.tag == "header" and not _link_text_length(el):
+            continue  # an article's own header: its byline, its lead
+        _remove(el)
+    removed: set[etree._Element] = set()
+    for block in _LINK_BLOCKS(tree):  # document order: outer blocks first
+        if block.getparent() is None or any(up in removed for up in block.iterancestors()):
+            continue
+        if _is_link_block(block):
+            _remove(block)
+            removed.add(block)
+
+
+# Tags trafilatura removes with their text, which inside declared content hold text of it: a
+# footnote or a note (drop_chrome has taken the navigating asides), a figure's caption, a date.
+_RENAMED_IN_MAIN = {"aside": "div", "figure": "div", "time": "span", "header": "div", "button": "span"}
+
+
+def main_scope(tree: HtmlElement) -> HtmlElement:
+    """The page's declared main content as a page of its own, or the page itself."""
+    candidates = tree.xpath("//main[not(ancestor::main)] | //*[@role='main'][not(ancestor::*[@role='main'])]")
+    if len(candidates) != 1:
+        candidates = tree.xpath("//article[not(ancestor::article)]")
+    if len(candidates) != 1 or not _text_length(candidates[0]):
+        return tree
+    page = lxml.html.document_fromstring("<html><body></body></html>")  # trafilatura wants HtmlElements
+    body = page.find("body")
+    main = candidates[0]
+    main.tail = None
+    body.append(main)
+    # trafilatura drops elements whose class or id says "comment", "share", "nav", ... and
+    # blocks dense in links: inside what the page declares as its content, that loses real
+    # sections ("Comments" in a guide to reStructuredText, a list of projects using a tool),
+    # and the chrome is gone already. So its guesses get nothing to go on.
+    for el in main.iter():
+        if isinstance(el.tag, str) and el.tag != "pre":
+            el.attrib.pop("class", None)
+            el.attrib.pop("id", None)
+            el.tag = _RENAMED_IN_MAIN.get(el.tag, el.tag)
+    etree.strip_tags(main, "a")
+    return page
+
+
+# ----------------------------------------------------------------------------- code blocks
+
+
+@dataclass(frozen=True)
+class CodeBlock:
+    text: str  # the lines as the page shows them, without a trailing newline
+    language: str | None  # from the block's class ("highlight-python", "language-js"), if any
+
+
+_OUTER_PRE = etree.XPath("//pre[not(ancestor::pre)]")
+_BLOCK_CODE = etree.XPath("//code[not(ancestor::pre) and not(ancestor::code)]")
+_BLOCK_PARENTS = frozenset(
+    {"div", "section", "article", "main", "body", "li", "dd", "td", "th", "blockquote", "figure", "details"}
+)
+# the language in the class the highlighters write: highlight-python (Sphinx), language-js
+# (Prism, highlight.js, MkDocs), lang-go, sourceCode haskell (pandoc), brush: ruby (SyntaxHighlighter)
+_LANGUAGE_CLASS = re.compile(r"(?:^|\s)(?:(?:highlight|language|lang)[-_]|sourceCode\s+|brush:\s*)([A-Za-z0-9_+#.-]+)")
+_NOT_A_LANGUAGE = frozenset({"default", "none", "text", "plain", "plaintext", "notranslate", "output", "console"})
+# a line-number gutter: the highlighter's own markup (pygments, prism), or a cell of numbers
+_GUTTER_CLASS = re.compile(r"(?:^|\s)(?:linenos?|lineno|line-numbers?(?:-rows)?|gutter)(?:\s|$)")
+_NUMBERS_ONLY = re.compile(r"^\s*(\d+\s*)+$")
+
+
+def _language(el: etree._Element) -> str | None:
+    for node in (el, *el.iterchildren("code"), *el.iterancestors()):
+        for match in _LANGUAGE_CLASS.finditer(node.get("class") or ""):
+            name = match.group(1).lower()
+            if name not in _NOT_A_LANGUAGE:
+                return name
+        if node.tag in ("body", "section", "article"):
+            break
+    return None
+
+
+def _verbatim(el: etree._Element) -> str:
+    """The text of a code block as shown: `<br>` is a line break, gutters are left out."""
+    parts: list[str] = []
+
+    def walk(node: etree._Element) -> None:
+        if isinstance(node.tag, str):  # elements; comments and processing instructions show nothing
+            if node.tag == "br":
+                parts.append("\n")
+            elif not _GUTTER_CLASS.search(node.get("class") or ""):
+                parts.append(node.text or "")
+                for child in node:
+                    walk(child)
+                    parts.append(child.tail or "")
+        # (the tail is added by the parent)
+
+    walk(el)
+    lines = "".join(parts).replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return "\n".join(lines)
+
+
+def _is_gutter_cell(pre: etree._Element) -> bool:
+    """A `<pre>` of line numbers in a table cell beside the cell that holds the code."""
+    if not _NUMBERS_ONLY.match("".join(pre.itertext())):
+        return False
+    cell = next((a for a in pre.iterancestors("td", "th")), None)
+    return cell is not None and any(sib.xpath(".//pre") for sib in cell.itersiblings())
+
+
+def stash_code_blocks(tree: HtmlElement, html: str) -> dict[str, CodeBlock]:
+    """Replace every code block by `<pre>key</pre>`; return key -> the block. The keys hold a
+    digest of the page, so that a page cannot spell one of its own keys by accident."""
+    nonce = hashlib.blake2b(html.encode("utf-8", "surrogatepass"), digest_size=4).hexdigest()
+    blocks: dict[str, CodeBlock] = {}
+    found = list(_OUTER_PRE(tree))
+    found += [c for c in _BLOCK_CODE(tree) if "\n" in (c.text or "") and (c.getparent().tag in _BLOCK_PARENTS)]
+    for el in found:
+        if el.getparent() is None:
+            continue
+        if el.tag == "pre" and _is_gutter_cell(el):
+            _remove(el)
+            continue
+        text = _verbatim(el)
+        if not text.strip():
+            _remove(el)
+            continue
+        key = f"lmforge{nonce}code{len(blocks)}x"  # the x: code1 is no prefix of code12
+        blocks[key] = CodeBlock(text, _language(el))
+        stand_in = el.makeelement("pre", {})
+        stand_in.text = key
+        stand_in.tail = el.tail
+        el.getparent().replace(el, stand_in)
+    return blocks
+
+
+# ----------------------------------------------------------------------------- layout tables
+
+# A table lays out a page, not data, when a cell holds blocks of its own: a table, a list, a
+# heading, code, or more than one paragraph (one paragraph per cell is how Sphinx writes data).
+_BLOCK_TAGS = ("table", "dl", "ul", "ol", "pre", "p", "div", "blockquote", "hr", "h1", "h2", "h3", "h4", "h5", "h6")
+_LAYOUT_CELL = etree.XPath(
+    "boolean(.//table | .//dl | .//ul | .//ol | .//pre | .//blockquote | .//hr | .//h1 | .//h2 | .//h3 | .//h4"
+    " | .//h5 | .//h6) or count(.//p | .//div) > 1"
+)
+# Blocks that cannot sit inside a paragraph: a cell holding one becomes a div, not a p.
+_SECTIONING = frozenset({"div", "table", "p", "blockquote", "section", "article", "h1", "h2", "h3", "h4", "h5", "h6"})
+_HAS_SECTIONING = etree.XPath("boolean(" + "|".join(f".//{t}" for t in sorted(_SECTIONING)) + ")")
+# Block elements that, inside a paragraph made from a cell, must still end a line.
+_LINE_ENDERS = frozenset({"dt", "dd", "li", *_BLOCK_TAGS})
+
+
+def unwrap_anchors(tree: HtmlElement) -> None:
+    for anchor in tree.xpath("//a[not(@href)]"):
+        anchor.drop_tag()
+
+
+def flatten_inline_code(tree: HtmlElement) -> None:
+    """Inline code keeps its text and loses the markup inside it (highlighting spans, an `<em>`
+    for a placeholder): trafilatura moves the text of elements nested in inline code out of
+    order ("./locales/<em>language</em>/LC_MESSAGES" came out with "language" sentences later)."""
+    for code in tree.xpath("//code[not(ancestor::pre)] | //tt | //kbd | //samp"):
+        if len(code):
+            etree.strip_tags(code, "*")
+
+
+def _end_lines_inside(block: etree._Element) -> None:
+    """Put a <br> after each block element inside `block` (data tables in it excepted), so its
+    parts still end lines once it is read as one paragraph."""
+    for child in list(block):
+        if not isinstance(child.tag, str):  # comments, processing instructions
+            continue
+        if child.tag != "table":
+            _end_lines_inside(child)
+        if child.tag in _LINE_ENDERS:
+            br = etree.Element("br")
+            br.tail, child.tail = child.tail, None
+            child.addnext(br)
+
+
+def _is_sectioning(node: object) -> bool:
+    return isinstance(node, etree._Element) and node.tag in _SECTIONING
+
+
+def _paragraphs_between_sections(cell: etree._Element) -> list[etree._Element]:
+    """Gather the text, inline elements and lists lying between the sectioning blocks of `cell`
+    into new <p>s, in place; return them."""
+    nodes: list[object] = [cell.text] if cell.text else []
+    for child in list(cell):
+        tail, child.tail = child.tail, None
+        cell.remove(child)
+        nodes.append(child)
+        if tail:
+            nodes.append(tail)
+    cell.text = None
+    made: list[etree._Element] = []
+    para = None
+    for node in nodes:
+        if _is_sectioning(node):
+            cell.append(node)
+            para = None
+            continue
+        if para is None:
+            if isinstance(node, str) and not node.strip():
+                continue
+            para = etree.SubElement(cell, "p")
+            made.append(para)
+        if not isinstance(node, str):
+            para.append(node)
+        elif len(para):
+            para[-1].tail = (para[-1].tail or "") + node
+        else:
+            para.text = (para.text or "") + node
+    return made
+
+
+def _is_link_box(cell: etree._Element) -> bool:
+    """A cell of links and nothing else (separators aside): pydoc's header links, an index of
+    names, a menu laid out in a table."""
+    links = [a for a in cell.iter("a") if a.get("href") is not None and _text_length(a)]
+    return bool(links) and _text_length(cell) - sum(_text_length(a) for a in links) <= 3 * len(links)
+
+
+def _is_data_table(table: etree._Element) -> bool:
+    """Rows of cells of plain text, at least two rows with two cells filled: data. A cell holding
+    blocks, or a "table" whose rows hold one filled cell each (a heading row over a content row,
+    a spacer cell beside the content), lays out a page."""
+    rows = table.xpath("./tr | ./*/tr")
+    cells = [row.xpath("./td | ./th") for row in rows]
+    if any(_LAYOUT_CELL(cell) for row in cells for cell in row):
+        return False
+    return sum(1 for row in cells if sum(1 for c in row if _text_length(c)) >= 2) >= 2
+
+
+def unwrap_layout_tables(tree: HtmlElement) -> None:
+    """Turn each layout table into blocks: rows into divs, and each cell into a paragraph, or,
+    when it holds sectioning blocks (a nested layout table), into a div whose loose runs become
+    paragraphs. Nested paragraphs are what would make trafilatura reorder the text."""
+    for table in tree.xpath("//table"):  # document order: an outer table before its inner ones
+        if _is_data_table(table):
+            continue
+        for section in table.xpath("./thead|./tbody|./tfoot"):
+            section.tag = "div"
+        for row in table.xpath("./tr|./div/tr"):
+            row.tag = "div"
+            for cell in row.xpath("./td|./th"):
+                if _is_link_box(cell):
+                    _remove(cell)  # a box of links beside the content: navigation
+                    continue
+                cell.attrib.clear()  # colspan and friends mean nothing on a block
+                if _HAS_SECTIONING(cell):
+                    cell.tag = "div"
+                    paragraphs = _paragraphs_between_sections(cell)
+                else:
+                    cell.tag = "p"
+                    paragraphs = [cell]
+                for para in paragraphs:
+                    _end_lines_inside(para)
+        table.tag = "div"
