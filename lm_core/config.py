@@ -249,16 +249,45 @@ class QualityConfig(BaseModel):
 class PIIConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     secrets: bool = Field(
-        True, description="API keys and tokens, private keys, passwords in URLs and secret-named variables"
+        True,
+        description="API keys and tokens (by their prefixes), private keys, passwords in URLs, values of variables "
+        "whose name ends in password/secret/token/api_key/...; in code blocks too",
     )
-    emails: bool = True
-    ip_addresses: bool = True
-    phone_numbers: bool = True
+    emails: bool = Field(True, description="e-mail addresses, in code blocks too (not logo@2x.png, git@host:repo)")
+    ip_addresses: bool = Field(
+        True,
+        description="IPv4 addresses judged by context (a network word, URL, port; not after a version word or "
+        "product name; in code blocks only with such evidence) and IPv6 addresses",
+    )
+    phone_numbers: bool = Field(
+        True,
+        description="numbers valid for phonenumbers: with their country code (+44 ...), or valid in one of "
+        "phone_regions and grouped as there; in code blocks only with a country code or on a line naming a phone",
+    )
+    phone_regions: list[str] = Field(
+        ["US", "GB", "IN", "AU", "DE", "FR", "IE", "NZ", "ZA"],
+        description="regions (ISO 3166 codes) whose national numbers, written without a country code, are "
+        "scrubbed (default: where an English-language corpus's national numbers come from; US covers all of +1, "
+        "Canada too). Each one added catches more and mistakes more digit groups; [] scrubs only numbers "
+        "written with their country code",
+    )
     secret_replacement: str = "<secret>"
     email_replacement: str = "<email>"
     ip_replacement: str = "<ip>"
     phone_replacement: str = "<phone>"
-    only_public_ips: bool = Field(True, description="leave private/loopback/documentation addresses as they are")
+    only_public_ips: bool = Field(
+        True, description="leave private/loopback/reserved/documentation addresses as they are"
+    )
+
+    @field_validator("phone_regions")
+    @classmethod
+    def _known_regions(cls, regions: list[str]) -> list[str]:
+        import phonenumbers  # here, not at the top: the config is imported by light modules
+
+        unknown = [r for r in regions if r.upper() not in phonenumbers.SUPPORTED_REGIONS]
+        if unknown:
+            raise ValueError(f"unknown phone regions {unknown}: use ISO 3166 codes such as US, GB, DE")
+        return [r.upper() for r in regions]
 
 
 class DedupConfig(BaseModel):

@@ -1,7 +1,7 @@
-"""The clean stage's document rules: quality (Gopher/C4), language, and PII scrubbing.
+"""The clean stage's document rules: quality (Gopher/C4) and language (PII scrubbing: test_clean_pii.py).
 
-Each quality rule gets a crafted document that breaks it and no other rule: the document is
-rejected with that rule's name, and passes once that rule is switched off (threshold null).
+Each quality rule gets a crafted document that breaks it: alone, with Gopher's threshold, the
+rule rejects it and names the measured value; a good document passes it.
 """
 
 import random
@@ -9,9 +9,8 @@ import random
 import pytest
 
 from lm_core.clean.language import check_language
-from lm_core.clean.pii import scrub_pii
 from lm_core.clean.quality import QUALITY_REASONS, check_quality
-from lm_core.config import LanguageConfig, PIIConfig, QualityConfig
+from lm_core.config import LanguageConfig, QualityConfig
 
 GOOD = """\
 The lighthouse keeper kept a careful log of every ship that passed the rocky point.
@@ -232,148 +231,3 @@ def test_language_filter_drops_low_confidence():
     guess, refusal = check_language(GOOD, LanguageConfig(keep=["en"], min_score=1.0))
     if guess.score < 1.0:  # a probability that rounds to exactly 1.0 cannot be below it
         assert "score" in refusal
-
-
-# ----------------------------------------------------------------------------- PII
-
-
-def test_emails_are_replaced_and_counted():
-    out = scrub_pii("Write to jane.doe+news@example.co.uk or bob@redivi.com today.", PIIConfig())
-    assert out.text == "Write to <email> or <email> today."
-    assert out.counts == {"email": 2}
-
-
-def test_public_ips_are_replaced_private_and_documentation_ones_kept():
-    text = (
-        "Public 8.8.8.8 and 2606:4700:4700::1111; private 192.168.1.10, 10.0.0.1, loopback 127.0.0.1 "
-        "and ::1, documentation 203.0.113.5 and 2001:db8::1."
-    )
-    out = scrub_pii(text, PIIConfig())
-    assert out.text == (
-        "Public <ip> and <ip>; private 192.168.1.10, 10.0.0.1, loopback 127.0.0.1 "
-        "and ::1, documentation 203.0.113.5 and 2001:db8::1."
-    )
-    assert out.counts == {"ip": 2}
-    everything = scrub_pii(text, PIIConfig(only_public_ips=False))
-    assert "192.168" not in everything.text and "203.0.113.5" not in everything.text
-    assert "2001:db8::1" not in everything.text
-
-
-def test_things_that_look_like_ips_but_are_not():
-    text = "Version 1.2.3.4.5, 999.1.1.1, slice x[::2], time 12:30:45, MAC 00:1A:2B:3C:4D:5E, the word add::"
-    out = scrub_pii(text, PIIConfig(only_public_ips=False))
-    assert out.text == text and not out.counts
-
-
-@pytest.mark.parametrize(
-    "phone",
-    [
-        "+44 20 7946 0958",
-        "+1-202-555-0143",
-        "+1 (202) 555-0143",
-        "(202) 555-0143",
-        "202.555.0143",
-        "020 7946 0958",
-        "06 12 34 56 78",
-        "030-12345678",
-        "+4915112345678",
-        "+33 1 23 45 67 89",
-    ],
-)
-def test_phone_numbers_are_replaced(phone):
-    out = scrub_pii(f"Call {phone} after nine.", PIIConfig())
-    assert out.text == "Call <phone> after nine."
-    assert out.counts == {"phone": 1}
-
-
-@pytest.mark.parametrize(
-    "not_a_phone",
-    [
-        "Python 3.11.7",
-        "released 2024-01-15",
-        "on 15.01.2024",
-        "on 2024/01/15",
-        "at 2024-01-15 10:30",
-        "x = 12345678901234",
-        "y = 0x1F2E3D4C5B6A",
-        "n = 1234567890",
-        "pi = 3.14159265358979",
-        "Decimal('+35236450.6')",
-        "1e+10",
-        "ISBN 978-3-16-148410-0",
-        "port 8080",
-        "sha 9f86d081884c7d65",
-    ],
-)
-def test_versions_dates_and_digits_in_code_are_not_phones(not_a_phone):
-    out = scrub_pii(not_a_phone, PIIConfig())
-    assert out.text == not_a_phone
-
-
-@pytest.mark.parametrize(
-    ("leak", "scrubbed"),
-    [
-        # what pydoc showed of os.environ before its server got an environment of its own
-        (
-            "environ({'PATH': '/usr/bin', 'AWS_SECRET_ACCESS_KEY': 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY'})",
-            "environ({'PATH': '/usr/bin', 'AWS_SECRET_ACCESS_KEY': '<secret>'})",
-        ),
-        ("export AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE", "export AWS_ACCESS_KEY_ID=<secret>"),
-        ("MLFLOW_TRACKING_PASSWORD=hunter2hunter2 mlflow ui", "MLFLOW_TRACKING_PASSWORD=<secret> mlflow ui"),
-        ("password: Tr0ub4dor&3", "password: <secret>"),
-        ('{"api_key": "a1b2c3d4e5f6g7h8"}', '{"api_key": "<secret>"}'),
-        (
-            "url: postgresql://lmforge:s3cret@db.example.com:5432/prefect",
-            "url: postgresql://lmforge:<secret>@db.example.com:5432/prefect",
-        ),
-        ("push with ghp_16C7e42F292c6912E7710c838347Ae178B4a now", "push with <secret> now"),
-        ("SLACK=xoxb-123456789012-abcdefghij", "SLACK=<secret>"),
-        ("key AIzaSyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q here", "key <secret> here"),
-        ("stripe sk_live_4eC39HqLyjWDarjtT1zdp7dc.", "stripe <secret>."),
-        (
-            "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
-            "Bearer <secret>",
-        ),
-        (
-            "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7\nq2w3\n-----END RSA PRIVATE KEY-----\nend",
-            "<secret>\nend",
-        ),
-    ],
-)
-def test_secrets_are_replaced_and_counted(leak, scrubbed):
-    out = scrub_pii(leak, PIIConfig())
-    assert out.text == scrubbed
-    assert out.counts == {"secret": 1}
-
-
-@pytest.mark.parametrize(
-    "not_a_secret",
-    [
-        "max_tokens=1024, num_tokens=12345678",  # digits only: a count, not a key
-        "token = tokens[0]; api_key = os.environ['API_KEY']",  # code that reads a secret, not one
-        "password=None, passwd='', secret_key = SECRET_KEY",
-        "tokenize.generate_tokens(readline) yields TokenInfo; secrets.token_hex(16)",
-        "see https://docs.python.org/3/library/os.html#os.environ",
-        "the task-runner sk-learn and AKIA-style names",
-    ],
-)
-def test_code_and_prose_about_secrets_are_left_alone(not_a_secret):
-    out = scrub_pii(not_a_secret, PIIConfig())
-    assert out.text == not_a_secret and not out.counts
-
-
-def test_a_password_in_a_url_is_a_secret_not_an_email():
-    out = scrub_pii("DSN postgresql://app:pw1234@db.example.com/app or mail ops@example.com", PIIConfig())
-    assert out.text == "DSN postgresql://app:<secret>@db.example.com/app or mail <email>"
-    assert out.counts == {"secret": 1, "email": 1}
-
-
-def test_pii_kinds_can_be_switched_off_and_replacements_configured():
-    text = "mail bob@example.com from 8.8.8.8 or call +44 20 7946 0958"
-    cfg = PIIConfig(emails=False, ip_addresses=False, phone_replacement="[PHONE]")
-    out = scrub_pii(text, cfg)
-    assert out.text == "mail bob@example.com from 8.8.8.8 or call [PHONE]"
-    assert out.counts == {"phone": 1}
-    leak = "AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG"
-    assert scrub_pii(leak, PIIConfig(secrets=False)).text == leak
-    assert scrub_pii(leak, PIIConfig(secret_replacement="[KEY]")).text == "AWS_SECRET_ACCESS_KEY=[KEY]"

@@ -12,7 +12,8 @@ STAGE = "clean"
 # 3: credentials are scrubbed (pii.secrets)
 # 4: HTML becomes Markdown-like text by its structure: code verbatim between fences, headings,
 #    lists and tables marked, chrome and permalinks dropped; quality rules measure prose only
-CODE_VERSION = 4
+# 5: PII candidates are validated (phone numbers by phonenumbers, IPv4 addresses by context)
+CODE_VERSION = 5
 
 
 def clean_inputs(crawl: ArtifactRef) -> dict[str, str]:
