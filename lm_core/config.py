@@ -306,14 +306,22 @@ class LanguageConfig(BaseModel):
 
 
 class CleanConfig(Section):
-    PERFORMANCE_ONLY = frozenset({"docs_per_shard"})
+    PERFORMANCE_ONLY = frozenset({"docs_per_shard", "bytes_per_job"})
     extract_tables: bool = True
     favor: Literal["precision", "recall", "balanced"] = "balanced"
     quality: QualityConfig = Field(default_factory=QualityConfig)
     language: LanguageConfig = Field(default_factory=LanguageConfig)
     pii: PIIConfig = Field(default_factory=PIIConfig)
     dedup: DedupConfig = Field(default_factory=DedupConfig)
-    docs_per_shard: int = Field(500, gt=0, description="documents per cleaning task, and at most per output shard")
+    docs_per_shard: int = Field(
+        500, gt=0, description="input documents (in URL order) per output shard; a cleaning task never spans two"
+    )
+    bytes_per_job: int = Field(
+        2_000_000,
+        gt=0,
+        description="raw bytes to clean per task at most: a larger page gets a task of its own, and the biggest "
+        "tasks start first (documents reused from an earlier build weigh nothing)",
+    )
 
 
 # ----------------------------------------------------------------------------- tokenize, chunk
@@ -326,6 +334,11 @@ class TokenizeConfig(Section):
     min_frequency: int = Field(2, ge=1)
     max_train_chars: int = Field(500_000_000, gt=0, description="train the tokenizer on at most this much text")
     batch_size: int = Field(1000, gt=0, description="documents per encode_batch call")
+    retrain: bool = Field(
+        False,
+        description="train a new tokenizer even when one was trained with these settings on an earlier crawl "
+        "snapshot of the same sources (by default that one is kept, so token ids do not move)",
+    )
 
 
 class ChunkConfig(Section):

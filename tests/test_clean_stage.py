@@ -244,7 +244,27 @@ def test_no_intermediate_files_are_published(crawled):
     ws, crawl = crawled
     ref = run_clean(CleanConfig(), crawl, ws)
     names = {p.relative_to(ref.dir).parts[0] for p in ref.dir.iterdir()}
-    assert names == {"docs", "rejected", "_manifest.json"}
+    assert names == {"docs", "rejected", "outcomes", "_manifest.json"}  # outcomes: for later builds to reuse
+
+
+def test_the_output_does_not_depend_on_how_the_work_is_split(tmp_path):
+    """Jobs are cut by bytes to clean (a big page alone) and start biggest first; output shards
+    still hold docs_per_shard input documents each, so the bytes are the same."""
+    outputs, submitted = [], []
+
+    def recording_map(fn, items, progress=NullProgress()):
+        submitted.append([getattr(item, "weight", None) for item in items])
+        return thread_map(fn, items, progress)
+
+    for bytes_per_job in (1, 10**9):
+        ws = Workspace(tmp_path / str(bytes_per_job))
+        cfg = CleanConfig(docs_per_shard=4, bytes_per_job=bytes_per_job)
+        ref = run_clean(cfg, make_crawl(ws, corpus()), ws, map_shards=recording_map)
+        outputs.append({str(p.relative_to(ref.dir)): p.read_bytes() for p in sorted(ref.dir.rglob("*.arrow"))})
+        assert ref.stats["jobs"] == (12 if bytes_per_job == 1 else 3)  # a job per document, or per output shard
+    assert outputs[0] == outputs[1]
+    per_document = submitted[0]  # the first run's filter jobs, as submitted
+    assert len(per_document) == 12 and per_document == sorted(per_document, reverse=True)  # biggest first
 
 
 def test_a_corrupt_input_shard_names_the_file_and_publishes_nothing(crawled):

@@ -16,10 +16,12 @@ import typing
 
 import pyarrow as pa
 import pytest
+import test_clean_incremental as pydoc_site
 from helpers import clean_doc
 from tokenizers import pre_tokenizers, trainers
 
-from lm_core.config import TokenizeConfig
+from lm_core.clean import run_clean
+from lm_core.config import CleanConfig, TokenizeConfig
 from lm_core.progress import NullProgress
 from lm_core.progress import thread_map as progress_thread_map
 from lm_core.schemas import CLEAN_DOC, token_doc
@@ -317,3 +319,62 @@ def test_an_empty_corpus_is_a_clear_error_and_publishes_nothing(tmp_path):
     with pytest.raises(EmptyCorpusError, match="no documents"):
         run_tokenize(TokenizeConfig(), clean, ws)
     assert ws.artifacts("tokenize") == [] and leftovers(ws, "tokenize") == []
+
+
+# ----------------------------------------------------------------------------- refreshes
+
+# A real site (pydoc's pages, served over HTTP) crawled once per snapshot, as in the incremental
+# clean tests.
+pages, site = pydoc_site.pages, pydoc_site.site  # fixtures
+
+
+def tokens_by_document(ref) -> dict[str, list[int]]:
+    table = pa.concat_tables(read_shard(p) for p in shard_paths(ref.dir / "tokens"))
+    return dict(zip(table.column("id").to_pylist(), table.column("tokens").to_pylist(), strict=True))
+
+
+def snapshot(ws: Workspace, url: str, label: str):
+    """The clean artifact of a new crawl snapshot of the site."""
+    return run_clean(CleanConfig(), pydoc_site.crawl(ws, url, label), ws)
+
+
+def test_a_refresh_keeps_the_tokenizer_of_the_snapshot_before_unless_asked_to_retrain(site, tmp_path):
+    folder, url = site
+    ws = Workspace(tmp_path / "ws")
+    cfg = TokenizeConfig(vocab_size=600)
+    clean1 = snapshot(ws, url, "s1")
+    first = run_tokenize(cfg, clean1, ws)
+    assert first.stats["tokenizer"] == "trained"
+
+    pydoc_site.change_one_word(folder / pydoc_site.CHANGED)
+    clean2 = snapshot(ws, url, "s2")
+    second = run_tokenize(cfg, clean2, ws)
+    assert second.stats["tokenizer"] == "reused"
+    assert (second.dir / "tokenizer.json").read_bytes() == (first.dir / "tokenizer.json").read_bytes()
+    assert second.manifest()["inputs"] == {"clean": clean2.fingerprint, "tokenizer": first.fingerprint}
+    before, after = tokens_by_document(first), tokens_by_document(second)
+    unchanged = before.keys() & after.keys()
+    assert len(unchanged) == len(after) - 1  # every document but the edited one ...
+    assert all(before[i] == after[i] for i in unchanged)  # ... keeps its token ids
+    # only earlier snapshots count: neither fingerprint moves now that both exist
+    assert tokenize_fingerprint(cfg, clean1) == first.fingerprint
+    assert tokenize_fingerprint(cfg, clean2) == second.fingerprint
+    assert tokenize_fingerprint(cfg.model_copy(update={"retrain": True}), clean1) == first.fingerprint
+
+    retrained = run_tokenize(cfg.model_copy(update={"retrain": True}), clean2, ws)
+    assert retrained.stats["tokenizer"] == "trained" and retrained.fingerprint != second.fingerprint
+    assert retrained.manifest()["inputs"] == {"clean": clean2.fingerprint}
+    # other settings: no tokenizer to reuse
+    assert run_tokenize(TokenizeConfig(vocab_size=700), clean2, ws).stats["tokenizer"] == "trained"
+
+
+def test_a_damaged_earlier_tokenizer_is_passed_over(site, tmp_path):
+    folder, url = site
+    ws = Workspace(tmp_path / "ws")
+    first = run_tokenize(TokenizeConfig(vocab_size=600), snapshot(ws, url, "s1"), ws)
+    path = first.dir / "tokenizer.json"
+    path.write_bytes(path.read_bytes()[:5000])
+
+    pydoc_site.change_one_word(folder / pydoc_site.CHANGED)
+    second = run_tokenize(TokenizeConfig(vocab_size=600), snapshot(ws, url, "s2"), ws)
+    assert second.stats["tokenizer"] == "trained" and "tokenizer" not in second.manifest()["inputs"]

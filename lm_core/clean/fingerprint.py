@@ -30,6 +30,17 @@ def clean_fingerprint(cfg: CleanConfig, crawl: ArtifactRef) -> str:
     same pages thus shares the clean artifact (and every one after it) of the crawl before it;
     one that found other pages (the web changed; a capped concurrent crawl kept another set)
     does not. A crawl published before crawls had a digest is identified by its fingerprint."""
-    digest = crawl.stats.get("content_digest")
-    inputs = {"crawl_content": digest} if digest else {"crawl": crawl.fingerprint}
-    return fingerprint(STAGE, cfg.fingerprint_fields(), inputs, CODE_VERSION)
+    return _fingerprint(cfg, clean_inputs(crawl))
+
+
+def made_with(cfg: CleanConfig, manifest: dict, fp: str) -> bool:
+    """Whether the published clean artifact `fp` was made with `cfg`'s decisive settings and this
+    CODE_VERSION: its fingerprint, recomputed from them and its manifest's inputs, is its name.
+    (What lets a build reuse its per-document outcomes.)"""
+    return _fingerprint(cfg, manifest.get("inputs", {})) == fp
+
+
+def _fingerprint(cfg: CleanConfig, inputs: dict[str, str]) -> str:
+    digest = inputs.get("crawl_content")
+    decisive = {"crawl_content": digest} if digest else {"crawl": inputs.get("crawl")}
+    return fingerprint(STAGE, cfg.fingerprint_fields(), decisive, CODE_VERSION)
