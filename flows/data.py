@@ -37,7 +37,7 @@ def data_flow(config: ConfigParameter, force: bool = False, refresh: bool = Fals
     raw = crawl(config.crawl, ws, force, refresh)
     cleaned = clean(config.clean, raw, ws, force)
     tokens = tokenize(config.tokenize, cleaned, ws, force)
-    blocks = chunk(config.chunk, tokens, ws, force)
+    blocks = chunk(config.chunk, tokens, ws, force, config.evaluate)  # decontaminated against its sets
     print(f"train/val blocks ready: {blocks.path}")
     return DataArtifacts(crawl=raw, clean=cleaned, tokenize=tokens, chunk=blocks)
 
@@ -65,7 +65,7 @@ def tokenize_flow(config: ConfigParameter, clean_artifact: str = "latest", force
 @flow(name="chunk", **STAGE_FLOW)
 def chunk_flow(config: ConfigParameter, tokenize_artifact: str = "latest", force: bool = False) -> ArtifactRef:
     ws = str(config.workspace)
-    return chunk(config.chunk, Workspace(ws).resolve("tokenize", tokenize_artifact), ws, force)
+    return chunk(config.chunk, Workspace(ws).resolve("tokenize", tokenize_artifact), ws, force, config.evaluate)
 
 
 def with_runner(a_flow, config: Config):

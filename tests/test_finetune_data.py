@@ -506,9 +506,39 @@ def test_qa_split_is_deterministic_and_stable(tmp_path):
     assert questions(split.heldout) < questions(more.heldout)  # a larger fraction only adds to held-out
     assert questions(build_qa_pairs(docs, heldout_fraction=0.2, seed=2).heldout) != questions(split.heldout)
     some = build_qa_pairs(docs, max_pairs=50, heldout_fraction=0.2, seed=1)
-    assert len(some.train) + len(some.heldout) == 50
+    assert (len(some.train), len(some.heldout)) == (40, 10)  # heldout_fraction of max_pairs
     assert questions(some.heldout) <= questions(split.heldout) and questions(some.train) <= questions(split.train)
     assert all(c.messages[1].role == "assistant" for c in split.train)
+
+
+def test_heldout_chats_come_from_validation_documents_only(tmp_path):
+    """Held out are the pairs of the documents the chunk stage held out for validation, so the
+    pretrained model never saw their answers; the others are trained on. Through the finetune
+    stage's own reading of its inputs: clean -> tokenize -> chunk -> chats."""
+    from lm_core.chunk import run_chunk, split_is_val
+    from lm_core.config import ChunkConfig, FinetuneConfig, TokenizeConfig
+    from lm_core.finetune.build import examples
+    from lm_core.tokenize import run_tokenize
+    from lm_core.workspace import Workspace
+
+    ws = Workspace(tmp_path / "ws")
+    rows = [clean_doc(i, PYDOC_PAGE.replace("tinyjson", f"lib{i}"), host="pydoc.invalid") for i in range(30)]
+    with ws.build("clean", "pages", config={}, inputs={}) as b:
+        write_shard(b.dir / "docs" / shard_name(0), pa.Table.from_pylist(rows, schema=CLEAN_DOC))
+    split = ChunkConfig(seq_len=16, val_fraction=0.3)
+    chunk = run_chunk(split, run_tokenize(TokenizeConfig(vocab_size=600), b.ref, ws), ws)
+    held_out = split_is_val([r["id"] for r in rows], split.split_salt, split.val_fraction)
+    val_urls = {r["url"] for r, v in zip(rows, held_out, strict=True) if v}
+    assert 0 < len(val_urls) < 20
+
+    ft = FinetuneConfig(qa_pairs=100, heldout_fraction=0.2)
+    ex = examples(ft, ws, {"clean": b.ref.fingerprint, "chunk": chunk.fingerprint}, seed=1)
+    origins = {c.origin.split("#")[0] for c in ex.heldout_chats}
+    assert origins <= val_urls and len(origins) > 1
+    assert not {c.origin.split("#")[0] for c in ex.train} & val_urls
+    assert (len(ex.train), len(ex.heldout)) == (80, 20)  # as many as before: heldout_fraction of qa_pairs
+    some = build_qa_pairs(clean_documents(b.ref.dir / "docs"), heldout_docs={"https://pydoc.invalid/3"})
+    assert {c.origin.split("#")[0] for c in some.heldout} == {"https://pydoc.invalid/3"}
 
 
 def test_qa_pairs_from_real_pydoc_pages_through_the_clean_extractor(tmp_path):

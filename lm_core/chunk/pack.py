@@ -1,9 +1,13 @@
-"""Packing token streams into fixed training blocks, with numpy (no per-token Python).
+"""Packing token documents into fixed training blocks, with numpy (no per-token Python).
 
 split_is_val     which documents are held out, by a salted hash of their ids
 join_documents   the chosen documents' tokens, each followed by <|endoftext|>, as one array
-BlockPacker      cuts a split's stream into blocks of seq_len + 1 tokens and writes them
-                 as shards; the tokens after the last whole block become its tail
+document_groups  the packing order: documents by a hash of their id, cut into groups at
+                 documents chosen by that hash too (content-defined, like rsync's chunks)
+BlockPacker      cuts a token stream into blocks of seq_len + 1 tokens and writes them as
+                 shards; the tokens after the last whole block become its tail
+GroupPacker      packs each group on its own, so that a changed document moves only the
+                 blocks of its group; the groups' leftovers are packed together after them
 """
 
 from __future__ import annotations
@@ -21,18 +25,18 @@ from lm_core.shards import shard_name, write_shard
 TAIL_FILE = "tail.arrow"
 
 
+def _hashes(doc_ids: Sequence[str], prefix: bytes, size: int) -> np.ndarray:
+    """`size` 64-bit words of blake2b(prefix + id) per document, as a (len, size) uint64 array."""
+    raw = b"".join(hashlib.blake2b(prefix + i.encode(), digest_size=8 * size).digest() for i in doc_ids)
+    return np.frombuffer(raw, dtype=">u8").astype(np.uint64).reshape(len(doc_ids), size)
+
+
 def split_is_val(doc_ids: Sequence[str], salt: str, val_fraction: float) -> np.ndarray:
     """True for the documents held out for validation. A document's side depends only on its id
     and the salt, never on which shard it sits in or in what order the shards come."""
-    if val_fraction <= 0:
+    if val_fraction <= 0 or not len(doc_ids):
         return np.zeros(len(doc_ids), dtype=bool)
-    prefix = salt.encode() + b"\0"
-    hashes = np.fromiter(
-        (int.from_bytes(hashlib.blake2b(prefix + i.encode(), digest_size=8).digest(), "big") for i in doc_ids),
-        dtype=np.uint64,
-        count=len(doc_ids),
-    )
-    return hashes < np.uint64(int(val_fraction * 2**64))
+    return _hashes(doc_ids, salt.encode() + b"\0", 1)[:, 0] < np.uint64(int(val_fraction * 2**64))
 
 
 def join_documents(offsets: np.ndarray, values: np.ndarray, chosen: np.ndarray, eot: int) -> np.ndarray:
@@ -50,6 +54,23 @@ def join_documents(offsets: np.ndarray, values: np.ndarray, chosen: np.ndarray, 
     out[is_token] = kept_tokens
     out[ends] = eot
     return out
+
+
+def document_groups(doc_ids: Sequence[str], lengths: np.ndarray, group_tokens: int) -> list[np.ndarray]:
+    """The documents (indices into `doc_ids`) in packing order, cut into groups.
+
+    The order is by a hash of the id, so it does not depend on shards, and a new or changed
+    document (a new id) lands at one place without moving the others. A group ends after a
+    document whose own hash falls below (its tokens + 1) / group_tokens: about one boundary
+    every `group_tokens` tokens, decided by each document alone, so a document added or removed
+    changes only the group it falls in (and the next one, when it ends a group)."""
+    if not len(doc_ids):
+        return []
+    h = _hashes(doc_ids, b"lmforge-pack-order\0", 2)
+    order = np.lexsort((h[:, 1], h[:, 0]))
+    draw = h[order, 1].astype(np.float64) / 2.0**64
+    ends = np.flatnonzero(draw * group_tokens < np.asarray(lengths)[order] + 1) + 1
+    return [g for g in np.split(order, ends) if len(g)]
 
 
 class BlockPacker:
@@ -104,3 +125,32 @@ class BlockPacker:
         write_shard(self.folder / shard_name(self.shards), pa.Table.from_arrays([blocks], schema=self.block_schema))
         self.shards += 1
         self.blocks += len(blocks)
+
+
+class GroupPacker:
+    """Packs each group's stream from a block boundary: its whole blocks are the same whatever
+    the other groups hold. What is left of each group (less than a block) goes to a leftover
+    stream, whose blocks are written as soon as they fill; its last partial block is the tail.
+    So every token is still kept exactly once, and no more is lost to tails than before."""
+
+    def __init__(self, packer: BlockPacker):
+        self.packer = packer
+        self.groups = 0
+        self.leftover_blocks = 0
+        self._rest = np.empty(0, dtype=packer.dtype)
+
+    def add(self, stream: np.ndarray) -> None:
+        n = self.packer.block_len
+        whole = len(stream) // n * n
+        self.packer.add(stream[:whole])
+        self._rest = np.concatenate([self._rest, stream[whole:].astype(self.packer.dtype, copy=False)])
+        full = len(self._rest) // n * n
+        if full:
+            self.packer.add(self._rest[:full])  # only whole blocks reach the packer until close
+            self._rest = self._rest[full:]
+            self.leftover_blocks += full // n
+        self.groups += 1
+
+    def close(self) -> None:
+        self.packer.add(self._rest)
+        self.packer.close()

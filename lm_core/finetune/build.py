@@ -18,7 +18,7 @@ from lm_core.finetune import data as chat_data
 from lm_core.finetune.chat import ChatTemplate, Conversation, Message
 from lm_core.finetune.data import PreferenceExample
 from lm_core.finetune.lora import apply_lora, freeze, has_lora, merge_lora, param_counts
-from lm_core.finetune.qa import build_qa_pairs, clean_documents
+from lm_core.finetune.qa import build_qa_pairs, clean_documents, validation_urls
 from lm_core.finetune.stage import DATA_DIR, FinetuneError
 from lm_core.finetune.train import FinetuneData, FinetuneResult, finetune, teacher_scores
 from lm_core.model import GPT
@@ -27,7 +27,7 @@ from lm_core.textgen import CHAT_FILE, CHAT_TEMPLATE, TextModel
 from lm_core.tracking import MlflowTracker, flatten
 from lm_core.train.checkpoint import save_weights
 from lm_core.train.plan import model_config
-from lm_core.workspace import ArtifactRef, Workspace, write_json_atomic
+from lm_core.workspace import ArtifactRef, Workspace, read_manifest, write_json_atomic
 
 
 @dataclass
@@ -68,14 +68,21 @@ def _user_preferences(ft: FinetuneConfig) -> list[PreferenceExample]:
     return prefs
 
 
-def _qa(ft: FinetuneConfig, ws: Workspace, clean_fp: str, seed: int):
-    docs = clean_documents(ws.artifact_dir("clean", clean_fp) / "docs")
+def _qa(ft: FinetuneConfig, ws: Workspace, inputs: dict[str, str], seed: int):
+    clean_fp = inputs["clean"]
+    docs_dir = ws.artifact_dir("clean", clean_fp) / "docs"
+    # held out: the pairs of the base's validation documents, which it never trained on
+    split_cfg = read_manifest(ws.artifact_dir("chunk", inputs["chunk"]))["config"]
+    val_docs = None
+    if split_cfg["val_fraction"] > 0:
+        val_docs = validation_urls(docs_dir, split_cfg["split_salt"], split_cfg["val_fraction"])
     split = build_qa_pairs(
-        docs,
+        clean_documents(docs_dir),
         max_pairs=ft.qa_pairs,
         heldout_fraction=ft.heldout_fraction,
         seed=seed,
         max_answer_chars=ft.max_answer_chars,
+        heldout_docs=val_docs,
     )
     if not split.train:
         raise FinetuneError(
@@ -111,7 +118,7 @@ def examples(ft: FinetuneConfig, ws: Workspace, inputs: dict[str, str], seed: in
             train, heldout = _split(_user_preferences(ft), ft.heldout_fraction, seed, lambda p: json.dumps(p.to_dict()))
             stats = {"source": "files"}
         else:
-            qa = _qa(ft, ws, inputs["clean"], seed)
+            qa = _qa(ft, ws, inputs, seed)
             train, heldout = _preferences_from_chats(qa.train), _preferences_from_chats(qa.heldout)
             stats = {"source": "qa", **{f"qa_{k}": v for k, v in qa.stats.items()}}
         if not train:
@@ -121,7 +128,7 @@ def examples(ft: FinetuneConfig, ws: Workspace, inputs: dict[str, str], seed: in
         train, heldout = _split(_user_chats(ft), ft.heldout_fraction, seed, _chat_key)
         stats = {"source": "files"}
     else:
-        qa = _qa(ft, ws, inputs["clean"], seed)
+        qa = _qa(ft, ws, inputs, seed)
         train, heldout = qa.train, qa.heldout
         stats = {"source": "qa", **{f"qa_{k}": v for k, v in qa.stats.items()}}
     return Examples(train, heldout, heldout, stats | _counts(train, heldout))

@@ -22,9 +22,11 @@ Private and dunder names and members inherited from a base class (repeated on ev
 page) are skipped; identical questions are kept once; answers shorter than `min_answer_words`
 are dropped and long ones trimmed to `max_answer_chars` at a sentence end.
 
-Which pairs are kept (`max_pairs`) and which are held out depend only on a salted hash of the
-question, so the split is the same whatever the order of the documents, and a question never
-moves between train and held-out while the seed and fraction stay.
+Which pairs are kept (`max_pairs`) depends only on a salted hash of the question. Held out are
+the pairs of the validation documents (`heldout_docs`: the chunk stage's split, so pretraining
+never saw their answers, and decontamination cut their passages from the training blocks), or
+without them the pairs whose salted question hash is small. Either way the split does not
+depend on the order of the documents (but for a question two documents ask: the first is kept).
 """
 
 from __future__ import annotations
@@ -247,7 +249,8 @@ def _pydoc_pairs(title: str, lines: list[str], make: _Pairs) -> Iterator[QAPair 
         args = sig["args"]
         # only documented names; a memory address (`at 0x...`) in a default changes every run
         if described and args not in ("", "...", "self", "self, /", "/") and " at 0x" not in args:
-            yield QAPair(f"How is `{qualified}` called?", f"{qualified}({args})", "signature", qualified)
+            origin = f"{make.doc_id}#{qualified}"  # its document, as every other pair's
+            yield QAPair(f"How is `{qualified}` called?", f"{qualified}({args})", "signature", origin)
 
 
 def _section_pairs(title: str, lines: list[str], make: _Pairs) -> Iterator[QAPair | None]:
@@ -288,21 +291,28 @@ def build_qa_pairs(
     *,
     max_answer_chars: int = 600,
     min_answer_words: int = 4,
+    heldout_docs: Container[str] | None = None,
 ) -> QASplit:
     """Question/answer chats from (document id, text) pairs, split into train and held-out.
 
     The document id names the pairs' origins and titles pages without one (pass a URL or a name
     rather than a hash). With `max_pairs`, the pairs kept are those whose salted question hash
-    is smallest: a spread over all documents, held in memory `max_pairs` at a time."""
+    is smallest: a spread over all documents, held in memory `max_pairs` at a time, of which
+    `heldout_fraction` (rounded) are held out. With `heldout_docs` (document ids), a pair is
+    held out exactly when its document is one of them; else when its salted hash is small."""
     if not 0.0 <= heldout_fraction < 1.0:
         raise ValueError(f"heldout_fraction must be in [0, 1), is {heldout_fraction}")
     if max_pairs is not None and max_pairs < 1:
         raise ValueError(f"max_pairs must be positive, is {max_pairs}")
     seen: set[bytes] = set()  # digests of the questions met, to keep the first of identical ones
-    kept: list[tuple[int, int, QAPair]] = []  # a max-heap by (negated) selection hash
+    kept: dict[bool, list[tuple[int, int, QAPair]]] = {False: [], True: []}  # max-heaps by selection hash
+    held = round(max_pairs * heldout_fraction) if max_pairs is not None else 0
+    cap = {True: held, False: max_pairs - held} if max_pairs is not None else None
     stats = {"documents": 0, "candidates": 0, "duplicates": 0}
+    threshold = int(heldout_fraction * 2**64)
     for doc_id, text in texts:
         stats["documents"] += 1
+        doc_held_out = heldout_docs is not None and doc_id in heldout_docs
         for qa in page_pairs(doc_id, text, max_answer_chars, min_answer_words):
             stats["candidates"] += 1
             key = hashlib.blake2b(_normalized(qa.question).encode(), digest_size=16).digest()
@@ -310,16 +320,15 @@ def build_qa_pairs(
                 stats["duplicates"] += 1
                 continue
             seen.add(key)
-            item = (-_hash(seed, "pick", qa.question), stats["candidates"], qa)
-            if max_pairs is None or len(kept) < max_pairs:
-                heapq.heappush(kept, item)
-            elif item > kept[0]:
-                heapq.heapreplace(kept, item)
-    chosen = [qa for _, _, qa in sorted(kept, reverse=True)]  # by selection hash: a fixed shuffle
-    threshold = int(heldout_fraction * 2**64)
-    train, heldout = [], []
-    for qa in chosen:
-        (heldout if _hash(seed, "heldout", qa.question) < threshold else train).append(qa.conversation())
+            held_out = doc_held_out if heldout_docs is not None else _hash(seed, "heldout", qa.question) < threshold
+            item, heap = (-_hash(seed, "pick", qa.question), stats["candidates"], qa), kept[held_out]
+            if cap is None or len(heap) < cap[held_out]:
+                heapq.heappush(heap, item)
+            elif heap and item > heap[0]:
+                heapq.heapreplace(heap, item)
+    # by selection hash: a fixed shuffle
+    train, heldout = ([qa.conversation() for *_, qa in sorted(kept[h], reverse=True)] for h in (False, True))
+    chosen = [qa for h in (False, True) for *_, qa in kept[h]]
     stats |= {"pairs": len(chosen), "train": len(train), "heldout": len(heldout)}
     for kind in KINDS:
         stats[f"kind_{kind}"] = sum(qa.kind == kind for qa in chosen)
@@ -334,3 +343,17 @@ def clean_documents(docs_dir: str | Path) -> Iterator[tuple[str, str]]:
     for path in shard_paths(docs_dir):
         for batch in read_shard(path, CLEAN_DOC).select(["url", "text"]).to_batches():
             yield from zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True)
+
+
+def validation_urls(docs_dir: str | Path, split_salt: str, val_fraction: float) -> set[str]:
+    """The urls of the clean documents that the chunk stage holds out for validation (the same
+    rule on the same ids, `split_is_val`)."""
+    from lm_core.chunk.pack import split_is_val
+    from lm_core.shards import read_shard, shard_paths
+
+    urls: set[str] = set()
+    for path in shard_paths(docs_dir):
+        table = read_shard(path).select(["id", "url"])
+        held_out = split_is_val(table.column("id").to_pylist(), split_salt, val_fraction)
+        urls.update(u for u, v in zip(table.column("url").to_pylist(), held_out, strict=True) if v)
+    return urls

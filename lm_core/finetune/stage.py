@@ -38,7 +38,7 @@ from lm_core.workspace import (
 )
 
 STAGE = "finetune"
-CODE_VERSION = 1
+CODE_VERSION = 2  # 2: question/answer chats held out from the validation documents only
 DATA_DIR = "data"
 HELDOUT_CHATS = f"{DATA_DIR}/heldout.jsonl"
 HELDOUT_PREFERENCES = f"{DATA_DIR}/heldout_preferences.jsonl"
