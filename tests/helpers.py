@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import subprocess
+import sys
 
 
 class Interrupted(Exception):
@@ -93,3 +96,22 @@ def pretrained_workspace(root, topics: list[str], sentences: int, *overrides: st
     tokens = run_tokenize(cfg.tokenize, run_clean(cfg.clean, run_crawl(cfg.crawl, ws), ws), ws)
     chunk = run_chunk(cfg.chunk, tokens, ws)
     return cfg, ws, chunk, run_pretrain(cfg, chunk, ws, run_tags=run_tags)
+
+
+_RENDER_PAGES = """
+import contextlib, io, json, pydoc, sys
+pages = {}
+for name in sys.argv[1:]:
+    with contextlib.redirect_stdout(io.StringIO()):
+        pages[name] = pydoc._url_handler(name + ".html", "text/html")
+sys.stdout.write(json.dumps(pages))
+"""
+
+
+def pydoc_pages(*modules: str) -> dict[str, str]:
+    """module -> the page `python -m pydoc -p` serves for it (navigation bar included). Rendered
+    in a child process: pydoc re-imports the modules it documents, which would leave the test
+    process with two copies of, say, `json` (and two JSONDecodeError classes, so that an
+    `except json.JSONDecodeError` elsewhere no longer catches what `json.loads` raises)."""
+    out = subprocess.run([sys.executable, "-c", _RENDER_PAGES, *modules], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)

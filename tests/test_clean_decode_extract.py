@@ -1,10 +1,9 @@
 """Decoding hostile bytes and extracting main text: never a crash, always sensible text."""
 
 import random
-import subprocess
-import sys
 
 import pytest
+from helpers import pydoc_pages
 
 from lm_core.clean.decode import decode_body, garbage_fraction
 from lm_core.clean.extract import UnsupportedContent, content_kind, extract_text, repair
@@ -176,15 +175,8 @@ def test_malformed_html_never_crashes():
         assert isinstance(extract_text(page, "text/html"), str)
 
 
-RENDER_PAGE = "import pydoc, sys; sys.stdout.write(pydoc._url_handler(sys.argv[1] + '.html', 'text/html'))"
-
-
 def _served_pydoc_page(module: str) -> str:
-    """The page `python -m pydoc -p` serves for a module (navigation bar included). Rendered in a
-    child process: pydoc re-imports the module it documents, which would leave this test process
-    with two copies of `json` (and two different JSONDecodeError classes)."""
-    out = subprocess.run([sys.executable, "-c", RENDER_PAGE, module], capture_output=True, text=True, check=True)
-    return out.stdout
+    return pydoc_pages(module)[module]
 
 
 def test_a_pydoc_page_keeps_its_docstrings_and_drops_its_chrome():

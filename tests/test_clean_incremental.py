@@ -7,11 +7,8 @@ crawled by the crawl stage, one snapshot per refresh."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import io
 import os
-import pydoc
 import shutil
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -19,6 +16,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from helpers import pydoc_pages
 
 import lm_core.clean.fingerprint as clean_fingerprint_module
 from lm_core.clean import run_clean
@@ -37,10 +35,7 @@ SHARDED = CleanConfig(docs_per_shard=4)  # 14 documents: four output shards
 def pages() -> dict[str, bytes]:
     """pydoc's pages, a copy of one (a duplicate: its text lands in rejected/), a page too short
     to keep (rejected with its text) and an empty one (rejected, no text)."""
-    out = {}
-    for name in MODULES:
-        with contextlib.redirect_stdout(io.StringIO()):
-            out[f"{name}.html"] = pydoc._url_handler(f"{name}.html", "text/html").encode()
+    out = {f"{name}.html": page.encode() for name, page in pydoc_pages(*MODULES).items()}
     out["json-copy.html"] = out["json.html"]
     out["short.html"] = b"<html><body><p>Too short to keep, by far.</p></body></html>"
     out["empty.html"] = b""
