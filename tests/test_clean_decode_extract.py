@@ -215,3 +215,42 @@ def test_a_class_heavy_pydoc_page_keeps_classes_in_order():
     heading = text.index("class TextWrapper(builtins.object)")
     assert heading < text.index("Object for wrapping/filling text.") < text.index("wrap(self, text)")
     assert "Remove any common leading whitespace from every line in `text`." in text  # dedent()
+
+
+def test_a_page_of_many_paragraphs_is_extracted_whole_and_in_order():
+    """A long page without a declared main content goes through trafilatura's fast mode (its
+    fallback comparison is quadratic in paragraphs): every paragraph is kept, once, in order."""
+    n = 5000
+    page = "<html><body>" + "".join(f"<p>Paragraph {i} says something about topic {i % 97}.</p>" for i in range(n))
+    paragraphs = extract_text(page + "</body></html>", "text/html").split("\n\n")
+    assert paragraphs == [f"Paragraph {i} says something about topic {i % 97}." for i in range(n)]
+
+
+def test_link_measures_match_the_subtrees_they_sum():
+    """drop_chrome and unwrap_layout_tables read each element's text and link lengths from one
+    bottom-up pass; each must equal what walking the element's subtree gives."""
+    from lm_core.clean.extract import load_html
+    from lm_core.clean.html_prep import _measure
+
+    page = _served_pydoc_page("json") + (
+        "<div><p>lead <a href='x.html'>one</a> and <a href='http://far.example/'>far <b>away</b></a></p>"
+        "<a href='#'><a href='y.html'>nested</a></a><h2>title</h2><ul><li><a>no href</a></li></ul></div>"
+    )
+    for tree in (load_html(page), load_html(f"<html><body>{page.split('<body>', 1)[-1]}")):
+        _check_measures(tree, _measure(tree))
+
+
+def _check_measures(tree, measures) -> None:
+    from lm_core.clean.html_prep import _is_local, _text_length
+
+    assert len(measures) == sum(1 for el in tree.iter() if isinstance(el.tag, str))
+    for el in tree.iter():
+        if not isinstance(el.tag, str):
+            continue
+        links = [a for a in el.iter("a") if a.get("href") is not None and _text_length(a)]
+        m = measures[el]
+        assert m.chars == _text_length(el)
+        assert m.links == len(links)
+        assert m.link_chars == sum(_text_length(a) for a in links)
+        assert m.far_links == sum(1 for a in links if not _is_local(a.get("href")))
+        assert m.structure == bool(el.xpath(".//h1|.//h2|.//h3|.//h4|.//h5|.//h6|.//pre|.//main"))

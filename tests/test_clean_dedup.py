@@ -114,3 +114,24 @@ def test_signatures_are_fixed_by_seed_and_handle_short_texts():
 
 def test_normalisation():
     assert normalized_words("Hello,   WORLD!\n\tIt's  fine.") == ["hello", "world", "its", "fine"]
+
+
+def test_signatures_are_datasketchs_minhash_of_the_shingles():
+    """The shingles are hashed in bulk (one encoded string, a slice per shingle), but the
+    signature is the one datasketch computes from each shingle with its default hash: signatures
+    stored by earlier builds stay comparable."""
+    from datasketch import MinHash
+
+    from lm_core.clean.dedup import SCHEME, SEED
+
+    def reference(words: list[str], k: int) -> np.ndarray:
+        m = MinHash(num_perm=64, seed=SEED, scheme=SCHEME)
+        count = max(len(words) - k + 1, 1)
+        m.update_batch([" ".join(words[i : i + k]).encode("utf-8") for i in range(count)])
+        return np.asarray(m.hashvalues, dtype=np.uint64)
+
+    texts = [article(3), "ünïcödé wörds — and ascii ones, ß 漢字 again ünïcödé", "two words", ""]
+    for text in texts:
+        words = normalized_words(text)
+        for k in (1, 3, 5):
+            assert np.array_equal(minhash_signature(words, 64, k), reference(words, k)), (text[:20], k)

@@ -231,3 +231,60 @@ def test_language_filter_drops_low_confidence():
     guess, refusal = check_language(GOOD, LanguageConfig(keep=["en"], min_score=1.0))
     if guess.score < 1.0:  # a probability that rounds to exactly 1.0 cannot be below it
         assert "score" in refusal
+
+
+def _reference_ngram_fractions(words: list[str], chars: int, n: int) -> tuple[float, float]:
+    """The two n-gram rules as Gopher's appendix states them, on tuples of words."""
+    from collections import Counter
+
+    grams = list(zip(*(words[i:] for i in range(n)), strict=False))
+    top = 0.0
+    if grams:
+        gram, times = Counter(grams).most_common(1)[0]  # ties: the n-gram seen first
+        top = sum(map(len, gram)) * times / chars if times > 1 else 0.0
+    seen, covered, i = set(), 0, 0
+    while i < len(grams):
+        if grams[i] in seen:
+            covered += sum(map(len, grams[i]))
+            i += n
+        else:
+            seen.add(grams[i])
+            i += 1
+    return top, covered / chars
+
+
+def test_ngram_statistics_match_their_definition():
+    """The n-gram rules count with integer ids in numpy; what they measure is still the
+    definition's, ties and overlapping repeats included."""
+    from lm_core.clean.quality import TextStats, duplicate_ngram_char_fraction, top_ngram_char_fraction
+
+    rng = random.Random(7)
+    vocabulary = ["a", "bb", "ccc", "dddd", "the", "of", "repeat", "x"]
+    texts = [" ".join(rng.choice(vocabulary[:k]) for _ in range(rng.randint(0, 300))) for k in (2, 3, 5, 8) * 10]
+    texts += ["one two three " * 40, "alpha beta gamma delta epsilon zeta eta theta iota kappa", ""]
+    for text in texts:
+        stats = TextStats(text)
+        for n in range(2, 11):
+            top, duplicate = _reference_ngram_fractions(stats.words, stats.chars, n)
+            assert top_ngram_char_fraction(stats, n) == top, (text[:30], n)
+            assert duplicate_ngram_char_fraction(stats, n) == duplicate, (text[:30], n)
+
+
+def test_word_tests_match_their_definition():
+    """Words are tokens holding something other than punctuation (ASCII's or Unicode's P
+    categories); the alphabetic share counts tokens holding a letter."""
+    import string
+    import unicodedata
+
+    from lm_core.clean.quality import TextStats, _tokens_with_a_letter
+
+    tokens = ["word", "...", "«»", "—", "a-b", "§", "$5", "²", "ǅ", "漢字", "...x", "¿?", "--", "_", "é.", "(1)", "»x«"]
+    for text in (" ".join(tokens), " ".join(t for t in tokens if t.isascii())):
+        stats = TextStats(text)
+
+        def punctuation(c: str) -> bool:
+            return c in string.punctuation or unicodedata.category(c).startswith("P")
+
+        expected = [t for t in stats.tokens if not all(map(punctuation, t))]
+        assert stats.words == expected
+        assert _tokens_with_a_letter(stats) == sum(1 for t in stats.tokens if any(c.isalpha() for c in t))

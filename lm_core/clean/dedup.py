@@ -20,6 +20,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import accumulate
 
 import numpy as np
 from datasketch import LeanMinHash, MinHash, MinHashLSH
@@ -43,21 +44,39 @@ def exact_digest(words: list[str]) -> bytes:
     return hashlib.blake2b(" ".join(words).encode("utf-8"), digest_size=DIGEST_BYTES).digest()
 
 
+def _hashed(value: int) -> int:
+    return value  # the shingles come hashed already (`shingle_hashes`)
+
+
 @lru_cache(maxsize=8)
 def _empty_minhash(num_perm: int) -> MinHash:
     # drawing the permutations is the costly part of a MinHash; copies share the drawn ones
-    return MinHash(num_perm=num_perm, seed=SEED, scheme=SCHEME)
+    return MinHash(num_perm=num_perm, seed=SEED, scheme=SCHEME, hashfunc=_hashed)
+
+
+def shingle_hashes(words: list[str], k: int) -> list[int]:
+    """datasketch's default hash (sha1_hash32: the first 4 bytes of SHA-1, little-endian) of each
+    `k`-word shingle, its words joined by a space in UTF-8; a text shorter than one shingle is a
+    single shingle. The words are joined and encoded once; each shingle is a slice of that."""
+    text = " ".join(words)
+    data = text.encode("utf-8")
+    sizes = map(len, words) if len(data) == len(text) else (len(w.encode("utf-8")) for w in words)
+    starts = list(accumulate((size + 1 for size in sizes), initial=0))  # word i starts at starts[i]
+    n = len(words)
+    ends = [starts[min(i + k, n)] - 1 for i in range(max(n - k + 1, 1))]  # after its last word
+    starts[0] = min(starts[0], ends[0])  # no word at all: one empty shingle
+    sha1 = hashlib.sha1
+    digests = b"".join([sha1(data[start:end]).digest()[:4] for start, end in zip(starts, ends, strict=False)])
+    return np.frombuffer(digests, dtype="<u4").tolist()
 
 
 def minhash_signature(words: list[str], num_perm: int, shingle_words: int) -> np.ndarray:
     """MinHash (uint64 array of num_perm values) of the set of `shingle_words`-word shingles;
     a text shorter than one shingle is a single shingle."""
     m = _empty_minhash(num_perm).copy()
-    k = shingle_words
-    count = max(len(words) - k + 1, 1)
-    for start in range(0, count, _SHINGLE_BATCH):
-        stop = min(start + _SHINGLE_BATCH, count)
-        m.update_batch([" ".join(words[i : i + k]).encode("utf-8") for i in range(start, stop)])
+    hashes = shingle_hashes(words, shingle_words)
+    for start in range(0, len(hashes), _SHINGLE_BATCH):
+        m.update_batch(hashes[start : start + _SHINGLE_BATCH])
     return np.asarray(m.hashvalues, dtype=np.uint64)
 
 

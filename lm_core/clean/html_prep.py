@@ -34,6 +34,22 @@ import lxml.html
 from lxml import etree
 from lxml.html import HtmlElement
 
+# trafilatura's parser settings, with lxml's HTML element classes looked up in C: lxml.html's
+# own lookup is a Python method called for every element a tree walk touches (a tenth of the
+# extraction's time). Only <form>, <input>, <select>, <textarea> and <label> would get classes
+# of their own there, whose form methods nothing here calls.
+PARSER = etree.HTMLParser(
+    collect_ids=False, default_doctype=False, encoding="utf-8", remove_comments=True, remove_pis=True
+)
+PARSER.set_element_class_lookup(
+    etree.ElementDefaultClassLookup(
+        element=lxml.html.HtmlElement,
+        comment=lxml.html.HtmlComment,
+        pi=lxml.html.HtmlProcessingInstruction,
+        entity=lxml.html.HtmlEntity,
+    )
+)
+
 # ----------------------------------------------------------------------------- chrome
 
 _CHROME_ROLES = ("navigation", "search", "banner", "contentinfo", "menubar", "toolbar")
@@ -49,7 +65,6 @@ _HOLDS_CONTENT = etree.XPath("boolean(descendant-or-self::h1 | descendant-or-sel
 _FRAGMENT_LINKS = etree.XPath("//a[starts-with(@href, '#')]")
 _NAMING = frozenset({"h1", "h2", "h3", "h4", "h5", "h6", "dt", "caption", "figcaption"})
 _LINK_BLOCKS = etree.XPath("//ul | //ol | //dl | //div | //p | //td | //th")
-_HOLDS_STRUCTURE = etree.XPath("boolean(.//h1 | .//h2 | .//h3 | .//h4 | .//h5 | .//h6 | .//pre | .//main)")
 _WORD = re.compile(r"\w")
 _ABSOLUTE = re.compile(r"^\s*(?:[a-zA-Z][a-zA-Z0-9+.-]*:|//)")
 _LINK_DENSE = 0.5  # an aside whose text is mostly links within the site is navigation
@@ -85,15 +100,59 @@ def _is_local(href: str) -> bool:
     return not _ABSOLUTE.match(href)
 
 
-def _is_link_block(el: etree._Element) -> bool:
+@dataclass(slots=True)
+class _Measure:
+    """What the link tests read of an element's subtree (its tail aside)."""
+
+    chars: int  # characters of its text, each piece stripped (as _text_length counts them)
+    links: int  # links (<a href>) with text in it, itself included
+    link_chars: int  # characters of those links' text (a link inside a link counts in both)
+    far_links: int  # of those links, the ones to other sites
+    structure: bool  # holds a heading, code (<pre>) or <main> (below itself)
+
+
+_STRUCTURE = frozenset({"h1", "h2", "h3", "h4", "h5", "h6", "pre", "main"})
+
+
+def _measure(root: etree._Element) -> dict[etree._Element, _Measure]:
+    """Every element's _Measure, in one walk: running totals (characters, links, ...) are read
+    when an element starts and when it ends, and its measure is the difference. (Asking each
+    block for its own text walks its whole subtree: O(elements x depth), for each nested block.)
+    A measure stays true of an element while nothing inside it is changed. The parser drops
+    comments and processing instructions, whose tails would otherwise count as text."""
+    out: dict[etree._Element, _Measure] = {}
+    at_start: dict[etree._Element, tuple[int, int, int, int, int]] = {}
+    chars = links = link_chars = far_links = structure = 0
+    for event, el in etree.iterwalk(root, events=("start", "end")):
+        if event == "start":
+            if el.tag in _STRUCTURE:
+                structure += 1  # before its own start is read: it counts for its ancestors only
+            at_start[el] = (chars, links, link_chars, far_links, structure)
+            if el.text:
+                chars += len(el.text.strip())
+            continue
+        c0, n0, l0, f0, s0 = at_start.pop(el)
+        own = chars - c0
+        if own and el.tag == "a":
+            href = el.get("href")
+            if href is not None:
+                links += 1
+                link_chars += own
+                far_links += not _is_local(href)
+        out[el] = _Measure(own, links - n0, link_chars - l0, far_links - f0, structure > s0)
+        if el.tail and el is not root:
+            chars += len(el.tail.strip())
+    return out
+
+
+def _is_link_block(m: _Measure) -> bool:
     """A list or a box whose text is links within the site and nothing more (separators aside):
     a table of contents, a breadcrumb, a menu, a "related pages" box. Explained links ("`json`:
     encoding and decoding"), lists of links to other sites (a page of examples or resources)
     and blocks holding headings or code are content and stay."""
-    links = [a for a in el.iter("a") if a.get("href") is not None and _text_length(a)]
-    if len(links) < 2 or not all(_is_local(a.get("href")) for a in links) or _HOLDS_STRUCTURE(el):
+    if m.links < 2 or m.far_links or m.structure:
         return False
-    return _text_length(el) - sum(_text_length(a) for a in links) <= 3 * len(links)
+    return m.chars - m.link_chars <= 3 * m.links
 
 
 def drop_chrome(tree: HtmlElement) -> None:
@@ -112,11 +171,14 @@ def drop_chrome(tree: HtmlElement) -> None:
         if el.tag == "header" and not _link_text_length(el):
             continue  # an article's own header: its byline, its lead
         _remove(el)
+    # Removing a block changes only the measures of its ancestors, which come before it in
+    # document order and have been looked at already: one measure serves the whole loop.
+    measures = _measure(tree)
     removed: set[etree._Element] = set()
     for block in _LINK_BLOCKS(tree):  # document order: outer blocks first
-        if block.getparent() is None or any(up in removed for up in block.iterancestors()):
+        if block.getparent() is None or (removed and any(up in removed for up in block.iterancestors())):
             continue
-        if _is_link_block(block):
+        if _is_link_block(measures[block]):
             _remove(block)
             removed.add(block)
 
@@ -133,7 +195,7 @@ def main_scope(tree: HtmlElement) -> HtmlElement:
         candidates = tree.xpath("//article[not(ancestor::article)]")
     if len(candidates) != 1 or not _text_length(candidates[0]):
         return tree
-    page = lxml.html.document_fromstring("<html><body></body></html>")  # trafilatura wants HtmlElements
+    page = lxml.html.document_fromstring("<html><body></body></html>", parser=PARSER)  # HtmlElements, for trafilatura
     body = page.find("body")
     main = candidates[0]
     main.tail = None
@@ -323,14 +385,13 @@ def _paragraphs_between_sections(cell: etree._Element) -> list[etree._Element]:
     return made
 
 
-def _is_link_box(cell: etree._Element) -> bool:
+def _is_link_box(m: _Measure) -> bool:
     """A cell of links and nothing else (separators aside): pydoc's header links, an index of
     names, a menu laid out in a table."""
-    links = [a for a in cell.iter("a") if a.get("href") is not None and _text_length(a)]
-    return bool(links) and _text_length(cell) - sum(_text_length(a) for a in links) <= 3 * len(links)
+    return m.links > 0 and m.chars - m.link_chars <= 3 * m.links
 
 
-def _is_data_table(table: etree._Element) -> bool:
+def _is_data_table(table: etree._Element, measures: dict[etree._Element, _Measure]) -> bool:
     """Rows of cells of plain text, at least two rows with two cells filled: data. A cell holding
     blocks, or a "table" whose rows hold one filled cell each (a heading row over a content row,
     a spacer cell beside the content), lays out a page."""
@@ -338,22 +399,28 @@ def _is_data_table(table: etree._Element) -> bool:
     cells = [row.xpath("./td | ./th") for row in rows]
     if any(_LAYOUT_CELL(cell) for row in cells for cell in row):
         return False
-    return sum(1 for row in cells if sum(1 for c in row if _text_length(c)) >= 2) >= 2
+    return sum(1 for row in cells if sum(1 for c in row if measures[c].chars) >= 2) >= 2
 
 
 def unwrap_layout_tables(tree: HtmlElement) -> None:
     """Turn each layout table into blocks: rows into divs, and each cell into a paragraph, or,
     when it holds sectioning blocks (a nested layout table), into a div whose loose runs become
     paragraphs. Nested paragraphs are what would make trafilatura reorder the text."""
-    for table in tree.xpath("//table"):  # document order: an outer table before its inner ones
-        if _is_data_table(table):
+    tables = tree.xpath("//table")  # document order: an outer table before its inner ones
+    if not tables:
+        return
+    # Unwrapping a table changes its own cells (and takes out link boxes) but not what lies
+    # inside a cell's elements, nor the text of an inner table's cells: one measure serves all.
+    measures = _measure(tree)
+    for table in tables:
+        if _is_data_table(table, measures):
             continue
         for section in table.xpath("./thead|./tbody|./tfoot"):
             section.tag = "div"
         for row in table.xpath("./tr|./div/tr"):
             row.tag = "div"
             for cell in row.xpath("./td|./th"):
-                if _is_link_box(cell):
+                if _is_link_box(measures[cell]):
                     _remove(cell)  # a box of links beside the content: navigation
                     continue
                 cell.attrib.clear()  # colspan and friends mean nothing on a block

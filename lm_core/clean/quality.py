@@ -22,10 +22,12 @@ from __future__ import annotations
 import re
 import string
 import unicodedata
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import accumulate
+
+import numpy as np
 
 from lm_core.config import QualityConfig
 
@@ -62,8 +64,28 @@ class Rejection:
     detail: str  # measured value against threshold, e.g. "12 words < 50"
 
 
+# a token holding an ASCII letter: one match per such token (where the text is ASCII)
+_ASCII_LETTER_TOKEN = re.compile(r"(?<!\S)[^\sA-Za-z]*[A-Za-z]")
+
+
 def _is_punctuation(ch: str) -> bool:
     return ch in string.punctuation or unicodedata.category(ch).startswith("P")
+
+
+def _all_punctuation(token: str) -> bool:
+    """Whether every character of `token` is punctuation (ASCII's, or Unicode's P categories).
+    Words are most tokens (isalnum), and the ASCII punctuation at a token's ends is stripped in C:
+    what is left of an ASCII token is empty, or starts with a character that is not punctuation."""
+    if token.isalnum():
+        return False
+    rest = token.strip(string.punctuation)
+    return not rest or (not rest.isascii() and all(_is_punctuation(c) for c in rest))
+
+
+def _tokens_with_a_letter(s: TextStats) -> int:
+    if s.plain.isascii():
+        return len(_ASCII_LETTER_TOKEN.findall(s.plain))
+    return sum(1 for t in s.tokens if any(c.isalpha() for c in t))
 
 
 def split_code(text: str) -> tuple[str, str]:
@@ -81,6 +103,7 @@ class TextStats:
     def __init__(self, text: str):
         self.text, self.code = split_code(text)
         self.chars = max(len(self.text), 1)
+        self._gram_ids: dict[int, np.ndarray] = {}
 
     @cached_property
     def plain(self) -> str:
@@ -99,15 +122,27 @@ class TextStats:
     @cached_property
     def words(self) -> list[str]:
         """Tokens that hold something other than punctuation."""
-        return [t for t in self.tokens if not all(_is_punctuation(c) for c in t)]
+        return [t for t in self.tokens if not _all_punctuation(t)]
 
     @cached_property
     def word_chars_before(self) -> list[int]:
         """word_chars_before[i]: characters in words[:i] (so any run of words is measured at once)."""
-        out = [0]
-        for w in self.words:
-            out.append(out[-1] + len(w))
-        return out
+        return list(accumulate(map(len, self.words), initial=0))
+
+    def gram_ids(self, n: int) -> np.ndarray:
+        """An id for the word n-gram at each position (words[i:i+n]): equal n-grams, equal ids.
+        Built from the (n-1)-grams' ids and the words' ids, exactly (no hashing), in numpy: the
+        n-gram rules look at six sizes of n-gram of every word."""
+        if n not in self._gram_ids:
+            if n == 1:
+                index = {w: i for i, w in enumerate(dict.fromkeys(self.words))}
+                ids = np.fromiter(map(index.__getitem__, self.words), np.int64, len(self.words))
+            else:
+                shorter, words = self.gram_ids(n - 1)[:-1], self.gram_ids(1)[n - 1 :]
+                pairs = shorter * (int(words.max(initial=0)) + 1) + words  # < len(words)**2: fits int64
+                ids = np.unique(pairs, return_inverse=True)[1].reshape(-1).astype(np.int64)
+            self._gram_ids[n] = ids
+        return self._gram_ids[n]
 
     @cached_property
     def lines(self) -> list[str]:
@@ -140,34 +175,43 @@ def _repeated(items: list[str]) -> tuple[int, int]:
     return count, chars
 
 
-def _ngrams(words: list[str], n: int) -> Iterator[tuple[str, ...]]:
-    return zip(*(words[i:] for i in range(n)), strict=False)  # shorter and shorter shifts
-
-
 def top_ngram_char_fraction(stats: TextStats, n: int) -> float:
-    """Characters covered by the most frequent word n-gram (if it occurs more than once)."""
-    counts = Counter(_ngrams(stats.words, n))
-    if not counts:
+    """Characters covered by the most frequent word n-gram (if it occurs more than once; of
+    n-grams as frequent, the one that occurs first)."""
+    ids = stats.gram_ids(n)
+    if not len(ids):
         return 0.0
-    gram, times = counts.most_common(1)[0]
+    _, first, counts = np.unique(ids, return_index=True, return_counts=True)
+    times = int(counts.max())
     if times < 2:
         return 0.0
-    return sum(len(w) for w in gram) * times / stats.chars
+    i = int(first[counts == times].min())
+    before = stats.word_chars_before
+    return (before[i + n] - before[i]) * times / stats.chars
 
 
 def duplicate_ngram_char_fraction(stats: TextStats, n: int) -> float:
-    """Characters in word n-grams that repeat an earlier n-gram, each word counted at most once."""
-    grams = list(_ngrams(stats.words, n))
+    """Characters in word n-grams that repeat an earlier n-gram, each word counted at most once.
+
+    Read left to right: an n-gram seen before counts, and reading resumes after it (its words
+    are not counted twice); any other is remembered. Only n-grams that occur more than once
+    can count or matter, so only their positions are read."""
+    ids = stats.gram_ids(n)
+    if not len(ids):
+        return 0.0
+    _, inverse, counts = np.unique(ids, return_inverse=True, return_counts=True)
+    repeated = np.flatnonzero(counts[inverse.reshape(-1)] > 1)
     before = stats.word_chars_before
-    seen: set[tuple[str, ...]] = set()
-    chars = i = 0
-    while i < len(grams):
-        if grams[i] in seen:
+    seen: set[int] = set()
+    chars = resume_at = 0
+    for i, gram in zip(repeated.tolist(), ids[repeated].tolist(), strict=True):
+        if i < resume_at:
+            continue
+        if gram in seen:
             chars += before[i + n] - before[i]
-            i += n  # skip past the repeat so that its words are not counted twice
+            resume_at = i + n  # skip past the repeat so that its words are not counted twice
         else:
-            seen.add(grams[i])
-            i += 1
+            seen.add(gram)
     return chars / stats.chars
 
 
@@ -188,7 +232,7 @@ def _max_words(s: TextStats, limit: int) -> str | None:
 
 
 def _mean_word_length(s: TextStats) -> float:
-    return sum(len(w) for w in s.words) / len(s.words) if s.words else 0.0
+    return s.word_chars_before[-1] / len(s.words) if s.words else 0.0
 
 
 def _min_mean_word_length(s: TextStats, limit: float) -> str | None:
@@ -210,7 +254,7 @@ def _max_symbol_word_ratio(s: TextStats, limit: float) -> str | None:
 def _min_alpha_word_fraction(s: TextStats, limit: float) -> str | None:
     if not s.tokens:
         return f"no words < {limit}"
-    alpha = sum(1 for t in s.tokens if any(c.isalpha() for c in t)) / len(s.tokens)
+    alpha = _tokens_with_a_letter(s) / len(s.tokens)
     return f"{alpha:.3f} of words have a letter < {limit}" if alpha < limit else None
 
 

@@ -35,7 +35,9 @@ always run in full, so the artifact is the same bytes as a build from scratch.
 Every input document ends up in exactly one of docs/ or rejected/. Intermediate files live in
 the build's partial folder and are removed before it is published. Memory is bounded by one
 job per worker plus, here, the URLs and content keys of the crawl (to order and look them up)
-and, in phase 2, the fingerprints of the kept documents (a few KB each).
+and, in phase 2, the fingerprints of the kept documents (a few KB each). Crawl shards are
+memory-mapped only while they are read (a mapping kept open keeps every page read through it
+resident), so neither this process nor a long-lived worker comes to hold the crawl.
 """
 
 from __future__ import annotations
@@ -157,11 +159,14 @@ def read_crawl(raw_paths: list[Path]) -> Crawled:
     for shard, path in enumerate(raw_paths):
         table = read_shard(path, RAW_DOC)
         n = table.num_rows
+        every = pa.array(np.arange(n, dtype=np.int32))
         tables.append(
             pa.table(
                 {
-                    "url": table.column("url"),
-                    "source": table.column("source"),
+                    # copies (take), not views of the mapped shard: a mapping kept alive keeps
+                    # the bodies read through it in this process's memory, the whole crawl by the end
+                    "url": table.column("url").take(every),
+                    "source": table.column("source").take(every),
                     "shard": pa.array(np.full(n, shard, dtype=np.int32)),
                     "row": pa.array(np.arange(n, dtype=np.int32)),
                     "size": pc.binary_length(table.column("body")),
@@ -281,28 +286,24 @@ def filter_jobs(
 
 
 def _job_documents(job: FilterJob) -> pa.Table:
-    """The job's documents (the columns cleaning reads), in its order."""
+    """The job's documents (the columns cleaning reads), in its order: copied out of the crawl's
+    shards (take copies), which are mapped for the job only. Opening a shard costs under a
+    millisecond; a mapping kept open would keep every body read through it in this worker's
+    memory (its resident pages), so that a long-lived worker would end up holding the crawl."""
     pieces, positions = [], []
     for local, path in enumerate(job.raw_paths):
         mine = np.flatnonzero(job.picks[:, 0] == local)
-        stat = os.stat(path)
-        pieces.append(_mapped_shard(path, stat.st_mtime_ns, stat.st_size).take(pa.array(job.picks[mine, 1])))
+        pieces.append(read_shard(path, RAW_DOC).select(_COLUMNS).take(pa.array(job.picks[mine, 1])))
         positions.append(mine)
     return pa.concat_tables(pieces).take(pa.array(np.argsort(np.concatenate(positions), kind="stable")))
 
 
-@functools.lru_cache(maxsize=1024)
-def _mapped_shard(path: str, mtime_ns: int, size: int) -> pa.Table:
-    """A crawl shard, memory-mapped once per worker process: in URL order, every job reads a
-    few documents from most shards, and opening one costs more than taking its rows. Keyed by
-    mtime and size too, so that a shard rewritten in place (a forced re-crawl) is read anew."""
-    return read_shard(path, RAW_DOC).select(_COLUMNS)
-
-
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=16)
 def _mapped_output(path: str, mtime_ns: int, size: int) -> pa.Table:
     """A shard of an earlier clean artifact (outcomes, docs, rejected), memory-mapped once per
-    worker process, as `_mapped_shard`."""
+    worker process: a job reuses outcomes of the same output shard, so a few are enough (each
+    one kept mapped holds the pages read through it). Keyed by mtime and size too, so that a
+    file rewritten in place is read anew."""
     return read_shard(path)
 
 
