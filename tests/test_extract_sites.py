@@ -7,6 +7,7 @@ and prose are the sources' own and not a copy kept in this file.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -135,3 +136,49 @@ def test_a_list_of_links_within_the_site_is_navigation_and_one_of_other_sites_is
     text = extract_text(page, "text/html")
     assert "- Tides\n- Moon" in text
     assert "Page A" not in text and "Page B" not in text
+
+
+JAVA_SOURCE = """package org.tide;
+
+/**
+ * A harbour's tide table: the height of the water at each hour of a day.
+ *
+ * <p>Tables are read once and kept in memory. A typical use prints the low tides of a day:
+ *
+ * <pre>{@code
+ * TideTable table = TideTable.read(path);
+ * for (int hour = 0; hour < 24; hour++) {
+ *     if (table.height(hour) < 0.5) {
+ *         System.out.println(hour + ":00");
+ *     }
+ * }
+ * }</pre>
+ */
+public class TideTable {
+    /**
+     * The height of the water at an hour, in metres.
+     *
+     * @param hour from 0 to 23
+     * @return the height in metres
+     */
+    public double height(int hour) { return 0.0; }
+}
+"""
+
+
+@pytest.mark.skipif(shutil.which("javadoc") is None, reason="needs a JDK's javadoc to build the page")
+def test_a_javadoc_page_keeps_its_example_and_its_member_summary_readable(tmp_path):
+    source = tmp_path / "src" / "org" / "tide" / "TideTable.java"
+    source.parent.mkdir(parents=True)
+    source.write_text(JAVA_SOURCE)
+    out = tmp_path / "doc"
+    subprocess.run(["javadoc", "-quiet", "-d", str(out), "-sourcepath", str(tmp_path / "src"), "org.tide"], check=True)
+    text = extract_text((out / "org" / "tide" / "TideTable.html").read_text(encoding="utf-8"), "text/html")
+    lines = JAVA_SOURCE.split("\n")
+    start, end = lines.index(" * <pre>{@code") + 1, lines.index(" * }</pre>")
+    example = "\n".join(line[2:] for line in lines[start:end])  # less " *": javadoc keeps the space after it
+    assert f"```\n{example}\n```" in text
+    # the summary's cells (type, signature, description) are javadoc's adjacent divs: apart, not glued
+    assert "\n  double\n  height(int hour)\n  The height of the water at an hour, in metres." in text
+    for chrome in ("Skip navigation links", "PACKAGE", "Overview", "Help"):
+        assert chrome not in text, chrome

@@ -87,6 +87,7 @@ def html_blocks(html: str, *, tables: bool = True, favor: str = "balanced") -> l
     html_prep.unwrap_anchors(tree)
     html_prep.flatten_inline_code(tree)
     html_prep.unwrap_layout_tables(tree)
+    html_prep.separate_blocks(tree)
     body = _extract_body(tree, tables=tables, favor=favor)
     return [] if body is None else render(body, code_blocks)
 

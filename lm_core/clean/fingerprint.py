@@ -13,7 +13,8 @@ STAGE = "clean"
 # 4: HTML becomes Markdown-like text by its structure: code verbatim between fences, headings,
 #    lists and tables marked, chrome and permalinks dropped; quality rules measure prose only
 # 5: PII candidates are validated (phone numbers by phonenumbers, IPv4 addresses by context)
-CODE_VERSION = 5
+# 6: a list item's divs of text are paragraphs (Javadoc's member summaries no longer run together)
+CODE_VERSION = 6
 
 
 def clean_inputs(crawl: ArtifactRef) -> dict[str, str]:

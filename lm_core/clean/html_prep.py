@@ -326,6 +326,21 @@ def unwrap_anchors(tree: HtmlElement) -> None:
         anchor.drop_tag()
 
 
+_ITEM_DIVS = etree.XPath(
+    "//li//div[not(.//div | .//p | .//ul | .//ol | .//dl | .//table | .//pre | .//blockquote)]"
+    " | //dd//div[not(.//div | .//p | .//ul | .//ol | .//dl | .//table | .//pre | .//blockquote)]"
+)
+
+
+def separate_blocks(tree: HtmlElement) -> None:
+    """Inside list items, a `<div>` of text becomes a paragraph: trafilatura runs an item's divs
+    together with no space or line between them (Javadoc's member summaries,
+    `<li><div>double</div><div>height(int hour)</div><div>The height...</div>`, read
+    "doubleheight(int hour)The height..."), while it keeps an item's paragraphs apart."""
+    for div in _ITEM_DIVS(tree):
+        div.tag = "p"
+
+
 def flatten_inline_code(tree: HtmlElement) -> None:
     """Inline code keeps its text and loses the markup inside it (highlighting spans, an `<em>`
     for a placeholder): trafilatura moves the text of elements nested in inline code out of

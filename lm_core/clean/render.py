@@ -35,6 +35,15 @@ def _indented(line: str) -> str:
     return line.replace(" \xa0", "\xa0").replace("\xa0 ", "\xa0").replace("\xa0", " ")
 
 
+def _move_inline(child: etree._Element, run: etree._Element) -> None:
+    """Append a copy of inline `child` to the paragraph being gathered; its children move (the
+    tree is ours to consume)."""
+    copy = etree.SubElement(run, child.tag, dict(child.attrib))
+    copy.text = child.text
+    copy.extend(list(child))
+    copy.tail = child.tail
+
+
 @dataclass(frozen=True)
 class Block:
     text: str
@@ -151,10 +160,7 @@ class _Writer:
                 self.block(child)
                 run.text = child.tail
             else:
-                copy = etree.SubElement(run, child.tag, dict(child.attrib))
-                copy.text = child.text
-                copy.extend(list(child))  # moves the grandchildren: the tree is ours to consume
-                copy.tail = child.tail
+                _move_inline(child, run)
         self.prose(self.inline(run))
 
     def list(self, el: etree._Element, depth: int) -> None:
@@ -222,10 +228,7 @@ class _Writer:
                 parts.append(child)
                 run.text = child.tail
             else:
-                copy = etree.SubElement(run, child.tag, dict(child.attrib))
-                copy.text = child.text
-                copy.extend(list(child))
-                copy.tail = child.tail
+                _move_inline(child, run)
         end_run()
         return parts
 
