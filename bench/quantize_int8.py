@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 
 from lm_core.config import ModelConfig
-from lm_core.finetune.quantize import compression_report, int8_state, load_int8
 from lm_core.model import GPT, GPTConfig
-from lm_core.train.checkpoint import load_weights
+from lm_core.model_folder import load_weights
+from lm_core.quantize import compression_report, int8_state, load_int8
 from lm_core.train.plan import model_config
 
 

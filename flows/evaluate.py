@@ -7,7 +7,7 @@ from prefect import flow
 
 from flows.common import STAGE_FLOW, ConfigParameter
 from lm_core.config import Config
-from lm_core.model_artifacts import find_model_artifact
+from lm_core.model_spec import find_model_artifact
 from lm_core.workspace import ArtifactRef, Workspace
 from tasks.evaluate import evaluate
 

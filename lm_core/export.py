@@ -14,6 +14,7 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 
 from lm_core.model import GPTConfig
+from lm_core.model_folder import MODEL_FILES, TOKENIZER, WEIGHTS, read_config
 from lm_core.tokenize import SPECIAL_TOKENS
 
 _BLOCK_NAMES = {
@@ -71,12 +72,12 @@ def export_hf(model_dir: Path, out_dir: Path) -> Path:
     """`model_dir` holds model.safetensors, model_config.json and tokenizer.json (a pretrain or
     fine-tune artifact). Writes `out_dir` atomically."""
     model_dir, out_dir = Path(model_dir), Path(out_dir)
-    for name in ("model.safetensors", "model_config.json", "tokenizer.json"):
+    for name in MODEL_FILES:
         if not (model_dir / name).is_file():
             raise FileNotFoundError(f"{model_dir} has no {name}: not a trained model folder")
-    cfg = GPTConfig(**json.loads((model_dir / "model_config.json").read_text()))
+    cfg = read_config(model_dir)
     eos, pad = SPECIAL_TOKENS[0], SPECIAL_TOKENS[1]
-    tensors = load_file(str(model_dir / "model.safetensors"))
+    tensors = load_file(str(model_dir / WEIGHTS))
     renamed = {
         hf_name(k): v.contiguous() for k, v in tensors.items() if not (cfg.tie_embeddings and k == "lm_head.weight")
     }
@@ -85,13 +86,13 @@ def export_hf(model_dir: Path, out_dir: Path) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_file(renamed, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-    vocab = json.loads((model_dir / "tokenizer.json").read_text())
+    vocab = json.loads((model_dir / TOKENIZER).read_text())
     ids = {t["content"]: t["id"] for t in vocab.get("added_tokens", [])}
     (tmp / "config.json").write_text(json.dumps(llama_config(cfg, ids[eos], ids[pad]), indent=2))
     (tmp / "generation_config.json").write_text(
         json.dumps({"bos_token_id": ids[eos], "eos_token_id": ids[eos], "pad_token_id": ids[pad]}, indent=2)
     )
-    shutil.copy2(model_dir / "tokenizer.json", tmp / "tokenizer.json")
+    shutil.copy2(model_dir / TOKENIZER, tmp / "tokenizer.json")
     tok_cfg = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "model_max_length": cfg.seq_len,

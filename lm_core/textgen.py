@@ -1,33 +1,35 @@
 """A trained model with its tokenizer, ready to generate text: what evaluation, the registered
 MLflow model, `lmforge generate` and `lmforge chat` all load.
 
-A model folder (a pretrain or fine-tune artifact, or the files of a registered model) holds
-`model.safetensors`, `model_config.json` and `tokenizer.json`; nothing in it is unpickled. A
-chat model (fine-tuned on conversations) also holds `chat.json`: its prompts are then user
-messages, rendered with the chat template, and its replies end at `<|end|>`.
+It loads a model folder (`lm_core.model_folder`); nothing in it is unpickled. A chat model
+(fine-tuned on conversations) is marked by its `chat.json`: its prompts are then user messages,
+rendered with the chat template, and its replies end at `<|end|>`.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer
 
-from lm_core.model import GPT, GPTConfig
+from lm_core.model import GPT
+from lm_core.model_folder import (
+    CHAT,
+    INT8_WEIGHTS,
+    TOKENIZER,
+    WEIGHTS,
+    ModelLoadError,
+    WeightsError,
+    is_chat_model,
+    load_weights,
+    missing_files,
+    read_config,
+)
+from lm_core.quantize import load_int8
 from lm_core.tokenize import END_OF_TEXT, TokenizerError, load_tokenizer
-from lm_core.train.checkpoint import CheckpointError, load_weights
-
-MODEL_FILES = ("model.safetensors", "model_config.json", "tokenizer.json")
-INT8_FILE = "model.int8.safetensors"  # an int8-compressed model holds this in place of model.safetensors
-CHAT_FILE = "chat.json"  # present in a chat model's folder: {"template": CHAT_TEMPLATE}
-CHAT_TEMPLATE = "lmforge-chat-v1"
-
-
-class ModelLoadError(RuntimeError):
-    """A model folder that is incomplete, or whose tokenizer does not fit its weights."""
+from lm_core.tokenize.chat_template import ChatDataError, ChatTemplate, Message
 
 
 @dataclass
@@ -52,8 +54,6 @@ class TextModel:
         self.eos_id = tokenizer.token_to_id(END_OF_TEXT)
         self.template = None
         if chat:
-            from lm_core.finetune.chat import ChatDataError, ChatTemplate
-
             try:
                 self.template = ChatTemplate(tokenizer)
             except ChatDataError as e:
@@ -66,32 +66,26 @@ class TextModel:
     @classmethod
     def load(cls, folder: str | Path, device: str = "cpu") -> TextModel:
         folder = Path(folder)
-        int8 = not (folder / MODEL_FILES[0]).is_file() and (folder / INT8_FILE).is_file()
-        missing = [f for f in MODEL_FILES if not (folder / f).is_file() and not (int8 and f == MODEL_FILES[0])]
+        missing = missing_files(folder)
         if missing:
             raise ModelLoadError(f"{folder} is not a model folder: {', '.join(missing)} missing")
+        cfg = read_config(folder)
         try:
-            cfg = GPTConfig(**json.loads((folder / "model_config.json").read_text()))
-        except (json.JSONDecodeError, TypeError, ValueError) as e:
-            raise ModelLoadError(f"{folder / 'model_config.json'} is not a valid model config: {e}") from None
-        try:
-            tokenizer = load_tokenizer(folder / "tokenizer.json")
+            tokenizer = load_tokenizer(folder / TOKENIZER)
         except TokenizerError as e:
             raise ModelLoadError(str(e)) from None
-        if int8:  # int8 weights, int8 matrix products on CPU
-            from lm_core.finetune.quantize import load_int8
-
+        if not (folder / WEIGHTS).is_file():  # int8 weights, int8 matrix products on CPU
             try:
                 model = load_int8(folder, cfg)
             except (ValueError, OSError) as e:
-                raise ModelLoadError(f"{folder / INT8_FILE}: {e}") from None
-            return cls(model, tokenizer, str(folder), chat=_chat_marker(folder))
+                raise ModelLoadError(f"{folder / INT8_WEIGHTS}: {e}") from None
+            return cls(model, tokenizer, str(folder), chat=is_chat_model(folder))
         model = GPT(cfg)
         try:
-            load_weights(model, folder / "model.safetensors")
-        except CheckpointError as e:
+            load_weights(model, folder / WEIGHTS)
+        except WeightsError as e:
             raise ModelLoadError(str(e)) from None
-        chat = _chat_marker(folder)
+        chat = is_chat_model(folder)
         return cls(model.to(device), tokenizer, str(folder), chat=chat)
 
     @property
@@ -110,8 +104,6 @@ class TextModel:
         if not prompts:
             return []
         if self.template is not None:
-            from lm_core.finetune.chat import Message
-
             return self.reply([[Message("user", p)] for p in prompts], settings)
         return self.complete(prompts, settings)
 
@@ -128,7 +120,7 @@ class TextModel:
         """A chat model's next assistant turn for each conversation (a list of `Message`s, the
         last one the user's); the oldest turns drop out when the context is full."""
         if self.template is None:
-            raise ModelLoadError(f"{self.source} is not a chat model (no {CHAT_FILE}): use generate()")
+            raise ModelLoadError(f"{self.source} is not a chat model (no {CHAT}): use generate()")
         if not conversations:
             return []
         s = settings or GenerationSettings()
@@ -147,16 +139,3 @@ class TextModel:
         return self.model.generate(
             ids, new, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, stop_tokens=stop, generator=gen
         )
-
-
-def _chat_marker(folder: Path) -> bool:
-    path = folder / CHAT_FILE
-    if not path.is_file():
-        return False
-    try:
-        template = json.loads(path.read_text()).get("template")
-    except (json.JSONDecodeError, AttributeError, UnicodeDecodeError) as e:
-        raise ModelLoadError(f"{path} is not valid: {e}") from None
-    if template != CHAT_TEMPLATE:
-        raise ModelLoadError(f"{path}: unknown chat template {template!r}; this lmforge knows {CHAT_TEMPLATE!r}")
-    return True

@@ -111,10 +111,10 @@ def _orchestrate(cfg: Config, load_flow, stages: tuple[str, ...]):
 def _user_errors() -> tuple[type[Exception], ...]:
     """Errors that mean bad input (a config, an artifact, a model spec, a checkpoint), shown without
     a traceback. Imported late: the CLI itself starts without torch."""
-    from lm_core.model_artifacts import ModelArtifactNotFound
-    from lm_core.train.checkpoint import CheckpointError
+    from lm_core.model_folder import WeightsError  # a checkpoint's CheckpointError is one too
+    from lm_core.model_spec import ModelArtifactNotFound
 
-    return (ArtifactError, CorruptShardError, CheckpointError, ModelArtifactNotFound, ValueError)
+    return (ArtifactError, CorruptShardError, WeightsError, ModelArtifactNotFound, ValueError)
 
 
 def _fail(problem: Exception | str, code: int = 1) -> None:
@@ -255,8 +255,8 @@ SeedOpt = Annotated[int, typer.Option("--seed")]
 
 def _load_model(model: str, cfg: Config):
     """A TextModel from a registry URI, a folder or a workspace fingerprint; errors named."""
+    from lm_core.model_folder import ModelLoadError
     from lm_core.registry import ModelNotFound, load_text_model
-    from lm_core.textgen import ModelLoadError
 
     try:
         return load_text_model(model, workspace=cfg.workspace, tracking_uri=cfg.tracking_uri)
@@ -299,8 +299,8 @@ def chat(
     """Talk to a model in the terminal. A chat model (fine-tuned) answers through its chat
     template, with the whole conversation as history; a base model continues the transcript.
     The oldest turns drop out when the context is full. Ctrl-D or an empty line ends it."""
-    from lm_core.finetune.chat import Message
     from lm_core.textgen import GenerationSettings
+    from lm_core.tokenize.chat_template import Message
 
     cfg = _load(config, set_)
     text_model = _load_model(model, cfg)

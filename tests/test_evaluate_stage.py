@@ -29,8 +29,9 @@ from lm_core.evaluate import (
     run_evaluate,
 )
 from lm_core.evaluate.pairs import clean_docs_dir
+from lm_core.model_folder import ModelLoadError
 from lm_core.shards import read_shard, shard_paths
-from lm_core.textgen import ModelLoadError, TextModel
+from lm_core.textgen import TextModel
 from lm_core.tokenize import load_tokenizer
 from lm_core.workspace import ArtifactRef, Workspace
 

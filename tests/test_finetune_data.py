@@ -14,7 +14,6 @@ from helpers import clean_doc
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
 from lm_core.finetune.batches import pack_batch, pad_batch, plan_packing, preference_batch
-from lm_core.finetune.chat import ChatDataError, ChatTemplate, Conversation, Message, RenderedChat
 from lm_core.finetune.data import (
     PreferenceExample,
     read_chat_dataset,
@@ -27,6 +26,7 @@ from lm_core.finetune.qa import build_qa_pairs, clean_documents, page_pairs
 from lm_core.schemas import CLEAN_DOC
 from lm_core.shards import shard_name, write_shard
 from lm_core.tokenize import load_tokenizer, train_tokenizer
+from lm_core.tokenize.chat_template import ChatDataError, ChatTemplate, Conversation, Message, RenderedChat
 
 SENTENCES = [
     "The user asks a question and the assistant answers it.",

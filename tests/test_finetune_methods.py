@@ -12,9 +12,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lm_core.finetune import curriculum, lora, losses, quantize
+from lm_core import quantize
+from lm_core.finetune import curriculum, lora, losses
 from lm_core.model import GPT, GPTConfig
-from lm_core.train.checkpoint import load_weights, save_weights
+from lm_core.model_folder import load_weights, save_weights
 
 V, T = 64, 16
 

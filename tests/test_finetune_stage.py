@@ -13,10 +13,10 @@ from helpers import FailAfter, Interrupted, pretrained_workspace
 from lm_core.config import EvaluateConfig, LoRAConfig, ModelConfig
 from lm_core.evaluate import run_evaluate
 from lm_core.finetune.batches import pad_batch
-from lm_core.finetune.chat import ChatDataError, ChatTemplate, Conversation, Message
 from lm_core.finetune.stage import FinetuneError, finetune_fingerprint, resolve_base, run_finetune
+from lm_core.model_folder import load_tensors
 from lm_core.textgen import GenerationSettings, TextModel
-from lm_core.train.checkpoint import load_tensors
+from lm_core.tokenize.chat_template import ChatDataError, ChatTemplate, Conversation, Message
 from lm_core.train.stage import run_pretrain
 
 pytestmark = pytest.mark.slow

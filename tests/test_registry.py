@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 
 from lm_core.config import RegistryConfig
 from lm_core.model import GPT, GPTConfig
+from lm_core.model_folder import save_weights
 from lm_core.registry import (
     CHALLENGER,
     CHAMPION,
@@ -26,7 +27,7 @@ from lm_core.registry import (
 from lm_core.registry.register import DECISION_TAG, REASON_TAG
 from lm_core.textgen import GenerationSettings, TextModel
 from lm_core.tokenize import train_tokenizer
-from lm_core.train.checkpoint import save_checkpoint, save_weights
+from lm_core.train.checkpoint import save_checkpoint
 from lm_core.train.stage import RUN_ID_FILE
 from lm_core.workspace import Workspace
 

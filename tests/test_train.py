@@ -19,10 +19,12 @@ from safetensors.torch import load_file
 from lm_core import schemas
 from lm_core.config import load_config
 from lm_core.model import GPT, GPTConfig
+from lm_core.model_folder import WeightsError
 from lm_core.shards import write_shard
 from lm_core.train import checkpoint as ckpt
 from lm_core.train.loader import BlockStore, TrainLoader
 from lm_core.train.loop import TrainData, train
+from lm_core.train.optim import Schedule, adamw
 from lm_core.workspace import write_json_atomic
 
 V, T = 64, 16
@@ -73,6 +75,25 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
 
 def same_weights(a: dict, b: dict, atol: float = 0.0) -> bool:
     return a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=atol, rtol=0) for k in a)
+
+
+def test_the_schedule_warms_up_then_decays_to_its_floor():
+    cosine = [Schedule(peak=1.0, floor=0.1, warmup=2, steps=6).lr_at(i) for i in range(6)]
+    assert cosine[:2] == [0.5, 1.0] and cosine[2:] == sorted(cosine[2:], reverse=True)
+    assert cosine[-1] == pytest.approx(0.1)  # pretraining's last step runs at the floor
+    finetune = [Schedule(1.0, 0.1, 2, 6, ends_at_floor=False).lr_at(i) for i in range(6)]
+    assert finetune[2] == 1.0 and finetune[-1] > 0.1  # fine-tuning's cosine is a step behind
+    wsd = [Schedule(1.0, 0.1, 1, 6, wsd=True, decay_steps=2).lr_at(i) for i in range(6)]
+    assert wsd == pytest.approx([1.0, 1.0, 1.0, 1.0, 0.55, 0.1])
+
+
+def test_adamw_decays_matrices_and_skips_gains_and_frozen_parameters():
+    model = GPT(GPTConfig(vocab_size=V, seq_len=T, n_layer=1, n_head=2, n_kv_head=2, n_embd=16))
+    model.embed.weight.requires_grad_(False)
+    decay, no_decay = adamw(model.parameters(), 1e-3, 0.1, (0.9, 0.95)).param_groups
+    assert decay["weight_decay"] == 0.1 and all(p.dim() == 2 for p in decay["params"])
+    assert no_decay["weight_decay"] == 0.0 and all(p.dim() == 1 for p in no_decay["params"])
+    assert not any(p is model.embed.weight for p in decay["params"])
 
 
 def test_loss_falls_and_validation_is_measured(chunk_dir, tmp_path):
@@ -251,7 +272,7 @@ def test_corrupt_or_missing_checkpoints_are_named(chunk_dir, tmp_path):
     last = ckpt.step_dirs(tmp_path / "checkpoints")[-1]
     weights_file = last / ckpt.WEIGHTS
     weights_file.write_bytes(weights_file.read_bytes()[:100])
-    with pytest.raises(ckpt.CheckpointError, match=str(weights_file)):
+    with pytest.raises(WeightsError, match=str(weights_file)):
         run(chunk_dir, tmp_path, "pretrain.max_steps=4")
     (last / ckpt.STATE).unlink()
     with pytest.raises(ckpt.CheckpointError, match="missing"):

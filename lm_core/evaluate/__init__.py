@@ -3,7 +3,7 @@
 The modules, each with one job:
 
     perplexity.py   loss, perplexity, bits-per-byte on validation blocks and on any texts
-                    (sliding window); the loss-summing core the training loop shares
+                    (sliding window), summed by `lm_core.token_loss` as training's validation is
     pairs.py        prompt/reference pairs: JSONL files, and pairs cut from held-out documents
     bleu.py         generations for the prompts, scored with sacrebleu (BLEU, chrF)
     sets.py         the named pair and text sets of an `EvaluateConfig`
@@ -16,8 +16,8 @@ Usage:
     from lm_core.evaluate import run_evaluate
     ref = run_evaluate(config.evaluate, pretrain_ref, chunk_ref, Workspace("workspace"))
 
-The names below are imported on first use, so that `lm_core.evaluate.fingerprint` (and the
-training loop's `lm_core.evaluate.perplexity`) load only what they need.
+The names below are imported on first use, so that `lm_core.evaluate.fingerprint` loads only
+what it needs.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@
     bpb   = total nats / ln 2 / UTF-8 bytes of the text scored
 
 Bits-per-byte does not depend on the tokenizer, so models with different vocabularies compare.
+The sums and figures are `lm_core.token_loss`'s, which the training loop's validation shares.
 
 Two kinds of text are scored:
 
@@ -19,9 +20,8 @@ Two kinds of text are scored:
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,67 +32,11 @@ import torch.nn as nn
 from lm_core.evaluate.errors import EvalSetError
 from lm_core.progress import NullProgress, Progress
 from lm_core.textgen import TextModel
+from lm_core.token_loss import Perplexity, loss_totals
 from lm_core.train.loader import BlockStore, eval_batches
 from lm_core.workspace import read_manifest
 
-MAX_LOG_PPL = 50.0  # exp() of a diverged model's loss would overflow; report e**50 instead
 ENCODE_BATCH = 256  # documents per encode_batch call
-
-
-@dataclass(frozen=True)
-class Perplexity:
-    """Summed next-token loss over the tokens scored, and the bytes of text they encode."""
-
-    nats: float
-    tokens: int
-    bytes: float | None = None  # None: unknown, no bits-per-byte
-
-    @property
-    def loss(self) -> float:
-        return self.nats / self.tokens
-
-    @property
-    def ppl(self) -> float:
-        return math.exp(min(self.loss, MAX_LOG_PPL))
-
-    @property
-    def bpb(self) -> float | None:
-        return self.nats / math.log(2) / self.bytes if self.bytes else None
-
-    def metrics(self) -> dict[str, float]:
-        """{"loss", "ppl", "bpb" (when the bytes are known), "tokens"}; empty if nothing was scored."""
-        if self.tokens == 0:
-            return {}
-        out = {"loss": self.loss, "ppl": self.ppl, "tokens": self.tokens}
-        if self.bpb is not None:
-            out["bpb"] = self.bpb
-        return out
-
-
-# ----------------------------------------------------------------------------- the shared core
-
-
-def loss_totals(
-    model: nn.Module,
-    batches: Iterable[tuple[torch.Tensor, ...]],
-    device: torch.device,
-    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-) -> torch.Tensor:
-    """Summed loss (nats) and the number of targets scored, as a float64 tensor on `device`.
-
-    Each batch is (x, y) or (x, y, mask): the model's own `forward(x, y[, mask])` gives the mean
-    loss over the (selected) targets, counted back into a sum. The totals stay on the device (no
-    sync per batch) so that ranks can all-reduce them; the caller picks the grad mode, since
-    training evaluates a wrapped (DDP/FSDP) model under `no_grad`."""
-    totals = torch.zeros(2, dtype=torch.float64, device=device)
-    for batch in batches:
-        x, y, *mask = (t.to(device, non_blocking=True) for t in batch)
-        with autocast():
-            _, loss = model(x, y, *mask)
-        n = mask[0].sum() if mask else y.numel()
-        totals[0] += loss.double() * n
-        totals[1] += n
-    return totals
 
 
 def _device(model: nn.Module) -> torch.device:

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import torch
 
+from lm_core.finetune.artifact import heldout_preferences_file
 from lm_core.finetune.batches import preference_batch
-from lm_core.finetune.chat import ChatTemplate
 from lm_core.finetune.data import PreferenceExample, read_preferences_jsonl, write_preferences_jsonl
 from lm_core.finetune.losses import sequence_logprobs
-from lm_core.finetune.stage import heldout_preferences_file
 from lm_core.progress import NullProgress, Progress
 from lm_core.textgen import TextModel
+from lm_core.tokenize.chat_template import ChatTemplate
 
 PREFERENCES_DIR = "preferences"
 

@@ -18,6 +18,7 @@ from lm_core.crawl import rows
 from lm_core.crawl.sources import CrawlInputError, _local_data_files, file_rows, hf_rows, match_files
 from lm_core.evaluate.errors import EvalSetError, PairFileError
 from lm_core.evaluate.pairs import HELDOUT, Pair, heldout_pairs, read_pairs
+from lm_core.finetune.artifact import heldout_chats_file
 from lm_core.workspace import content_digest
 
 if TYPE_CHECKING:  # torch is imported only where a model is used: fingerprints need none
@@ -136,16 +137,13 @@ def read_text_sets(cfg: EvaluateConfig) -> dict[str, list[str]]:
     return sets
 
 
-HELDOUT_CHATS = "data/heldout.jsonl"  # in a finetune artifact (see lm_core.finetune.stage)
-
-
 def chat_pairs(model_dir: str | Path) -> list[Pair]:
     """A chat model's held-out single-turn chats as pairs: the user's message is the prompt (the
     model renders it with its chat template) and the assistant's reply the reference."""
     from lm_core.finetune.data import read_chat_jsonl
 
-    path = Path(model_dir) / HELDOUT_CHATS
-    if not path.is_file():
+    path = heldout_chats_file(model_dir)
+    if path is None:
         return []
     pairs = []
     for conv in read_chat_jsonl(path):

@@ -26,7 +26,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from lm_core.finetune.chat import RenderedChat
+from lm_core.tokenize.chat_template import RenderedChat
 
 
 class Batch(NamedTuple):

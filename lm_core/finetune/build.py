@@ -15,17 +15,28 @@ import torch
 
 from lm_core.config import Config, FinetuneConfig
 from lm_core.finetune import data as chat_data
-from lm_core.finetune.chat import ChatTemplate, Conversation, Message
+from lm_core.finetune.artifact import DATA_DIR, FinetuneError
 from lm_core.finetune.data import PreferenceExample
 from lm_core.finetune.lora import apply_lora, freeze, has_lora, merge_lora, param_counts
 from lm_core.finetune.qa import build_qa_pairs, clean_documents, validation_urls
-from lm_core.finetune.stage import DATA_DIR, FinetuneError
 from lm_core.finetune.train import FinetuneData, FinetuneResult, finetune, teacher_scores
 from lm_core.model import GPT
+from lm_core.model_folder import (
+    CHAT,
+    CONFIG,
+    INT8_WEIGHTS,
+    TOKENIZER,
+    WEIGHTS,
+    mark_chat_model,
+    save_weights,
+    write_config,
+)
 from lm_core.progress import Progress
-from lm_core.textgen import CHAT_FILE, CHAT_TEMPLATE, TextModel
+from lm_core.quantize import compression_report, load_int8, save_int8
+from lm_core.textgen import TextModel
+from lm_core.tokenize.chat_template import ChatTemplate, Conversation, Message
 from lm_core.tracking import MlflowTracker, flatten
-from lm_core.train.checkpoint import save_weights
+from lm_core.train.checkpoint_model import load_checkpoint_model
 from lm_core.train.plan import model_config
 from lm_core.workspace import ArtifactRef, Workspace, read_manifest, write_json_atomic
 
@@ -284,30 +295,26 @@ def train(cfg: Config, base: ArtifactRef, ex: Examples, out: Path, tracker: Mlfl
 
 def _load(base: ArtifactRef) -> TextModel:
     if base.stage == "checkpoint":  # weights and model config in the checkpoint, its training's tokenizer
-        from lm_core.registry.resolve import load_text_model
-
-        return load_text_model(str(base.dir), device=_device())
+        return load_checkpoint_model(base.dir, _device(), tracking_uri=None)
     return TextModel.load(base.dir, device=_device())
 
 
 def _write_model(out: Path, model: GPT, start: TextModel, base: ArtifactRef) -> None:
-    save_weights(model.cpu(), out / "model.safetensors")
-    write_json_atomic(out / "model_config.json", model.cfg.to_dict())
-    if (base.dir / "tokenizer.json").is_file():
-        shutil.copy2(base.dir / "tokenizer.json", out / "tokenizer.json")
+    save_weights(model.cpu(), out / WEIGHTS)
+    write_config(out, model.cfg.to_dict())
+    if (base.dir / TOKENIZER).is_file():
+        shutil.copy2(base.dir / TOKENIZER, out / TOKENIZER)
     else:  # a checkpoint: the tokenizer its training used
-        start.tokenizer.save(str(out / "tokenizer.json"))
-    write_json_atomic(out / CHAT_FILE, {"template": CHAT_TEMPLATE})
+        start.tokenizer.save(str(out / TOKENIZER))
+    mark_chat_model(out)
 
 
 def _quantize(out: Path, model: GPT, train_set: list) -> dict[str, float]:
     """The int8 copy of the fine-tuned model, beside it, and how it compares."""
-    from lm_core.finetune.quantize import compression_report, load_int8, save_int8
-
     folder = out / "int8"
     folder.mkdir()
-    save_int8(model, folder / "model.int8.safetensors")
-    for name in ("model_config.json", "tokenizer.json", CHAT_FILE):
+    save_int8(model, folder / INT8_WEIGHTS)
+    for name in (CONFIG, TOKENIZER, CHAT):
         shutil.copy2(out / name, folder / name)
     q_model = load_int8(folder)
     chats = [x[0] if isinstance(x, tuple) else x for x in train_set[:8]]
@@ -330,7 +337,7 @@ def finish(
 ) -> dict[str, Any]:
     metrics = {"initial": result.initial, "final": result.final, "history": result.history, **report}
     write_json_atomic(out / "metrics.json", metrics)
-    for name in ("metrics.json", CHAT_FILE):
+    for name in ("metrics.json", CHAT):
         if (out / name).is_file():
             tracker.log_artifact(out / name)
     tracker.log_artifact(out / DATA_DIR / "heldout.jsonl", "data")

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from lm_core.bom import sniff_bom
-from lm_core.finetune.chat import ChatDataError, Conversation, Message, conversation_problem
+from lm_core.tokenize.chat_template import ChatDataError, Conversation, Message, conversation_problem
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lm_core.finetune.chat import Conversation, Message
+from lm_core.tokenize.chat_template import Conversation, Message
 
 # `json (version 2.0.9)`, `abc`
 _PYDOC_TITLE = re.compile(r"^([A-Za-z_][\w.]*)(?:\s+\(version [^)]*\))?$")

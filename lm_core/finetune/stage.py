@@ -15,17 +15,19 @@ which is traced back to the workspace artifact it was registered from (its linea
 fine-tuned model keeps its base's chunk lineage, so it is evaluated on the same validation
 blocks. Without chat data the chats are question/answer pairs built from the cleaned corpus
 that the base model was pretrained on.
+
+This module is light (no torch): it decides whether there is work to do; `build.py` does it.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 from lm_core.config import Config
-from lm_core.model_artifacts import ModelArtifactNotFound, find_model_artifact
+from lm_core.finetune.artifact import DATA_DIR, FinetuneError
+from lm_core.model_spec import ModelArtifactNotFound, find_model_artifact
 from lm_core.progress import NullProgress, Progress
 from lm_core.workspace import (
     MANIFEST,
@@ -39,13 +41,6 @@ from lm_core.workspace import (
 
 STAGE = "finetune"
 CODE_VERSION = 2  # 2: question/answer chats held out from the validation documents only
-DATA_DIR = "data"
-HELDOUT_CHATS = f"{DATA_DIR}/heldout.jsonl"
-HELDOUT_PREFERENCES = f"{DATA_DIR}/heldout_preferences.jsonl"
-
-
-class FinetuneError(ValueError):
-    """A fine-tuning that cannot start: its base model or data are missing or unfit."""
 
 
 # ----------------------------------------------------------------------------- inputs (light)
@@ -77,18 +72,9 @@ def _folder_artifact(path: Path, tracking_uri: str, ws: Workspace) -> ArtifactRe
             raise FinetuneError(f"finetune.base {e}") from None
     from lm_core.train import checkpoint as ckpt
 
-    if not ((path / ckpt.WEIGHTS).is_file() and (path / ckpt.META).is_file()):
+    if not ckpt.is_checkpoint(path):
         raise FinetuneError(f"finetune.base {path} is neither a model artifact of {ws.root} nor a training checkpoint")
-    run_file = path.parent.parent / "_mlflow_run_id"
-    chunk = None
-    if run_file.is_file():
-        from mlflow import MlflowClient
-        from mlflow.exceptions import MlflowException
-
-        try:
-            chunk = MlflowClient(tracking_uri).get_run(run_file.read_text().strip()).data.tags.get("lmforge.chunk")
-        except MlflowException:
-            chunk = None
+    chunk = ckpt.training_chunk(path, tracking_uri)
     if not chunk or not ws.is_published("chunk", chunk):
         raise FinetuneError(f"the training of checkpoint {path} cannot be traced to a chunk artifact of {ws.root}")
     return ArtifactRef(
@@ -179,18 +165,3 @@ def run_finetune(
         b.stats = {**stats, "mlflow_run_id": tracker.run_id, "seconds": round(time.perf_counter() - t0, 1)}
     assert b.ref is not None
     return b.ref
-
-
-def heldout_chats_file(model_dir: str | Path) -> Path | None:
-    path = Path(model_dir) / HELDOUT_CHATS
-    return path if path.is_file() else None
-
-
-def heldout_preferences_file(model_dir: str | Path) -> Path | None:
-    path = Path(model_dir) / HELDOUT_PREFERENCES
-    return path if path.is_file() else None
-
-
-def read_metrics(model_dir: str | Path) -> dict[str, Any]:
-    path = Path(model_dir) / "metrics.json"
-    return json.loads(path.read_text()) if path.is_file() else {}

@@ -24,11 +24,13 @@ import torch
 
 from lm_core.config import FinetuneConfig
 from lm_core.finetune.batches import pack_batch, pad_batch, preference_batch
-from lm_core.finetune.chat import ChatTemplate, RenderedChat
 from lm_core.finetune.curriculum import curriculum_order
 from lm_core.finetune.losses import distill_loss, dpo_loss, sequence_logprobs
 from lm_core.model import GPT
 from lm_core.progress import NullProgress, Progress
+from lm_core.token_loss import MAX_LOG_PPL
+from lm_core.tokenize.chat_template import ChatTemplate, RenderedChat
+from lm_core.train.optim import Schedule, adamw, set_lr
 
 PreferencePair = tuple[RenderedChat, RenderedChat]  # (chosen, rejected), rendered with one prompt
 
@@ -46,15 +48,6 @@ class FinetuneResult:
     final: dict[str, float]  # the last held-out evaluation
     initial: dict[str, float]  # the held-out evaluation before the first step
     history: list[dict[str, float]] = field(default_factory=list)
-
-
-def lr_at(step: int, total: int, cfg: FinetuneConfig) -> float:
-    """Linear warmup, then cosine decay to `min_lr_ratio` of the peak."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
-    floor = cfg.lr * cfg.min_lr_ratio
-    return floor + 0.5 * (cfg.lr - floor) * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
 # ----------------------------------------------------------------------------- batches
@@ -165,7 +158,7 @@ def evaluate_heldout(
     model.train()
     out = {f"heldout_{k}": v / max(weight, 1e-9) for k, v in totals.items()}
     if "heldout_loss" in out and cfg.method == "sft":
-        out["heldout_ppl"] = math.exp(min(out["heldout_loss"], 50.0))
+        out["heldout_ppl"] = math.exp(min(out["heldout_loss"], MAX_LOG_PPL))
     return out
 
 
@@ -201,14 +194,10 @@ def finetune(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("every parameter is frozen: nothing to fine-tune")
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr,
-        betas=(0.9, 0.95),
-    )
+    optimizer = adamw(params, cfg.lr, cfg.weight_decay, (0.9, 0.95))
     total = steps_for(data.train, cfg, max_len)
+    # linear warmup, then cosine decay to `min_lr_ratio` of the peak
+    schedule = Schedule(cfg.lr, cfg.lr * cfg.min_lr_ratio, cfg.warmup_steps, total, ends_at_floor=False)
     batches = micro_batches(data.train, cfg, max_len, seed, scores)
     log = log or (lambda metrics, step: None)
 
@@ -220,9 +209,8 @@ def finetune(
     t0 = time.perf_counter()
     final = initial
     for step in range(total):
-        lr = lr_at(step, total, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        lr = schedule.lr_at(step)
+        set_lr(optimizer, lr)
         figures: dict[str, float] = {}
         for _ in range(cfg.grad_accum):
             loss, f = batch_loss(model, _tensors(next(batches), cfg, template, max_len, device), cfg, reference)

@@ -6,6 +6,7 @@ register it with the champion/challenger gate, and load any model a user names.
     pyfunc_model.py  the pyfunc's code: prompts in, generated text out
     register.py      a registry version with its aliases, tags and reason
     resolve.py       load a model from models:/..., a folder, a checkpoint or a fingerprint
+                     (what a spec names: `lm_core.model_spec`)
     stage.py         the `register` artifact: log the evaluation, score the champion, register
 
 The names below are imported on first use: a cached run looks up `register_fingerprint`

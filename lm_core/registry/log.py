@@ -32,8 +32,8 @@ from mlflow.models import Model, ModelSignature
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
 import lm_core
+from lm_core.model_folder import CHAT, ModelLoadError, missing_files, model_files
 from lm_core.registry import pyfunc_model
-from lm_core.textgen import CHAT_FILE, INT8_FILE, MODEL_FILES, ModelLoadError
 
 MODEL_CODE = Path(pyfunc_model.__file__)
 LM_CORE_DIR = Path(lm_core.__file__).parent
@@ -72,7 +72,7 @@ def log_text_model(tracking_uri: str, run_id: str, model_dir: str | Path, name: 
     """Log the model folder `model_dir` (model.safetensors, model_config.json, tokenizer.json)
     into run `run_id` as a pyfunc named `name`; returns its URI, `models:/<model_id>`."""
     model_dir = Path(model_dir)
-    missing = [f for f in _model_files(model_dir) if not (model_dir / f).is_file()]
+    missing = missing_files(model_dir)
     if missing:
         raise ModelLoadError(f"{model_dir} is not a model folder: {', '.join(missing)} missing")
     client = MlflowClient(tracking_uri)
@@ -103,10 +103,10 @@ def _save(tmp: Path, model_dir: Path, mlmodel: Model) -> Path:
     artifact also holds the optimizer state and logs, which have no place in a registry)."""
     weights = tmp / pyfunc_model.MODEL_ARTIFACT
     weights.mkdir()
-    for f in _model_files(model_dir):
+    for f in model_files(model_dir):
         _link_or_copy(model_dir / f, weights / f)
-    if (model_dir / CHAT_FILE).is_file():  # a chat model: prompts are user messages
-        _link_or_copy(model_dir / CHAT_FILE, weights / CHAT_FILE)
+    if (model_dir / CHAT).is_file():  # a chat model: prompts are user messages
+        _link_or_copy(model_dir / CHAT, weights / CHAT)
     code = tmp / "code" / "lm_core"
     shutil.copytree(LM_CORE_DIR, code, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     out = tmp / "mlflow-model"
@@ -121,13 +121,6 @@ def _save(tmp: Path, model_dir: Path, mlmodel: Model) -> Path:
         mlflow_model=mlmodel,
     )
     return out
-
-
-def _model_files(model_dir: Path) -> tuple[str, ...]:
-    """The files of a model folder: float weights, or int8 ones for a compressed model."""
-    if not (model_dir / MODEL_FILES[0]).is_file() and (model_dir / INT8_FILE).is_file():
-        return (INT8_FILE, *MODEL_FILES[1:])
-    return MODEL_FILES
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

@@ -20,6 +20,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST, ErrorCode
 
 from lm_core.config import RegistryConfig
+from lm_core.model_spec import registry_client
 from lm_core.registry.gate import decide
 from lm_core.registry.log import log_text_model
 
@@ -48,11 +49,6 @@ class Champion(NamedTuple):
     version: str
     model_uri: str  # models:/<name>/<version>
     metrics: dict[str, float]  # as recorded when it was registered
-
-
-def registry_client(tracking_uri: str) -> MlflowClient:
-    """A client whose registry is the tracking store (never a process-wide registry URI)."""
-    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
 def current_champion(tracking_uri: str, name: str) -> Champion | None:

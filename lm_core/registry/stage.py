@@ -212,7 +212,7 @@ def _base_versions(cfg: Config, model: ArtifactRef) -> dict[str, str]:
     base_fp = read_manifest(model.dir)["inputs"].get("pretrain")
     if model.stage != "finetune" or not base_fp:
         return {}
-    from lm_core.registry.register import registry_client
+    from lm_core.model_spec import registry_client
 
     name = model_name(cfg, "pretrain")
     try:
@@ -227,7 +227,8 @@ def _base_versions(cfg: Config, model: ArtifactRef) -> dict[str, str]:
 
 def _registered_by_fingerprint(tracking_uri: str, name: str, fp: str):
     """The registration an interrupted run already made for this fingerprint, if any."""
-    from lm_core.registry.register import CHAMPION, RegistrationResult, registry_client
+    from lm_core.model_spec import registry_client
+    from lm_core.registry.register import CHAMPION, RegistrationResult
 
     client = registry_client(tracking_uri)
     try:

@@ -20,50 +20,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
-WEIGHTS, STATE, META = "model.safetensors", "train_state.pt", "meta.json"
+from lm_core.model_folder import WEIGHTS, WeightsError, save_tensors
+
+STATE, META = "train_state.pt", "meta.json"
+RUN_ID_FILE = "_mlflow_run_id"  # in the training's folder, beside checkpoints/: its MLflow run
 _STEP_DIR = re.compile(r"^step-(\d{6,})$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(WeightsError):
     """A checkpoint that is missing, incomplete or unreadable; the message names the file."""
 
 
-def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    """Weights as safetensors, tied tensors stored once (safetensors refuses shared storage)."""
-    out, seen = {}, set()
-    for name, t in tensors.items():
-        key = (t.data_ptr(), t.shape)
-        if key in seen:
-            continue
-        seen.add(key)
-        out[name] = t.detach().contiguous().cpu()
-    save_file(out, str(path))
-
-
-def save_weights(model: torch.nn.Module, path: Path) -> None:
-    save_tensors(model.state_dict(), path)
-
-
-def load_tensors(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        return load_file(str(path))
-    except FileNotFoundError:
-        raise CheckpointError(f"weights file {path} is missing") from None
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"weights file {path} is corrupt: {e}") from None
-
-
-def load_weights(model: torch.nn.Module, path: Path) -> None:
-    """Load safetensors weights into `model`; tied weights may be stored once."""
-    tensors = load_tensors(path)
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
-    tied = {n for n in missing if n == "lm_head.weight" and getattr(model, "cfg", None) and model.cfg.tie_embeddings}
-    missing = [n for n in missing if n not in tied]
-    if missing or unexpected:
-        raise CheckpointError(f"weights file {path} does not fit the model: missing {missing}, unexpected {unexpected}")
+def is_checkpoint(path: Path) -> bool:
+    return (path / WEIGHTS).is_file() and (path / META).is_file()
 
 
 def step_dirs(root: Path) -> list[Path]:
@@ -118,3 +88,18 @@ def load_train_state(ckpt: Path) -> dict[str, Any]:
         raise CheckpointError(f"training state {path} is missing") from None
     except Exception as e:  # weights_only refuses anything but tensors and plain containers
         raise CheckpointError(f"training state {path} is corrupt or not a plain-tensor file: {e}") from None
+
+
+def training_chunk(ckpt: Path, tracking_uri: str) -> str | None:
+    """The chunk artifact the training of checkpoint `ckpt` (`<training>/checkpoints/step-N`)
+    learned from: its MLflow run's `lmforge.chunk` tag; None when the run cannot be found."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    run_file = ckpt.parent.parent / RUN_ID_FILE
+    if not run_file.is_file():
+        return None
+    try:
+        return MlflowClient(tracking_uri).get_run(run_file.read_text().strip()).data.tags.get("lmforge.chunk")
+    except MlflowException:
+        return None

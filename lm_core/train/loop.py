@@ -31,12 +31,14 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from lm_core.config import ModelConfig, PretrainConfig
-from lm_core.evaluate.perplexity import Perplexity, loss_totals
 from lm_core.model import GPT
+from lm_core.model_folder import load_tensors, save_tensors
 from lm_core.progress import NullProgress, Progress
+from lm_core.token_loss import Perplexity, loss_totals
 from lm_core.train import checkpoint as ckpt
 from lm_core.train.loader import TrainLoader, eval_batches
-from lm_core.train.plan import TrainPlan, lr_at, make_plan
+from lm_core.train.optim import adamw, set_lr
+from lm_core.train.plan import TrainPlan, make_plan
 
 
 class Tracker(Protocol):
@@ -123,16 +125,6 @@ def autocast(rt: Runtime):
 # ----------------------------------------------------------------------------- building blocks
 
 
-def make_optimizer(model: nn.Module, plan: TrainPlan, cfg: PretrainConfig, device: torch.device):
-    """AdamW; matrices (and embeddings) decay, norms' gains do not."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    fused = device.type == "cuda"
-    return torch.optim.AdamW(groups, lr=plan.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8, fused=fused)
-
-
 def rng_state() -> dict[str, torch.Tensor]:
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -214,7 +206,10 @@ def train(
             block.forward = _checkpointed(block.forward)
     fsdp = rt.world_size > 1 and cfg.distributed.strategy == "fsdp"
     train_model: nn.Module = _wrap_distributed(model, cfg, rt) if rt.world_size > 1 else model
-    optimizer = make_optimizer(train_model, plan, cfg, rt.device)  # after wrapping: FSDP owns the params
+    optimizer = adamw(  # after wrapping: FSDP owns the params
+        train_model.parameters(), plan.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), fused=rt.device.type == "cuda"
+    )
+    schedule = plan.lr_schedule
     scaler = torch.amp.GradScaler(enabled=rt.use_scaler)
 
     start_step, resumed_from, loader_state = 0, None, None
@@ -223,7 +218,7 @@ def train(
     if done:
         last = done[-1]
         state = ckpt.load_train_state(last)
-        weights = ckpt.load_tensors(last / ckpt.WEIGHTS)
+        weights = load_tensors(last / ckpt.WEIGHTS)
         if plan.model.tie_embeddings:
             weights.setdefault("lm_head.weight", weights["embed.weight"])
         set_state_dict(
@@ -259,9 +254,8 @@ def train(
     stop_at = plan.steps if stop_after is None else min(plan.steps, start_step + stop_after)
     try:
         while step < stop_at:
-            lr = lr_at(step, plan)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            lr = schedule.lr_at(step)
+            set_lr(optimizer, lr)
             loss_sum = torch.zeros((), device=rt.device)
             for micro in range(plan.grad_accum):
                 x, y = loader.next()
@@ -326,7 +320,7 @@ def train(
     if step == plan.steps:
         weights, _ = full_state(train_model, None)
         if rt.is_main:
-            ckpt.save_tensors(weights, out_dir / ckpt.WEIGHTS)
+            save_tensors(weights, out_dir / ckpt.WEIGHTS)
     if rt.world_size > 1:
         dist.barrier()
     total_time = time.time() - t_start

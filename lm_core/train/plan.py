@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 
 from lm_core.config import ModelConfig, PretrainConfig
 from lm_core.model import GPT, GPTConfig
+from lm_core.train.optim import Schedule
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,10 @@ class TrainPlan:
     decay_steps: int  # wsd: steps of the final decay
     params: int
     flops_per_token: float
+
+    @property
+    def lr_schedule(self) -> Schedule:
+        return Schedule(self.lr, self.min_lr, self.warmup_steps, self.steps, self.schedule == "wsd", self.decay_steps)
 
     def to_params(self) -> dict[str, object]:
         """Derived values as MLflow params: `plan.*`, and the model's resolved shape as `gpt.*`
@@ -83,19 +88,3 @@ def make_plan(
         params=params,
         flops_per_token=fpt,
     )
-
-
-def lr_at(step: int, plan: TrainPlan) -> float:
-    """Linear warmup, then cosine down to min_lr, or warmup-stable-decay (flat, then linear
-    down to min_lr over the last `decay_steps`). `step` counts from 0."""
-    if step < plan.warmup_steps:
-        return plan.lr * (step + 1) / plan.warmup_steps
-    if plan.schedule == "wsd":
-        decay_start = plan.steps - plan.decay_steps
-        if step < decay_start:
-            return plan.lr
-        frac = (step - decay_start + 1) / plan.decay_steps
-        return plan.lr + (plan.min_lr - plan.lr) * min(1.0, frac)
-    span = max(1, plan.steps - plan.warmup_steps)
-    progress = min(1.0, (step - plan.warmup_steps + 1) / span)
-    return plan.min_lr + 0.5 * (plan.lr - plan.min_lr) * (1 + math.cos(math.pi * progress))

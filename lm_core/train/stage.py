@@ -28,17 +28,18 @@ from typing import Any
 import torch
 
 from lm_core.config import Config
+from lm_core.model_folder import CONFIG, TOKENIZER, write_config
 from lm_core.progress import NullProgress, Progress
-from lm_core.tokenize import load_tokenizer
+from lm_core.tokenize import TOKENIZER_FILE, load_tokenizer
 from lm_core.tracking import MlflowTracker, flatten, loss_curve_png
 from lm_core.train import checkpoint as ckpt
+from lm_core.train.checkpoint import RUN_ID_FILE
 from lm_core.train.fingerprint import decisive, pretrain_fingerprint
 from lm_core.train.loop import TrainData, TrainResult, train
 from lm_core.workspace import ArtifactError, ArtifactRef, Workspace, read_manifest, write_json_atomic
 
 log = logging.getLogger(__name__)
 
-RUN_ID_FILE = "_mlflow_run_id"
 SPEC_FILE = "_launch.json"
 NODE_SPEC_FILE = "_spec-node{}.json"  # the launch spec of a node other than node 0
 JOIN_PUBLISH_TIMEOUT_S = 1800  # a joining node waits this long for node 0 to publish after training
@@ -145,7 +146,7 @@ def _data_lineage(chunk: ArtifactRef) -> str:
 def sampler(cfg: Config, chunk_dir: Path):
     """Continuations of the configured prompts, sampled with a generator seeded by the step so
     that sampling never disturbs the training RNG."""
-    tok = load_tokenizer(chunk_dir / "tokenizer.json")
+    tok = load_tokenizer(chunk_dir / TOKENIZER_FILE)
     eot = tok.token_to_id("<|endoftext|>")
     p = cfg.pretrain
 
@@ -196,12 +197,12 @@ def _finish(out: Path, chunk: ArtifactRef, summary: dict[str, Any], tracker: Mlf
         (out / stray).unlink(missing_ok=True)
     plan = {k.removeprefix("plan."): v for k, v in summary["plan"].items() if k.startswith("plan.")}
     model_cfg = {k.removeprefix("gpt."): v for k, v in summary["plan"].items() if k.startswith("gpt.")}
-    write_json_atomic(out / "model_config.json", model_cfg)
-    shutil.copy2(chunk.dir / "tokenizer.json", out / "tokenizer.json")
+    write_config(out, model_cfg)
+    shutil.copy2(chunk.dir / TOKENIZER_FILE, out / TOKENIZER)
     write_json_atomic(out / "metrics.json", {"final": summary["final"], "history": summary["history"]})
     write_json_atomic(out / "samples.json", summary["samples"])
     loss_curve_png(summary["history"], out / "loss_curve.png", f"pretrain {fp[:8]}")
-    for name in ("model_config.json", "metrics.json", "samples.json", "loss_curve.png"):
+    for name in (CONFIG, "metrics.json", "samples.json", "loss_curve.png"):
         if (out / name).is_file():
             tracker.log_artifact(out / name)
     stats = {

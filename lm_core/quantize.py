@@ -18,7 +18,6 @@ module uses torch.ao and silences its deprecation warnings at the one call site.
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 import warnings
@@ -29,17 +28,16 @@ import torch.nn as nn
 from safetensors.torch import load_file, save_file
 from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-from lm_core.finetune.lora import has_lora
 from lm_core.model import GPT, GPTConfig
-from lm_core.train.checkpoint import save_weights
+from lm_core.model_folder import INT8_WEIGHTS, read_config, save_weights
 
-INT8_WEIGHTS = "model.int8.safetensors"
 SCALE_SUFFIX = "_scale"  # "blocks.0.attn.q_proj.weight" -> "blocks.0.attn.q_proj.weight_scale"
 FORMAT = {"format": "lmforge-int8", "version": "1", "scheme": "symmetric per-row int8, float32 scales"}
 
 
 def _check_quantizable(model: nn.Module) -> None:
-    if has_lora(model):
+    # LoRA adapters (lm_core.finetune.lora) are lora_A/lora_B parameters beside a projection's weight
+    if any(name.endswith((".lora_A", ".lora_B")) for name, _ in model.named_parameters()):
         raise ValueError("the model still has LoRA adapters: merge_lora() it before quantizing")
     if any(p.device.type != "cpu" for p in model.parameters()):
         raise ValueError("int8 quantization is for CPU inference: move the model to the CPU first")
@@ -136,7 +134,7 @@ def load_int8(
         if path.is_dir():
             path = path / INT8_WEIGHTS
         if cfg is None:
-            cfg = GPTConfig(**json.loads((folder / "model_config.json").read_text()))
+            cfg = read_config(folder)
         tensors = load_file(str(path))
     if cfg is None:
         raise ValueError("load_int8 from tensors needs the model's GPTConfig")

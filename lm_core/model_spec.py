@@ -1,4 +1,4 @@
-"""Which model artifact of a workspace a user means, from what they type.
+"""Which model a user means, from what they type.
 
     latest                       the newest model artifact (pretrain or finetune)
     <fingerprint prefix>         a model artifact by an unambiguous prefix of its fingerprint
@@ -8,20 +8,36 @@
 
 Evaluation (`lmforge stage evaluate --model`), fine-tuning's `finetune.base` and loading by
 fingerprint all answer a spec through `find_model_artifact`, so a spec means the same thing
-everywhere. MLflow is imported only for `models:/` specs.
+everywhere; `lm_core.registry.resolve` loads what a spec names. MLflow is imported only for
+`models:/` specs: a cached run that names its model by fingerprint never loads it.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from lm_core.config import default_tracking_uri
 from lm_core.workspace import MANIFEST, ArtifactRef, Workspace
 
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
 MODEL_STAGES = ("pretrain", "finetune")  # workspace stages whose artifacts are model folders
+_REGISTERED = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))$")
 
 
 class ModelArtifactNotFound(LookupError):
     """No model artifact answers to the spec; the message names what was asked and what exists."""
+
+
+class ModelNotFound(LookupError):
+    """No model answers to the spec; the message names what was asked and what exists."""
+
+
+# ----------------------------------------------------------------------------- workspace artifacts
 
 
 def find_model_artifact(
@@ -52,9 +68,6 @@ def _folder(path: Path, ws: Workspace, stages: tuple[str, ...]) -> ArtifactRef:
 
 
 def _registered(spec: str, ws: Workspace, tracking_uri: str | None, stages: tuple[str, ...]) -> ArtifactRef:
-    from lm_core.registry.register import registry_client
-    from lm_core.registry.resolve import ModelNotFound, registered_version, store_uri
-
     try:
         uri = store_uri(tracking_uri, ws.root)
         name, version = registered_version(spec, uri)
@@ -74,3 +87,58 @@ def _registered(spec: str, ws: Workspace, tracking_uri: str | None, stages: tupl
         f"{spec} is models:/{name}/{version}, whose training artifact is not in {ws.root}: "
         "use the workspace that trained it, or name a workspace model"
     )
+
+
+# ----------------------------------------------------------------------------- registered models
+
+
+def registry_client(tracking_uri: str) -> MlflowClient:
+    """A client whose registry is the tracking store (never a process-wide registry URI)."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def store_uri(tracking_uri: str | None, workspace: str | Path | None) -> str:
+    """The MLflow store to look a registered model up in: the given URI, the workspace's own
+    mlflow.db, or MLFLOW_TRACKING_URI; an absent SQLite file is an error, never created."""
+    uri = tracking_uri or (default_tracking_uri(workspace) if workspace else os.environ.get("MLFLOW_TRACKING_URI"))
+    if not uri:
+        raise ModelNotFound("a models:/ spec needs a tracking URI or a workspace (whose mlflow.db holds the registry)")
+    # MLflow creates a SQLite database it cannot find; a typo in a path must not leave one behind.
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise ModelNotFound(f"no MLflow store at {uri}: nothing has been registered there")
+    return uri
+
+
+def registered_version(spec: str, tracking_uri: str) -> tuple[str, str]:
+    """(name, version) of a `models:/<name>@<alias>` or `models:/<name>/<version>` spec."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
+
+    m = _REGISTERED.match(spec)
+    if not m:
+        raise ModelNotFound(f"{spec!r} is not a registered model URI: use models:/<name>@<alias> or models:/<name>/<n>")
+    client = registry_client(tracking_uri)
+    name, alias, version = m["name"], m["alias"], m["version"]
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException as e:
+        if e.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            raise
+        known = sorted(r.name for r in client.search_registered_models())
+        raise ModelNotFound(
+            f"no registered model {name!r} in {tracking_uri}; registered models: {', '.join(known) or 'none'}"
+        ) from None
+    if alias is not None:
+        if alias not in model.aliases:
+            have = ", ".join(f"@{a} (v{v})" for a, v in sorted(model.aliases.items())) or "none"
+            raise ModelNotFound(f"registered model {name!r} has no alias @{alias}; its aliases: {have}")
+        return name, str(model.aliases[alias])
+    versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
+    if int(version) not in versions:
+        raise ModelNotFound(
+            f"registered model {name!r} has no version {version}; its versions: "
+            + (", ".join(map(str, versions)) or "none")
+        )
+    return name, version

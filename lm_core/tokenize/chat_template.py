@@ -1,5 +1,6 @@
-"""The chat template: how a conversation becomes token ids, shared by fine-tuning, evaluation
-and `lmforge chat`, so that the model is prompted exactly the way it was trained.
+"""The chat template: how a conversation becomes token ids, shared by fine-tuning, evaluation,
+`lmforge chat` and serving, so that the model is prompted exactly the way it was trained. It
+lives beside the tokenizer, which reserves its role tokens (`bpe.SPECIAL_TOKENS`).
 
 Each message renders as
 
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 
 from tokenizers import Tokenizer
 
+CHAT_TEMPLATE = "lmforge-chat-v1"  # this template's name, in a chat model's chat.json
 ROLES = ("system", "user", "assistant")
 ROLE_TOKENS = {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assistant|>"}
 END = "<|end|>"
