@@ -1,13 +1,12 @@
-"""A Prefect deployment per flow, with its parameters and cron schedule from the config.
+"""A Prefect deployment per flow a team schedules (`lm_core.stages.SCHEDULED_FLOWS`), with its
+parameters and cron schedule (`schedules.<flow>`) from the config:
 
-    data       crawl -> clean -> tokenize -> chunk          schedules.data (default nightly, 02:00)
-               (refresh: the sources are crawled again as a new snapshot; clean and after rebuild
-               only when the pages changed)
-    pretrain   the latest (or a given) chunk -> a model     schedules.pretrain
-    finetune   a pretrained model -> a chat model           schedules.finetune
-    evaluate   a model -> scores                            schedules.evaluate
-    register   an evaluation -> a registered version        schedules.register
-    lifecycle  all of the above (data as a subflow)         schedules.lifecycle (default weekly, Sunday 03:00)
+    data       the data stages (crawl -> ... -> stats)          nightly by default, with `refresh`:
+               the sources are crawled again as a new snapshot; clean and after rebuild only
+               when the pages changed
+    <stage>    each stage that runs alone (pretrain, finetune, evaluate, register), on the
+               latest (or a given) input                         on demand by default
+    lifecycle  all of the above (data as a subflow)             weekly by default, Sunday 03:00
 
 Every deployment is named after the config (`data/lmforge-small`) and carries the whole
 resolved config as its `config` parameter (with an absolute workspace, so a run finds the same
@@ -28,15 +27,12 @@ from importlib import import_module
 from typing import Any
 
 from lm_core.config import Config
+from lm_core.stages import SCHEDULED_FLOWS
 
-# name -> (module, flow function): the flows a team schedules.
+# name -> (module, flow function): the two recipes, and the flow of each stage that runs alone.
+RECIPES = {"data": ("flows.data", "data_flow"), "lifecycle": ("flows.lifecycle", "lifecycle_flow")}
 FLOWS: dict[str, tuple[str, str]] = {
-    "data": ("flows.data", "data_flow"),
-    "pretrain": ("flows.pretrain", "pretrain_flow"),
-    "finetune": ("flows.finetune", "finetune_flow"),
-    "evaluate": ("flows.evaluate", "evaluate_flow"),
-    "register": ("flows.register", "register_flow"),
-    "lifecycle": ("flows.lifecycle", "lifecycle_flow"),
+    name: RECIPES.get(name, ("flows.stages", f"{name}_flow")) for name in SCHEDULED_FLOWS
 }
 
 DEFAULT_POOL = "lmforge"

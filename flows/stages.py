@@ -1,28 +1,44 @@
-"""Which flow re-runs each stage alone, and which stage's artifact it takes as input."""
+"""A flow per stage, made from its declaration (lm_core/stages.py), that re-runs it alone on
+artifacts already in the workspace: its first input named by a parameter of its own (`data`,
+`model`, `crawl_artifact`, ...: latest by default, or a fingerprint). What `lmforge stage NAME`
+runs, and what the deployments of the stages that are scheduled alone run."""
 
-from flows.data import chunk_flow, clean_flow, crawl_flow, tokenize_flow
-from flows.evaluate import evaluate_flow
-from flows.finetune import finetune_flow
-from flows.pretrain import pretrain_flow
-from flows.register import register_flow
+from __future__ import annotations
 
-STAGE_FLOWS = {
-    "crawl": crawl_flow,
-    "clean": clean_flow,
-    "tokenize": tokenize_flow,
-    "chunk": chunk_flow,
-    "pretrain": pretrain_flow,
-    "finetune": finetune_flow,
-    "evaluate": evaluate_flow,
-    "register": register_flow,
-}
-# the flow parameter naming each stage's input artifact (`lmforge stage NAME --input`)
-STAGE_INPUT = {
-    "clean": "crawl_artifact",
-    "tokenize": "clean_artifact",
-    "chunk": "tokenize_artifact",
-    "pretrain": "data",  # a chunk artifact
-    "finetune": "base",  # a model: fingerprint, checkpoint folder or models:/ URI
-    "evaluate": "model",  # a model: fingerprint or models:/ URI
-    "register": "evaluation",  # an evaluate artifact
-}
+import inspect
+
+from prefect import Flow, flow
+
+from flows.common import STAGE_FLOW, ConfigParameter
+from lm_core.stages import STAGES, Stage, resolve_input
+from lm_core.workspace import ArtifactRef, Workspace
+from tasks.stage_task import run_stage
+
+
+def stage_flow(stage: Stage) -> Flow:
+    def rerun(**params) -> ArtifactRef:
+        config = params["config"]
+        given = {}
+        if stage.inputs:
+            spec = params[stage.input_param]
+            given[stage.inputs[0]] = resolve_input(stage, config, spec, Workspace(config.workspace))
+        return run_stage(stage.name, config, given, params["force"], params.get("refresh", False))
+
+    # Prefect reads a flow's parameters (its deployment's form in the UI) from its signature.
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    parameters = [inspect.Parameter("config", keyword, annotation=ConfigParameter)]
+    if stage.inputs:
+        parameters.append(
+            inspect.Parameter(stage.input_param, keyword, default=stage.input_default, annotation=str | None)
+        )
+    parameters.append(inspect.Parameter("force", keyword, default=False, annotation=bool))
+    if stage.refreshable:
+        parameters.append(inspect.Parameter("refresh", keyword, default=False, annotation=bool))
+    rerun.__signature__ = inspect.Signature(parameters, return_annotation=ArtifactRef)
+    rerun.__name__ = rerun.__qualname__ = f"{stage.name}_flow"  # a deployment's entrypoint names it
+    rerun.__doc__ = stage.description
+    return flow(name=stage.name, description=stage.description, **STAGE_FLOW)(rerun)
+
+
+STAGE_FLOWS = {stage.name: stage_flow(stage) for stage in STAGES}
+globals().update({f"{name}_flow": a_flow for name, a_flow in STAGE_FLOWS.items()})  # importable by name

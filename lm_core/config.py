@@ -14,10 +14,21 @@ import copy
 import os
 import re
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
+
+from lm_core.stages import DEFAULT_CRONS, SCHEDULED_FLOWS
 
 
 class ConfigError(ValueError):
@@ -599,38 +610,31 @@ _CRON_MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midni
 _CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,\-?LW#]+$")
 
 
-class SchedulesConfig(Section):
+def _is_cron(cron: str | None) -> str | None:
+    if cron is None or cron.strip() in _CRON_MACROS:
+        return cron
+    fields = cron.split()
+    if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
+        raise ValueError(f"not a cron string (5 fields: minute hour day month weekday, e.g. '0 2 * * *'): {cron!r}")
+    return cron
+
+
+class _Schedules(Section):
     """When the deployments of `lmforge serve` and `lmforge deploy` run: a cron string per flow
     (minute hour day-of-month month day-of-week), or null for on demand only. Changes nothing
     that a stage produces, so no fingerprint depends on it."""
 
-    # `register` is also a method every pydantic model inherits (ABCMeta.register): the field is
-    # `register_` in Python and `register` in YAML, `--set` and printed configs.
+    # `register` is also a method every pydantic model inherits (ABCMeta.register): such a flow's
+    # field is `register_` in Python and `register` in YAML, `--set` and printed configs.
     model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_by_name=True, serialize_by_alias=True)
 
     timezone: str = Field("UTC", description="IANA time zone the cron strings are read in")
-    data: str | None = Field("0 2 * * *", description="crawl -> chunk: nightly at 02:00")
-    pretrain: str | None = None
-    finetune: str | None = None
-    evaluate: str | None = None
-    register_: str | None = Field(None, alias="register")
-    lifecycle: str | None = Field("0 3 * * 0", description="the whole lifecycle: weekly, Sunday 03:00")
     training_timeout_h: float | None = Field(
         None,
         gt=0,
         description="fail a pretrain/finetune task that runs longer (hours); null: no limit. A training "
         "resumes from its last checkpoint when run again",
     )
-
-    @field_validator("data", "pretrain", "finetune", "evaluate", "register_", "lifecycle")
-    @classmethod
-    def _is_cron(cls, cron: str | None) -> str | None:
-        if cron is None or cron.strip() in _CRON_MACROS:
-            return cron
-        fields = cron.split()
-        if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
-            raise ValueError(f"not a cron string (5 fields: minute hour day month weekday, e.g. '0 2 * * *'): {cron!r}")
-        return cron
 
     @field_validator("timezone")
     @classmethod
@@ -644,8 +648,27 @@ class SchedulesConfig(Section):
         return tz
 
     def cron(self, flow: str) -> str | None:
-        """The cron string of a flow (data, pretrain, finetune, evaluate, register, lifecycle)."""
-        return getattr(self, "register_" if flow == "register" else flow)
+        """The cron string of a flow (one of lm_core.stages.SCHEDULED_FLOWS)."""
+        return getattr(self, _field_name(flow))
+
+
+def _field_name(flow: str) -> str:
+    return f"{flow}_" if hasattr(BaseModel, flow) else flow
+
+
+# A cron field per flow a team schedules (lm_core/stages.py: the data half, each stage that runs
+# alone, the lifecycle), by default on demand but for those with a default cron.
+SchedulesConfig = create_model(
+    "SchedulesConfig",
+    __base__=_Schedules,
+    **{
+        _field_name(flow): (
+            Annotated[str | None, AfterValidator(_is_cron)],
+            Field(DEFAULT_CRONS.get(flow), alias=flow, description=f"when the {flow} flow runs; null: on demand"),
+        )
+        for flow in SCHEDULED_FLOWS
+    },
+)
 
 
 # ----------------------------------------------------------------------------- run

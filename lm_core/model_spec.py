@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lm_core.config import default_tracking_uri
+from lm_core.config import Config, default_tracking_uri
 from lm_core.workspace import MANIFEST, ArtifactRef, Workspace
 
 if TYPE_CHECKING:
@@ -59,6 +59,12 @@ def find_model_artifact(
     listing = ", ".join(f"{a['stage']}:{a['fingerprint'][:12]}" for a in (matches or found)) or "none"
     what = "more than one" if matches else "no"
     raise ModelArtifactNotFound(f"{spec!r}: {what} model artifact matches in {ws.root}; model artifacts: {listing}")
+
+
+def find_model(cfg: Config, spec: str | None, ws: Workspace) -> ArtifactRef:
+    """The model artifact `spec` names (None: the latest), registered models looked up in the
+    run's tracking store."""
+    return find_model_artifact(spec or "latest", ws, cfg.tracking_uri)
 
 
 def _folder(path: Path, ws: Workspace, stages: tuple[str, ...]) -> ArtifactRef:

@@ -13,6 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
@@ -23,6 +24,24 @@ log = logging.getLogger(__name__)
 
 _MAX_PARAM_LEN = 6000  # MLflow's limit on a param value
 _BATCH = 100  # params per log_batch call (MLflow's limit)
+
+
+def mlflow_ui_links(tracking_uri: str, run_id: str, model: str | None = None, version=None) -> dict[str, str]:
+    """Links to the MLflow UI pages of a run (and a registered model version) when the tracking
+    URI is an MLflow server (http or https); none for a local store, which has no UI running."""
+    if not tracking_uri.startswith(("http://", "https://")) or not run_id:
+        return {}
+    parts = urlsplit(tracking_uri)  # a link never carries credentials: the browser asks for them
+    base = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])).rstrip("/")
+    links = {}
+    try:
+        experiment_id = MlflowClient(tracking_uri).get_run(run_id).info.experiment_id
+        links["MLflow run"] = f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+    except Exception:  # a link is a convenience: never fail a stage over it
+        pass
+    if model and version is not None:
+        links["registered version"] = f"{base}/#/models/{model}/versions/{version}"
+    return links
 
 
 def artifact_location(tracking_uri: str, experiment: str) -> str | None:

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -27,8 +28,8 @@ from typing import Any
 from pydantic import BaseModel
 
 MANIFEST = "_manifest.json"
+_FINGERPRINT = re.compile(r"[0-9a-f]{16}")  # what `fingerprint` returns
 _LOCK_PREFIX = ".lock-"  # <stage>/.lock-<fingerprint>: held while the artifact is built or removed
-STAGES = ("crawl", "clean", "tokenize", "chunk", "pretrain", "finetune", "evaluate", "register")
 _REPORTED_LIBRARIES = ("lmforge", "pyarrow", "tokenizers", "trafilatura", "datasketch", "torch", "prefect")
 
 
@@ -50,6 +51,17 @@ class ArtifactRef(BaseModel):
 
     def manifest(self) -> dict[str, Any]:
         return read_manifest(self.dir)
+
+
+class StageKey(BaseModel):
+    """A stage run decided before any work: the artifact's fingerprint, and the config and inputs
+    its manifest records. Computed once per run (`lm_core.stages.stage_key`) and handed to the
+    build, which need not hash anything again."""
+
+    stage: str
+    fingerprint: str
+    config: dict[str, Any]
+    inputs: dict[str, str]
 
 
 def fingerprint(stage: str, config: dict[str, Any], inputs: dict[str, str], code_version: int) -> str:
@@ -261,6 +273,24 @@ class Workspace:
                 _fsync_dir(final.parent)
         for leftover in (self.root / stage).glob(".removed-*"):
             shutil.rmtree(leftover, ignore_errors=True)
+
+    def upstream(self, stage: str, fp: str) -> dict[str, str]:
+        """stage -> fingerprint of every artifact upstream of `<stage>/<fp>`, nearest first: the
+        manifests' inputs that name an artifact of one of this workspace's stages, followed
+        through those still published."""
+        found: dict[str, str] = {}
+        todo = [(stage, fp)]
+        while todo:
+            stage, fp = todo.pop(0)
+            try:
+                inputs = read_manifest(self.artifact_dir(stage, fp)).get("inputs", {})
+            except ArtifactError:
+                continue  # removed: what it was made from is unknown
+            for name, value in inputs.items():
+                if name not in found and _FINGERPRINT.fullmatch(str(value)) and (self.root / name).is_dir():
+                    found[name] = value
+                    todo.append((name, value))
+        return found
 
     def artifacts(self, stage: str | None = None) -> list[dict[str, Any]]:
         """Published artifacts, newest first, with their manifests."""

@@ -19,6 +19,7 @@ The configuration is loaded and validated before anything else happens, and the 
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from datetime import datetime
@@ -32,7 +33,8 @@ from rich.table import Table
 
 from lm_core.config import Config, ConfigError, load_config
 from lm_core.shards import CorruptShardError
-from lm_core.workspace import STAGES, ArtifactError, Workspace
+from lm_core.stages import STAGE, STAGE_NAMES, STAGES, Stage, stages_in
+from lm_core.workspace import ArtifactError, Workspace
 from lmforge.embedded import EmbeddedServer
 from lmforge.process import collect_less_often, exit_now, imports_without_collection
 
@@ -74,32 +76,16 @@ def prepare_environment(cfg: Config) -> None:
         os.environ.setdefault(k, v)
 
 
-# The stages in the order a lifecycle runs them.
-LIFECYCLE_ORDER = ("crawl", "clean", "tokenize", "chunk", "pretrain", "evaluate", "register", "finetune")
-# The heavy modules each stage imports when it has work to do (torch, MLflow, trafilatura, ...).
-# A command imports its stages' while the embedded server boots, instead of waiting idle.
-STAGE_IMPORTS = {
-    "crawl": ["lm_core.crawl.stage"],
-    "clean": ["lm_core.clean.stage"],
-    "tokenize": ["lm_core.tokenize.stage"],
-    "chunk": ["lm_core.chunk.stage"],
-    "pretrain": ["torch", "mlflow", "lm_core.train.stage"],
-    "finetune": ["torch", "mlflow", "lm_core.finetune.stage"],
-    "evaluate": ["torch", "lm_core.evaluate.stage"],
-    "register": ["torch", "mlflow", "lm_core.registry.stage"],
-}
-
-
-def _orchestrate(cfg: Config, load_flow, stages: tuple[str, ...]):
+def _orchestrate(cfg: Config, load_flow, stages: tuple[Stage, ...]):
     """Run a flow against Prefect: a configured server (PREFECT_API_URL), or the embedded one
     started here, which boots while `load_flow()` imports the flows and returns the call (and
-    while the modules `stages` will need are imported)."""
+    while the heavy modules `stages` will need, torch, MLflow, ..., are imported)."""
     prepare_environment(cfg)
     server = EmbeddedServer(Path(os.environ["PREFECT_HOME"]))
     try:
         with imports_without_collection():
             call = load_flow()
-            server.wait(meanwhile=list(dict.fromkeys(m for s in stages for m in STAGE_IMPORTS[s])))
+            server.wait(meanwhile=list(dict.fromkeys(m for s in stages for m in s.imports)))
         with server.settings():  # on leaving, the server has recorded every run it was sent
             return call()
     except _user_errors() as e:
@@ -125,7 +111,7 @@ def _fail(problem: Exception | str, code: int = 1) -> None:
 
 @app.command()
 def run(config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False, refresh: RefreshOpt = False) -> None:
-    """The lifecycle: crawl -> clean -> tokenize -> chunk -> pretrain -> evaluate -> register."""
+    """The lifecycle: crawl -> clean -> tokenize -> chunk -> stats -> pretrain -> evaluate -> register."""
     cfg = _load(config, set_)
 
     def call():
@@ -134,12 +120,10 @@ def run(config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False, 
 
         return lambda: with_runner(lifecycle_flow, cfg)(config=cfg, force=force, refresh=refresh)
 
-    refs = _orchestrate(cfg, call, LIFECYCLE_ORDER)
-    d = refs.data
+    refs = _orchestrate(cfg, call, STAGES)
+    data = [getattr(refs.data, s.name) for s in stages_in("data")]
     chat = [r for r in (refs.finetune, refs.chat_evaluate, refs.chat_registration) if r is not None]
-    _print_artifacts(
-        [d.crawl, d.clean, d.tokenize, d.chunk, refs.pretrain, refs.evaluate, refs.registration, *chat], cfg
-    )
+    _print_artifacts([*data, refs.pretrain, refs.evaluate, refs.registration, *chat], cfg)
     _print_model(refs.pretrain, refs.evaluate, refs.registration, cfg)
     if refs.chat_registration is not None:
         _print_chat_model(refs.finetune, refs.chat_evaluate, refs.chat_registration)
@@ -147,7 +131,7 @@ def run(config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False, 
 
 @app.command()
 def data(config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False, refresh: RefreshOpt = False) -> None:
-    """crawl -> clean -> tokenize -> chunk, each stage cached by fingerprint."""
+    """crawl -> clean -> tokenize -> chunk -> stats, each stage cached by fingerprint."""
     cfg = _load(config, set_)
 
     def call():
@@ -155,28 +139,23 @@ def data(config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False,
 
         return lambda: with_runner(data_flow, cfg)(config=cfg, force=force, refresh=refresh)
 
-    refs = _orchestrate(cfg, call, LIFECYCLE_ORDER[:4])
-    _print_artifacts([refs.crawl, refs.clean, refs.tokenize, refs.chunk], cfg)
+    refs = _orchestrate(cfg, call, stages_in("data"))
+    _print_artifacts([getattr(refs, s.name) for s in stages_in("data")], cfg)
 
 
-# The stages that take a named input besides --input, and what it names.
-_NAMED_INPUTS = {"data": ("pretrain",), "model": ("evaluate", "finetune")}
+# The named options some stages take for their input, besides --input (`--model`: evaluate, finetune).
+NAMED_INPUTS: dict[str, tuple[str, ...]] = {}
+for _stage in STAGES:
+    if _stage.inputs and _stage.input_option != "input":
+        NAMED_INPUTS[_stage.input_option] = (*NAMED_INPUTS.get(_stage.input_option, ()), _stage.name)
 
 
-@app.command()
 def stage(
-    name: Annotated[str, typer.Argument(help=f"one of: {', '.join(STAGES)}")],
+    name: Annotated[str, typer.Argument(help=f"one of: {', '.join(STAGE_NAMES)}")],
     config: ConfigOpt = None,
     set_: SetOpt = None,
     input_: Annotated[
         str | None, typer.Option("--input", help="the input artifact: latest (default) or a fingerprint (prefix)")
-    ] = None,
-    data: Annotated[str | None, typer.Option("--data", help="pretrain: the chunk artifact (latest or FP)")] = None,
-    model: Annotated[
-        str | None,
-        typer.Option(
-            "--model", help="evaluate, finetune: latest, a model FP, models:/<name>@<alias> (finetune: or a checkpoint)"
-        ),
     ] = None,
     force: ForceOpt = False,
     refresh: RefreshOpt = False,
@@ -185,13 +164,15 @@ def stage(
     ] = False,
     nproc: Annotated[int | None, typer.Option("--nproc", help="pretrain: processes per node (torchrun)")] = None,
     nnodes: Annotated[int | None, typer.Option("--nnodes", help="pretrain: nodes (torchrun)")] = None,
+    **named: str | None,
 ) -> None:
     """Run one stage alone, on an artifact of an earlier run (its input: latest by default)."""
-    if name not in STAGES:
-        _fail(f"unknown stage {name!r}; stages: {', '.join(STAGES)}", code=2)
-    chosen = _stage_input(name, input_=input_, data=data, model=model)
-    if refresh and name != "crawl":
-        _fail(f"--refresh re-crawls: it applies to the crawl stage, not {name!r}", code=2)
+    if name not in STAGE:
+        _fail(f"unknown stage {name!r}; stages: {', '.join(STAGE_NAMES)}", code=2)
+    chosen = _stage_input(STAGE[name], input_=input_, **named)
+    refreshable = [s.name for s in STAGES if s.refreshable]
+    if refresh and name not in refreshable:
+        _fail(f"--refresh re-crawls: it applies to the {' and '.join(refreshable)} stage, not {name!r}", code=2)
     set_ = list(set_ or [])
     if nproc is not None:
         set_.append(f"pretrain.distributed.nproc={nproc}")
@@ -206,29 +187,50 @@ def stage(
 
     def call():
         from flows.data import with_runner
-        from flows.stages import STAGE_FLOWS, STAGE_INPUT
+        from flows.stages import STAGE_FLOWS
 
         kwargs = {"force": force, **({"refresh": True} if refresh else {})}
         if chosen is not None:
-            kwargs[STAGE_INPUT[name]] = chosen
+            kwargs[STAGE[name].input_param] = chosen
         return lambda: with_runner(STAGE_FLOWS[name], cfg)(config=cfg, **kwargs)
 
-    ref = _orchestrate(cfg, call, (name,))
+    ref = _orchestrate(cfg, call, (STAGE[name],))
     _print_artifacts([ref], cfg)
 
 
-def _stage_input(name: str, **given: str | None) -> str | None:
+# `--data`, `--model`, ...: an option per name in NAMED_INPUTS, from the declarations, in the
+# signature typer reads.
+stage.__signature__ = inspect.signature(stage).replace(
+    parameters=[
+        *(p for p in inspect.signature(stage, eval_str=True).parameters.values() if p.kind != p.VAR_KEYWORD),
+        *(
+            inspect.Parameter(
+                option,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=None,
+                annotation=Annotated[
+                    str | None, typer.Option(f"--{option}", help=f"{' and '.join(names)}: the input, as --input")
+                ],
+            )
+            for option, names in NAMED_INPUTS.items()
+        ),
+    ]
+)
+app.command()(stage)
+
+
+def _stage_input(stage: Stage, **given: str | None) -> str | None:
     """The one input option given to `lmforge stage NAME`; a named option on a stage it does
     not fit, or two at once, is a usage error."""
     named = {k: v for k, v in given.items() if v is not None}
     for option in named:
-        stages = _NAMED_INPUTS.get(option)
-        if stages is not None and name not in stages:
-            _fail(f"--{option} is for {' and '.join(stages)}; {name} takes --input", code=2)
+        stages = NAMED_INPUTS.get(option)
+        if stages is not None and stage.name not in stages:
+            _fail(f"--{option} is for {' and '.join(stages)}; {stage.name} takes --input", code=2)
     if len(named) > 1:
         _fail(f"give one of {', '.join('--' + k.rstrip('_') for k in named)}", code=2)
-    if named and name == "crawl":
-        _fail("crawl has no input artifact: it reads the configured sources", code=2)
+    if named and not stage.inputs:
+        _fail(f"{stage.name} has no input artifact: it reads the configured sources", code=2)
     return next(iter(named.values()), None)
 
 

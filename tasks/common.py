@@ -1,25 +1,17 @@
-"""What the stage tasks share: the cache key, per-shard fan-out, progress, and UI artifacts.
-
-A stage task's Prefect cache key *is* its artifact's fingerprint (plus the workspace), so
-Prefect shows a stage as Cached exactly when `lm_core` would find its artifact published. When
-the artifact has gone (a workspace cleaned by hand) or `force` is asked, the task is run with
-`refresh_cache`, and `lm_core` rebuilds it.
-"""
+"""What the stage tasks (tasks/stage_task.py) share: per-shard fan-out, progress, the stats
+table, the training slot, and the flow run that builds."""
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 from prefect import Task, task
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.context import TaskRunContext
 from prefect.futures import as_completed
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.progress import Progress as RichProgress
@@ -35,52 +27,11 @@ R = TypeVar("R")
 STAGE_TASK = dict(persist_result=True, result_serializer="json", cache_result_in_memory=False)
 
 
-def cache_key(stage: str, workspace: str, fp: str) -> str:
-    ws_tag = hashlib.sha256(str(Workspace(workspace).root).encode()).hexdigest()[:8]
-    return f"lmforge-{stage}-{fp}-{ws_tag}"
-
-
-def stage_cache_key_fn(stage: str, fingerprint_of: Callable[[dict[str, Any]], str]):
-    """A Prefect `cache_key_fn` for a stage task whose parameters include `workspace`."""
-
-    def key(_: TaskRunContext, params: dict[str, Any]) -> str:
-        return cache_key(stage, params["workspace"], fingerprint_of(params))
-
-    return key
-
-
-def run_stage_task(stage_task: Task, stage: str, fp: str, force: bool, **params: Any) -> ArtifactRef:
-    """Call a stage task, refreshing its Prefect cache entry when its artifact is not published
-    (or `force`: then the artifact is rebuilt and replaced)."""
-    published = Workspace(params["workspace"]).is_published(stage, fp)
-    return stage_task.with_options(refresh_cache=force or not published)(**params, force=force)
-
-
 def prefect_run_tags() -> dict[str, str]:
     """Tags for an MLflow run or model version, naming the Prefect flow run that made it."""
     origin = prefect_origin()
     return {"prefect.flow_run_id": origin.get("prefect_flow_run_id", ""),
             "prefect.flow_run_name": origin.get("prefect_flow_run_name", "")}  # fmt: skip
-
-
-def mlflow_ui_links(tracking_uri: str, run_id: str, model: str | None = None, version=None) -> dict[str, str]:
-    """Links to the MLflow UI pages of a run (and a registered model version) when the tracking
-    URI is an MLflow server (http or https); none for a local store, which has no UI running."""
-    if not tracking_uri.startswith(("http://", "https://")) or not run_id:
-        return {}
-    parts = urlsplit(tracking_uri)  # a link never carries credentials: the browser asks for them
-    base = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])).rstrip("/")
-    links = {}
-    try:
-        from mlflow import MlflowClient
-
-        experiment_id = MlflowClient(tracking_uri).get_run(run_id).info.experiment_id
-        links["MLflow run"] = f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
-    except Exception:  # a link is a convenience: never fail a stage over it
-        pass
-    if model and version is not None:
-        links["registered version"] = f"{base}/#/models/{model}/versions/{version}"
-    return links
 
 
 # A training holds a slot of this global concurrency limit when the team has created one

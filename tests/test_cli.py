@@ -46,7 +46,7 @@ def test_unknown_stage_is_refused(tmp_path):
 def test_a_named_input_fits_only_its_stages(tmp_path):
     ws = ["--set", f"workspace={tmp_path}"]
     r = invoke("stage", "clean", "--model", "latest", *ws)
-    assert r.exit_code == 2 and "--model is for evaluate and finetune" in r.output
+    assert r.exit_code == 2 and "--model is for finetune and evaluate" in r.output
     r = invoke("stage", "evaluate", "--data", "latest", *ws)
     assert r.exit_code == 2 and "--data is for pretrain" in r.output
     r = invoke("stage", "evaluate", "--model", "latest", "--input", "latest", *ws)

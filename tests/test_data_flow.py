@@ -113,7 +113,8 @@ def test_a_deleted_artifact_is_rebuilt_not_served_from_prefects_cache(first_run)
 
 
 def test_force_recomputes_a_cached_stage(first_run):
-    from flows.data import chunk_flow, with_runner
+    from flows.data import with_runner
+    from flows.stages import chunk_flow
 
     cfg, refs, _ = first_run
     before = json.loads((refs.chunk.dir / "_manifest.json").read_text())["created"]
@@ -145,7 +146,7 @@ def test_a_refresh_crawls_again_and_rebuilds_nothing_when_the_pages_are_the_same
 def test_each_refresh_is_its_own_snapshot_and_a_flow_runs_retries_keep_theirs():
     from prefect import flow
 
-    from tasks.crawl import refresh_label
+    from tasks.stage_task import refresh_label
 
     @flow
     def labels() -> list[str]:

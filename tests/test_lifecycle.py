@@ -16,7 +16,8 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowR
 from typer.testing import CliRunner
 
 from lm_core.config import load_config
-from lm_core.workspace import STAGES, Workspace
+from lm_core.stages import STAGE_NAMES as STAGES
+from lm_core.workspace import Workspace
 from lmforge.cli import app
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow]
@@ -177,7 +178,7 @@ def test_every_artifact_names_the_flow_run_that_made_it(lifecycle):
     # the data stages by the lifecycle's `data` subflow, the model stages by the lifecycle run itself
     by_flow = {Path(path).parent.name: o["prefect_flow"] for path, o in origins.items()}
     assert by_flow == {
-        "crawl": "data", "clean": "data", "tokenize": "data", "chunk": "data", "pretrain": "lifecycle",
+        "crawl": "data", "clean": "data", "tokenize": "data", "chunk": "data", "stats": "data", "pretrain": "lifecycle",
         "finetune": "lifecycle", "evaluate": "lifecycle", "register": "lifecycle",
     }  # fmt: skip
     listed = [json.loads(line) for line in lmforge("ls", "--json", *args).splitlines()]

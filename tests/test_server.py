@@ -135,7 +135,7 @@ def test_server_serves_both_uis_and_ctrl_c_stops_both(tmp_path):
         assert (ws / "mlflow.db").is_file()
 
         # the Prefect UI's register-decision artifact links to that run's page in the MLflow UI
-        from tasks.common import mlflow_ui_links
+        from lm_core.tracking import mlflow_ui_links
 
         links = mlflow_ui_links(mlflow_url, run.info.run_id, "lmforge-demo", 3)
         assert links == {

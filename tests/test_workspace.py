@@ -128,3 +128,20 @@ def test_a_corrupt_manifest_is_named(workspace):
     (ref.dir / "_manifest.json").write_text("{not json")
     with pytest.raises(ArtifactError, match="corrupt"):
         ws.ref("clean", "fp1")
+
+
+def test_upstream_follows_the_manifests_inputs_that_name_artifacts(tmp_path):
+    ws = Workspace(tmp_path)
+
+    def publish(stage, inputs):
+        fp = fingerprint(stage, {}, inputs, 0)
+        with ws.build(stage, fp, config={}, inputs=inputs):
+            pass
+        return fp
+
+    crawl = publish("crawl", {"snapshot": "2026-01-01T02:00:00Z"})
+    clean = publish("clean", {"crawl": crawl, "crawl_content": "0123456789abcdef"})
+    chunk = publish("chunk", {"clean": clean, "evaluate.sources": "fedcba9876543210"})
+    assert ws.upstream("chunk", chunk) == {"clean": clean, "crawl": crawl}  # not the digests: no such stage
+    ws.remove("clean", clean)
+    assert ws.upstream("chunk", chunk) == {"clean": clean}  # named still, but what it came from is gone

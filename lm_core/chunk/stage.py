@@ -19,18 +19,22 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
 from lm_core.chunk.decontaminate import VALIDATION, Decontaminator, evaluation_texts
 from lm_core.chunk.pack import BlockPacker, GroupPacker, document_groups, join_documents, split_is_val
-from lm_core.config import ChunkConfig, EvaluateConfig
+from lm_core.config import ChunkConfig, Config, EvaluateConfig
 from lm_core.progress import NullProgress, Progress
 from lm_core.schemas import token_doc
 from lm_core.shards import read_shard, shard_paths
 from lm_core.tokenize import END_OF_TEXT, TOKENIZER_FILE, TOKENS_DIR, load_tokenizer, vocab_size
-from lm_core.workspace import ArtifactRef, Workspace, fingerprint
+from lm_core.workspace import ArtifactRef, StageKey, Workspace, fingerprint
+
+if TYPE_CHECKING:
+    from lm_core.stages import Inputs, StageRun
 
 STAGE = "chunk"
 CODE_VERSION = 2  # 2: documents packed in groups by id hash; training decontaminated
@@ -57,7 +61,22 @@ def chunk_inputs(cfg: ChunkConfig, tokens: ArtifactRef, evaluation: EvaluateConf
 
 
 def chunk_fingerprint(cfg: ChunkConfig, tokens: ArtifactRef, evaluation: EvaluateConfig | None = None) -> str:
-    return fingerprint(STAGE, cfg.fingerprint_fields(), chunk_inputs(cfg, tokens, evaluation), CODE_VERSION)
+    return _key(cfg, tokens, evaluation).fingerprint
+
+
+def chunk_key(cfg: Config, inputs: Inputs, ws: Workspace) -> StageKey:
+    """Training is decontaminated against the run's evaluation sets (its `evaluate` section)."""
+    return _key(cfg.chunk, inputs["tokenize"], cfg.evaluate)
+
+
+def _key(cfg: ChunkConfig, tokens: ArtifactRef, evaluation: EvaluateConfig | None) -> StageKey:
+    inputs = chunk_inputs(cfg, tokens, evaluation)
+    fp = fingerprint(STAGE, cfg.fingerprint_fields(), inputs, CODE_VERSION)
+    return StageKey(stage=STAGE, fingerprint=fp, config=cfg.model_dump(mode="json"), inputs=inputs)
+
+
+def chunk_stage(cfg: Config, inputs: Inputs, ws: Workspace, key: StageKey, run: StageRun) -> ArtifactRef:
+    return run_chunk(cfg.chunk, inputs["tokenize"], ws, run.progress, cfg.evaluate, key=key)
 
 
 def _list_buffers(column: pa.ListArray) -> tuple[np.ndarray, np.ndarray]:
@@ -125,12 +144,14 @@ def run_chunk(
     ws: Workspace,
     progress: Progress = NullProgress(),
     evaluation: EvaluateConfig | None = None,
+    key: StageKey | None = None,
 ) -> ArtifactRef:
     """Split and pack a tokenize artifact. `evaluation`: the evaluation sets to decontaminate
-    training against, besides the validation documents (None: those alone)."""
-    inputs = chunk_inputs(cfg, tokens, evaluation)
-    fp = fingerprint(STAGE, cfg.fingerprint_fields(), inputs, CODE_VERSION)
-    with ws.build(STAGE, fp, config=cfg.model_dump(mode="json"), inputs=inputs) as build:
+    training against, besides the validation documents (None: those alone). `key`: computed
+    already (`chunk_key`)."""
+    key = key or _key(cfg, tokens, evaluation)
+    fp = key.fingerprint
+    with ws.build(STAGE, fp, config=key.config, inputs=key.inputs) as build:
         if build.published:
             return build.ref
         tok = load_tokenizer(tokens.dir / TOKENIZER_FILE)

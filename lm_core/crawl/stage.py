@@ -37,10 +37,10 @@ from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from lm_core.config import CrawlConfig
+from lm_core.config import Config, CrawlConfig
 from lm_core.crawl import pydoc_site, rows
 from lm_core.crawl.sources import CrawlInputError, Row, file_rows, hf_rows, local_inputs, match_files, warc_rows
 from lm_core.crawl.urls import AddressGuard, Scope
@@ -48,7 +48,10 @@ from lm_core.crawl.web import UrlAlias, WebCrawler
 from lm_core.progress import NullProgress, Progress
 from lm_core.schemas import FAILURE, RAW_DOC
 from lm_core.shards import SUFFIX, ShardWriter, iter_batches, shard_paths
-from lm_core.workspace import ArtifactRef, Workspace, fingerprint, write_json_atomic
+from lm_core.workspace import ArtifactRef, StageKey, Workspace, fingerprint, write_json_atomic
+
+if TYPE_CHECKING:
+    from lm_core.stages import Inputs, StageRun
 
 log = logging.getLogger(__name__)
 
@@ -121,18 +124,39 @@ def _unlabelled_fingerprint(manifest: dict) -> str:
         return json.dumps([manifest.get("config"), sources], sort_keys=True)
 
 
+def crawl_key(cfg: Config, inputs: Inputs, ws: Workspace, snapshot: str | None = None) -> StageKey:
+    """The crawl of `snapshot` (None: the newest crawl of this config, or its first)."""
+    return _key(cfg.crawl, ws, snapshot)
+
+
+def _key(cfg: CrawlConfig, ws: Workspace, snapshot: str | None) -> StageKey:
+    if snapshot is None:
+        snapshot = current_snapshot(cfg, ws)
+    inputs = crawl_inputs(cfg, snapshot)
+    return StageKey(
+        stage="crawl", fingerprint=_fingerprint(cfg, inputs), config=cfg.model_dump(mode="json"), inputs=inputs
+    )
+
+
+def crawl_stage(cfg: Config, inputs: Inputs, ws: Workspace, key: StageKey, run: StageRun) -> ArtifactRef:
+    return run_crawl(cfg.crawl, ws, run.progress, key=key)
+
+
 def run_crawl(
-    cfg: CrawlConfig, ws: Workspace, progress: Progress = NullProgress(), snapshot: str | None = None
+    cfg: CrawlConfig,
+    ws: Workspace,
+    progress: Progress = NullProgress(),
+    snapshot: str | None = None,
+    key: StageKey | None = None,
 ) -> ArtifactRef:
     """Crawl every source of `cfg` into a published `crawl` artifact, or return the one already
     published. `snapshot` labels a refresh: a new label fetches everything again into a new
     artifact; None reads the newest crawl of this config (crawling once if there is none). An
-    interrupted crawl resumes where it stopped, when called again with the same label."""
-    if snapshot is None:
-        snapshot = current_snapshot(cfg, ws)
-    inputs = crawl_inputs(cfg, snapshot)
-    fp = _fingerprint(cfg, inputs)
-    with ws.build("crawl", fp, config=cfg.model_dump(mode="json"), inputs=inputs, resume=True) as build:
+    interrupted crawl resumes where it stopped, when called again with the same label. `key`:
+    computed already (`crawl_key`), in place of `snapshot`."""
+    key = key or _key(cfg, ws, snapshot)
+    fp = key.fingerprint
+    with ws.build("crawl", fp, config=key.config, inputs=key.inputs, resume=True) as build:
         if build.published:
             return build.ref
         out = CrawlOutput(build.dir, cfg.docs_per_shard, progress)

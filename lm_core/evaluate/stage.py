@@ -24,18 +24,19 @@ from typing import Any
 
 import torch
 
-from lm_core.config import EvaluateConfig
+from lm_core.config import Config, EvaluateConfig
 from lm_core.evaluate.bleu import score_pairs
 from lm_core.evaluate.errors import EvalSetError
-from lm_core.evaluate.fingerprint import STAGE, evaluate_inputs, fingerprint_of
+from lm_core.evaluate.fingerprint import STAGE, evaluation_key
 from lm_core.evaluate.pairs import Pair, write_pairs
 from lm_core.evaluate.perplexity import score_texts, score_validation
 from lm_core.evaluate.preferences import model_preference_sets, preference_accuracy, write_preference_sets
 from lm_core.evaluate.sets import CHAT, PAIRS_DIR, build_pair_sets, read_text_sets
 from lm_core.progress import NullProgress, Progress
+from lm_core.stages import Inputs, StageRun, UiArtifact
 from lm_core.textgen import TextModel
 from lm_core.tokenize import TOKENIZER_FILE, load_tokenizer
-from lm_core.workspace import ArtifactRef, Workspace, write_json_atomic
+from lm_core.workspace import ArtifactRef, StageKey, Workspace, write_json_atomic
 
 
 @dataclass
@@ -117,19 +118,43 @@ def resolve_device(name: str) -> str:
     return "cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu"
 
 
+def evaluate_stage(cfg: Config, inputs: Inputs, ws: Workspace, key: StageKey, run: StageRun) -> ArtifactRef:
+    return run_evaluate(cfg.evaluate, inputs["model"], inputs["chunk"], ws, run.progress, key=key)
+
+
+def evaluate_ui(cfg: Config, ref: ArtifactRef) -> list[UiArtifact]:
+    """The metrics, the samples, and both as one markdown document."""
+    results = ref.stats.get("results", {})
+    model = ", ".join(f"{k} `{v}`" for k, v in ref.manifest()["inputs"].items() if k in ("pretrain", "finetune"))
+    shown = [
+        UiArtifact(
+            "table",
+            "evaluate-metrics",
+            results.get("metrics") or [{"metric": "(none)", "value": ""}],
+            description=f"evaluate `{ref.fingerprint}` of {model}",
+        )
+    ]
+    if results.get("samples"):
+        shown.append(UiArtifact("table", "evaluate-samples", results["samples"], "prompt, generation, reference"))
+    text = f"**evaluate** `{ref.fingerprint}` of {model}\n\n" + results.get("markdown", "")
+    return [*shown, UiArtifact("markdown", "evaluate-results", text)]
+
+
 def run_evaluate(
     cfg: EvaluateConfig,
     model: ArtifactRef,
     chunk: ArtifactRef,
     ws: Workspace,
     progress: Progress = NullProgress(),
+    key: StageKey | None = None,
 ) -> ArtifactRef:
     """Score the model artifact `model` (a folder `TextModel.load` reads) into a published
     `evaluate` artifact, or return the published one. Bad inputs (pair files, text sets, a model
-    whose tokenizer does not fit) raise before anything is published."""
-    inputs = evaluate_inputs(cfg, model, chunk)
-    fp = fingerprint_of(cfg, inputs)
-    with ws.build(STAGE, fp, config=cfg.model_dump(mode="json"), inputs=inputs) as b:
+    whose tokenizer does not fit) raise before anything is published. `key`: computed already
+    (`evaluate_key`)."""
+    key = key or evaluation_key(cfg, model, chunk)
+    fp, inputs = key.fingerprint, key.inputs
+    with ws.build(STAGE, fp, config=key.config, inputs=inputs) as b:
         if b.published:
             return b.ref
         t0 = time.perf_counter()

@@ -29,15 +29,8 @@ from lm_core.config import Config
 from lm_core.finetune.artifact import DATA_DIR, FinetuneError
 from lm_core.model_spec import ModelArtifactNotFound, find_model_artifact
 from lm_core.progress import NullProgress, Progress
-from lm_core.workspace import (
-    MANIFEST,
-    ArtifactError,
-    ArtifactRef,
-    Workspace,
-    content_digest,
-    fingerprint,
-    read_manifest,
-)
+from lm_core.stages import Inputs, StageRun, UiArtifact
+from lm_core.workspace import MANIFEST, ArtifactRef, StageKey, Workspace, content_digest, fingerprint, read_manifest
 
 STAGE = "finetune"
 CODE_VERSION = 2  # 2: question/answer chats held out from the validation documents only
@@ -83,16 +76,13 @@ def _folder_artifact(path: Path, tracking_uri: str, ws: Workspace) -> ArtifactRe
 
 
 def lineage(base: ArtifactRef, ws: Workspace) -> dict[str, str]:
-    """The chunk and clean artifacts upstream of a model artifact (or checkpoint)."""
+    """The chunk artifact a model artifact (or checkpoint) was trained on, and the clean
+    artifact upstream of it while it is published (else fine-tuning needs chat data of its own)."""
     inputs = base.stats if base.stage == "checkpoint" else read_manifest(base.dir)["inputs"]
     chunk = inputs.get("chunk")
     if chunk is None:
         raise FinetuneError(f"{base.dir} names no chunk artifact: not a model this workspace trained")
-    try:
-        tokenize = read_manifest(ws.artifact_dir("chunk", chunk))["inputs"]["tokenize"]
-        clean = read_manifest(ws.artifact_dir("tokenize", tokenize))["inputs"]["clean"]
-    except (ArtifactError, KeyError):
-        clean = None  # the corpus is gone: fine-tuning then needs chat data of its own
+    clean = ws.upstream("chunk", chunk).get("clean")
     return {"chunk": chunk, **({"clean": clean} if clean else {})}
 
 
@@ -130,10 +120,38 @@ def decisive(cfg: Config) -> dict[str, Any]:
 
 
 def finetune_fingerprint(cfg: Config, base: ArtifactRef, ws: Workspace) -> str:
-    return fingerprint(STAGE, decisive(cfg), finetune_inputs(cfg, base, ws), CODE_VERSION)
+    return finetune_key(cfg, {"base": base}, ws).fingerprint
+
+
+def finetune_key(cfg: Config, inputs: Inputs, ws: Workspace) -> StageKey:
+    found = finetune_inputs(cfg, inputs["base"], ws)
+    fp = fingerprint(STAGE, decisive(cfg), found, CODE_VERSION)
+    return StageKey(stage=STAGE, fingerprint=fp, config=decisive(cfg), inputs=found)
+
+
+def find_base(cfg: Config, spec: str | None, ws: Workspace) -> ArtifactRef:
+    """The base model `spec` names (see `resolve_base`); None: the one `finetune.base` names."""
+    if spec:
+        cfg = cfg.model_copy(update={"finetune": cfg.finetune.model_copy(update={"base": spec})})
+    return resolve_base(cfg, None, ws)
 
 
 # ----------------------------------------------------------------------------- the stage
+
+
+def finetune_stage(cfg: Config, inputs: Inputs, ws: Workspace, key: StageKey, run: StageRun) -> ArtifactRef:
+    return run_finetune(cfg, inputs["base"], ws, run.progress, run.run_tags, key=key)
+
+
+def finetune_ui(cfg: Config, ref: ArtifactRef) -> list[UiArtifact]:
+    s = ref.stats
+    shown = ", ".join(f"{k} {v:.4g}" for k, v in s.items() if k.startswith(("heldout_", "initial_heldout_")))
+    summary = (
+        f"**finetune** ({s.get('method')}) `{ref.fingerprint}` from {s.get('base')}\n\n"
+        f"- {s.get('train_examples')} training examples ({s.get('source')}), {s.get('heldout_examples')} held out\n"
+        f"- {s.get('steps')} steps; held-out: {shown}\n- MLflow run: `{s.get('mlflow_run_id')}`\n"
+    )
+    return [UiArtifact("markdown", "finetune-summary", summary)]
 
 
 def run_finetune(
@@ -142,11 +160,13 @@ def run_finetune(
     ws: Workspace,
     progress: Progress = NullProgress(),
     run_tags: dict[str, str] | None = None,
+    key: StageKey | None = None,
 ) -> ArtifactRef:
-    """Fine-tune `base` into a published `finetune` artifact, or return the published one."""
-    inputs = finetune_inputs(cfg, base, ws)
-    fp = fingerprint(STAGE, decisive(cfg), inputs, CODE_VERSION)
-    with ws.build(STAGE, fp, config=decisive(cfg), inputs=inputs) as b:
+    """Fine-tune `base` into a published `finetune` artifact, or return the published one.
+    `key`: computed already (`finetune_key`)."""
+    key = key or finetune_key(cfg, {"base": base}, ws)
+    fp, inputs = key.fingerprint, key.inputs
+    with ws.build(STAGE, fp, config=key.config, inputs=inputs) as b:
         if b.published:
             return b.ref
         from lm_core.finetune import build

@@ -22,7 +22,8 @@ from typing import Any
 
 from lm_core.config import Config, mask_url
 from lm_core.progress import NullProgress, Progress
-from lm_core.workspace import ArtifactRef, Workspace, fingerprint, read_manifest, write_json_atomic
+from lm_core.stages import Inputs, StageRun, UiArtifact
+from lm_core.workspace import ArtifactRef, StageKey, Workspace, fingerprint, read_manifest, write_json_atomic
 
 STAGE = "register"
 CODE_VERSION = 1
@@ -60,18 +61,62 @@ def register_fingerprint(cfg: Config, evaluation: ArtifactRef) -> str:
     return fingerprint(STAGE, cfg.registry.fingerprint_fields(), register_inputs(cfg, evaluation), CODE_VERSION)
 
 
+def register_key(cfg: Config, inputs: Inputs, ws: Workspace) -> StageKey:
+    found = register_inputs(cfg, inputs["evaluate"])
+    fp = fingerprint(STAGE, cfg.registry.fingerprint_fields(), found, CODE_VERSION)
+    return StageKey(stage=STAGE, fingerprint=fp, config=cfg.registry.model_dump(mode="json"), inputs=found)
+
+
+def register_stage(cfg: Config, inputs: Inputs, ws: Workspace, key: StageKey, run: StageRun) -> ArtifactRef:
+    return run_register(cfg, inputs["evaluate"], ws, run.progress, run.run_tags, key=key)
+
+
+def register_ui(cfg: Config, ref: ArtifactRef) -> list[UiArtifact]:
+    """The challenger's and the champion's scores side by side, the decision, and links to MLflow's UI."""
+    from lm_core.tracking import mlflow_ui_links
+
+    s = ref.stats
+    rows = s.get("comparison", {}).get("rows", [])
+    champion_v = s.get("comparison", {}).get("champion_version")
+    table = [{**r, "champion": "" if r["champion"] is None else r["champion"]} for r in rows]
+    against = f"champion v{champion_v}, scored on the same sets" if champion_v else "no champion"
+    # the configured URI (the stats hold it masked), so that the run is found on a server with a password
+    links = mlflow_ui_links(cfg.tracking_uri, s["mlflow_run_id"], s["name"], s["version"])
+    decision = (
+        f"**{s['name']} v{s['version']}**: {s['decision']} (aliases: {', '.join('@' + a for a in s['aliases'])})\n\n"
+        f"{s['reason']}\n\n- model URI: `{s['model_uri']}`\n- MLflow run: `{s['mlflow_run_id']}` in "
+        f"`{s['tracking_uri']}`\n- serve: `mlflow models serve -m models:/{s['name']}@champion --env-manager local`\n"
+        + "".join(f"- [{text}]({url})\n" for text, url in links.items())
+    )
+    shown = [
+        UiArtifact(
+            "table",
+            "register-comparison",
+            table or [{"metric": "(none)", "challenger": "", "champion": ""}],
+            description=f"v{s['version']} (challenger) against {against}",
+        ),
+        UiArtifact("markdown", "register-decision", decision),
+    ]
+    if "MLflow run" in links:
+        text = f"MLflow run of {s['name']} v{s['version']}"
+        shown.append(UiArtifact("link", "mlflow-run", links["MLflow run"], link_text=text))
+    return shown
+
+
 def run_register(
     cfg: Config,
     evaluation: ArtifactRef,
     ws: Workspace,
     progress: Progress = NullProgress(),
     run_tags: dict[str, str] | None = None,
+    key: StageKey | None = None,
 ) -> ArtifactRef:
     """Register the model that `evaluation` scored (see the module's docstring); returns the
-    published `register` artifact, or the one already published."""
-    inputs = register_inputs(cfg, evaluation)
-    fp = fingerprint(STAGE, cfg.registry.fingerprint_fields(), inputs, CODE_VERSION)
-    with ws.build(STAGE, fp, config=cfg.registry.model_dump(mode="json"), inputs=inputs) as b:
+    published `register` artifact, or the one already published. `key`: computed already
+    (`register_key`)."""
+    key = key or register_key(cfg, {"evaluate": evaluation}, ws)
+    fp, inputs = key.fingerprint, key.inputs
+    with ws.build(STAGE, fp, config=key.config, inputs=inputs) as b:
         if b.published:
             return b.ref
         # MLflow and torch only when there is something to register: a cached run loads neither.

@@ -20,9 +20,9 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lm_core.config import TokenizeConfig
+from lm_core.config import Config, TokenizeConfig
 from lm_core.progress import MapShards, NullProgress, Progress, serial_map
 from lm_core.schemas import CLEAN_DOC
 from lm_core.shards import read_shard, shard_name, shard_paths
@@ -35,7 +35,10 @@ from lm_core.tokenize.bpe import (
     vocab_size,
 )
 from lm_core.tokenize.encode import EncodeJob, EncodeResult, encode_shard
-from lm_core.workspace import ArtifactRef, Workspace, fingerprint
+from lm_core.workspace import ArtifactRef, StageKey, Workspace, fingerprint
+
+if TYPE_CHECKING:
+    from lm_core.stages import Inputs, StageRun
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +131,7 @@ def _decisive_config(cfg: TokenizeConfig, clean: ArtifactRef) -> tuple[dict[str,
 
 
 def tokenize_fingerprint(cfg: TokenizeConfig, clean: ArtifactRef) -> str:
-    return fingerprint(STAGE, _decisive_config(cfg, clean)[0], {"clean": clean.fingerprint}, CODE_VERSION)
+    return _key(cfg, clean).fingerprint
 
 
 def _corpus_texts(shards: Sequence[Path], progress: Progress = NullProgress()) -> Iterator[str]:
@@ -143,19 +146,47 @@ def _count_documents(shards: Sequence[Path]) -> int:
     return sum(read_shard(p, CLEAN_DOC).num_rows for p in shards)
 
 
+def tokenize_key(cfg: Config, inputs: Inputs, ws: Workspace) -> StageKey:
+    return _key(cfg.tokenize, inputs["clean"])
+
+
+def _key(cfg: TokenizeConfig, clean: ArtifactRef) -> StageKey:
+    decisive, reused = _decisive_config(cfg, clean)
+    inputs = {"clean": clean.fingerprint} | ({"tokenizer": reused.artifact} if reused else {})  # where it came from
+    return StageKey(
+        stage=STAGE,
+        fingerprint=fingerprint(STAGE, decisive, {"clean": clean.fingerprint}, CODE_VERSION),
+        config=cfg.model_dump(mode="json") | decisive,
+        inputs=inputs,
+    )
+
+
+def _reused(key: StageKey, clean: ArtifactRef) -> ReusedTokenizer | None:
+    """The earlier tokenizer `key` was computed with, if any."""
+    if "tokenizer" not in key.inputs:
+        return None
+    folder = Workspace(clean.dir.parent.parent).artifact_dir(STAGE, key.inputs["tokenizer"])
+    return ReusedTokenizer(key.inputs["tokenizer"], folder / TOKENIZER_FILE, key.config["tokenizer_sha256"])
+
+
+def tokenize_stage(cfg: Config, inputs: Inputs, ws: Workspace, key: StageKey, run: StageRun) -> ArtifactRef:
+    return run_tokenize(cfg.tokenize, inputs["clean"], ws, run.map_shards, run.progress, key=key)
+
+
 def run_tokenize(
     cfg: TokenizeConfig,
     clean: ArtifactRef,
     ws: Workspace,
     map_shards: MapShards = serial_map,
     progress: Progress = NullProgress(),
+    key: StageKey | None = None,
 ) -> ArtifactRef:
+    """Tokenize a clean artifact. `key`: computed already (`tokenize_key`)."""
     if cfg.path is not None:
         load_tokenizer(cfg.path)  # a bad tokenizer file fails here, named, before any work
-    decisive, reused = _decisive_config(cfg, clean)
-    fp = fingerprint(STAGE, decisive, {"clean": clean.fingerprint}, CODE_VERSION)
-    inputs = {"clean": clean.fingerprint} | ({"tokenizer": reused.artifact} if reused else {})  # where it came from
-    with ws.build(STAGE, fp, config=cfg.model_dump(mode="json") | decisive, inputs=inputs) as build:
+    key = key or _key(cfg, clean)
+    fp, reused = key.fingerprint, _reused(key, clean)
+    with ws.build(STAGE, fp, config=key.config, inputs=key.inputs) as build:
         if build.published:
             return build.ref
         sources = shard_paths(clean.dir / "docs")

@@ -3,10 +3,13 @@ load torch to find that there is nothing to do."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lm_core.config import Config
-from lm_core.workspace import ArtifactRef, fingerprint
+from lm_core.workspace import ArtifactRef, StageKey, Workspace, fingerprint
+
+if TYPE_CHECKING:
+    from lm_core.stages import Inputs
 
 CODE_VERSION = 1  # bump when the same config and data would train different weights
 
@@ -17,3 +20,18 @@ def decisive(cfg: Config) -> dict[str, Any]:
 
 def pretrain_fingerprint(cfg: Config, chunk: ArtifactRef) -> str:
     return fingerprint("pretrain", decisive(cfg), {"chunk": chunk.fingerprint}, CODE_VERSION)
+
+
+def pretrain_key(cfg: Config, inputs: Inputs, ws: Workspace) -> StageKey:
+    return _key(cfg, inputs["chunk"])
+
+
+def _key(cfg: Config, chunk: ArtifactRef) -> StageKey:
+    """The manifest names the tokenizer's artifact too: the lineage that MLflow's tags follow."""
+    tokenize = {k: v for k, v in chunk.manifest()["inputs"].items() if k == "tokenize"}
+    return StageKey(
+        stage="pretrain",
+        fingerprint=pretrain_fingerprint(cfg, chunk),
+        config=decisive(cfg),
+        inputs={"chunk": chunk.fingerprint, **tokenize},
+    )

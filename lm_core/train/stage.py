@@ -27,16 +27,17 @@ from typing import Any
 
 import torch
 
-from lm_core.config import Config
+from lm_core.config import Config, mask_url
 from lm_core.model_folder import CONFIG, TOKENIZER, write_config
 from lm_core.progress import NullProgress, Progress
+from lm_core.stages import Inputs, StageRun, UiArtifact
 from lm_core.tokenize import TOKENIZER_FILE, load_tokenizer
 from lm_core.tracking import MlflowTracker, flatten, loss_curve_png
 from lm_core.train import checkpoint as ckpt
 from lm_core.train.checkpoint import RUN_ID_FILE
-from lm_core.train.fingerprint import decisive, pretrain_fingerprint
+from lm_core.train.fingerprint import pretrain_key
 from lm_core.train.loop import TrainData, TrainResult, train
-from lm_core.workspace import ArtifactError, ArtifactRef, Workspace, read_manifest, write_json_atomic
+from lm_core.workspace import ArtifactError, ArtifactRef, StageKey, Workspace, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -45,20 +46,36 @@ NODE_SPEC_FILE = "_spec-node{}.json"  # the launch spec of a node other than nod
 JOIN_PUBLISH_TIMEOUT_S = 1800  # a joining node waits this long for node 0 to publish after training
 
 
+def pretrain_stage(cfg: Config, inputs: Inputs, ws: Workspace, key: StageKey, run: StageRun) -> ArtifactRef:
+    return run_pretrain(cfg, inputs["chunk"], ws, run.progress, run.run_tags, key=key)
+
+
+def pretrain_ui(cfg: Config, ref: ArtifactRef) -> list[UiArtifact]:
+    s = ref.stats
+    summary = (
+        f"**pretrain** `{ref.fingerprint}`\n\n- weights: `{ref.path}/model.safetensors`\n"
+        f"- MLflow run: `{s.get('mlflow_run_id', '')}` in `{mask_url(cfg.tracking_uri)}`\n"
+        f"- validation: loss {s.get('val_loss', float('nan')):.4f}, bits/byte {s.get('val_bpb', float('nan')):.4f}\n"
+    )
+    return [UiArtifact("markdown", "pretrain-summary", summary)]
+
+
 def run_pretrain(
     cfg: Config,
     chunk: ArtifactRef,
     ws: Workspace,
     progress: Progress = NullProgress(),
     run_tags: dict[str, str] | None = None,
+    key: StageKey | None = None,
 ) -> ArtifactRef:
     """Train a model on `chunk` into a published `pretrain` artifact (or return the published
-    one). With `pretrain.distributed.nproc > 1` or several nodes, launches torchrun."""
-    fp = pretrain_fingerprint(cfg, chunk)
+    one). With `pretrain.distributed.nproc > 1` or several nodes, launches torchrun. `key`:
+    computed already (`pretrain_key`)."""
+    key = key or pretrain_key(cfg, {"chunk": chunk}, ws)
+    fp = key.fingerprint
     if cfg.pretrain.distributed.node_rank > 0:
         return _join_training(cfg, chunk, ws, fp)
-    inputs = {"chunk": chunk.fingerprint, **{k: v for k, v in chunk.manifest()["inputs"].items() if k == "tokenize"}}
-    with ws.build("pretrain", fp, config=decisive(cfg), inputs=inputs, resume=True) as b:
+    with ws.build("pretrain", fp, config=key.config, inputs=key.inputs, resume=True) as b:
         if b.published:
             return b.ref
         tracker = _tracker(cfg, b.dir, fp, chunk, run_tags or {})
@@ -127,20 +144,9 @@ def _tracker(cfg: Config, partial: Path, fp: str, chunk: ArtifactRef, run_tags: 
 
 
 def _data_lineage(chunk: ArtifactRef) -> str:
-    """The fingerprints of the stages upstream of `chunk`, e.g. clean:ab12 crawl:cd34."""
-    ws_root = chunk.dir.parent.parent
-    parts, stage, fp = [], "chunk", chunk.fingerprint
-    while True:
-        try:
-            inputs = read_manifest(ws_root / stage / fp).get("inputs", {})
-        except Exception:
-            break
-        upstream = [(k, v) for k, v in inputs.items() if isinstance(v, str) and (ws_root / k / v).is_dir()]
-        if not upstream:
-            break
-        stage, fp = upstream[0]
-        parts.append(f"{stage}:{fp}")
-    return " ".join(parts)
+    """The fingerprints of the stages upstream of `chunk`, e.g. tokenize:ab12 clean:cd34 crawl:ef56."""
+    upstream = Workspace(chunk.dir.parent.parent).upstream("chunk", chunk.fingerprint)
+    return " ".join(f"{stage}:{fp}" for stage, fp in upstream.items())
 
 
 def sampler(cfg: Config, chunk_dir: Path):
