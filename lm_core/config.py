@@ -51,9 +51,9 @@ class FilesSource(BaseModel):
     """Local documents: html, htm, txt, md, and jsonl files whose records carry a text field."""
 
     model_config = ConfigDict(extra="forbid")
-    path: str
-    glob: str = "**/*"
-    text_field: str = "text"
+    path: str = Field(description="a file, or a folder read recursively")
+    glob: str = Field("**/*", description="in a folder: the files to read")
+    text_field: str = Field("text", description="jsonl: the field that holds the text")
 
 
 class HFDatasetSource(BaseModel):
@@ -61,13 +61,13 @@ class HFDatasetSource(BaseModel):
     `data_files`), taking one text column."""
 
     model_config = ConfigDict(extra="forbid")
-    path: str
-    name: str | None = None
+    path: str = Field(description="a hub dataset name, or a builder such as json, csv, parquet")
+    name: str | None = Field(None, description="the dataset's configuration name")
     data_files: str | list[str] | dict[str, str | list[str]] | None = None
     split: str = "train"
-    text_field: str = "text"
-    streaming: bool = True
-    max_docs: int | None = Field(default=None, gt=0)
+    text_field: str = Field("text", description="the column that holds the text")
+    streaming: bool = Field(True, description="read records as they download, not after")
+    max_docs: int | None = Field(default=None, gt=0, description="read at most this many records")
 
 
 class CrawlConfig(Section):
@@ -87,8 +87,10 @@ class CrawlConfig(Section):
     hf_dataset: list[HFDatasetSource] = Field(default_factory=list)
 
     # scope
-    max_pages: int = Field(default=1000, gt=0)
-    max_depth: int = Field(default=5, ge=0)
+    max_pages: int = Field(
+        default=1000, gt=0, description="pages requested at most, whatever their outcome (refused links do not count)"
+    )
+    max_depth: int = Field(default=5, ge=0, description="links followed from a seed at most")
     allow_hosts: list[str] = Field(
         default_factory=list, description="hosts to follow links into; default: the seeds' hosts"
     )
@@ -117,22 +119,25 @@ class CrawlConfig(Section):
     )
 
     # manners
-    obey_robots: bool = True
+    obey_robots: bool = Field(
+        True, description="follow robots.txt; its Crawl-delay lengthens delay_s, never shortens it"
+    )
     user_agent: str = "lmforge/0.1 (+https://github.com/lmforge/lmforge)"
-    concurrency: int = Field(default=8, gt=0)
-    per_host_concurrency: int = Field(default=2, gt=0)
+    concurrency: int = Field(default=8, gt=0, description="requests in flight at once")
+    per_host_concurrency: int = Field(default=2, gt=0, description="requests in flight to one host")
     delay_s: float = Field(default=0.0, ge=0, description="pause between requests to one host")
-    connect_timeout_s: float = Field(default=10.0, gt=0)
-    read_timeout_s: float = Field(default=20.0, gt=0)
+    connect_timeout_s: float = Field(default=10.0, gt=0, description="seconds to connect")
+    read_timeout_s: float = Field(default=20.0, gt=0, description="seconds to wait for data")
     max_bytes: int = Field(default=5_000_000, gt=0, description="responses larger than this are refused")
     content_types: list[str] = Field(
-        default_factory=lambda: ["text/html", "application/xhtml+xml", "text/plain", "text/markdown"]
+        default_factory=lambda: ["text/html", "application/xhtml+xml", "text/plain", "text/markdown"],
+        description="media types kept; others are refused",
     )
-    max_redirects: int = Field(default=5, ge=0)
+    max_redirects: int = Field(default=5, ge=0, description="redirect hops followed per fetch")
     retries: int = Field(default=2, ge=0, description="retries after a 5xx, a timeout or a dropped connection")
     backoff_s: float = Field(default=0.5, ge=0, description="first retry pause; doubles each retry")
 
-    docs_per_shard: int = Field(default=500, gt=0)
+    docs_per_shard: int = Field(default=500, gt=0, description="documents per output shard")
 
     @model_validator(mode="after")
     def _has_a_source(self) -> CrawlConfig:
@@ -258,6 +263,9 @@ class QualityConfig(BaseModel):
 
 
 class PIIConfig(BaseModel):
+    """Credentials and personal data replaced in the clean text; each kind's candidates are checked
+    before they are replaced."""
+
     model_config = ConfigDict(extra="forbid")
     secrets: bool = Field(
         True,
@@ -282,10 +290,10 @@ class PIIConfig(BaseModel):
         "Canada too). Each one added catches more and mistakes more digit groups; [] scrubs only numbers "
         "written with their country code",
     )
-    secret_replacement: str = "<secret>"
-    email_replacement: str = "<email>"
-    ip_replacement: str = "<ip>"
-    phone_replacement: str = "<phone>"
+    secret_replacement: str = Field("<secret>", description="what replaces a secret")
+    email_replacement: str = Field("<email>", description="what replaces an e-mail address")
+    ip_replacement: str = Field("<ip>", description="what replaces an IP address")
+    phone_replacement: str = Field("<phone>", description="what replaces a phone number")
     only_public_ips: bool = Field(
         True, description="leave private/loopback/reserved/documentation addresses as they are"
     )
@@ -302,24 +310,33 @@ class PIIConfig(BaseModel):
 
 
 class DedupConfig(BaseModel):
+    """Duplicates are dropped: exact copies and near-duplicates of a document kept before them."""
+
     model_config = ConfigDict(extra="forbid")
-    exact: bool = True
-    near: bool = True
+    exact: bool = Field(True, description="same text once lowercased, without punctuation, whitespace collapsed")
+    near: bool = Field(True, description="MinHash-LSH near-duplicates")
     threshold: float = Field(0.8, gt=0, le=1, description="estimated Jaccard similarity counted as a near-duplicate")
-    num_perm: int = Field(128, ge=16, le=1024)
-    shingle_words: int = Field(5, ge=1)
+    num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations")
+    shingle_words: int = Field(5, ge=1, description="words per shingle")
 
 
 class LanguageConfig(BaseModel):
+    """An optional language filter."""
+
     model_config = ConfigDict(extra="forbid")
     keep: list[str] | None = Field(None, description="ISO 639-1 codes to keep, e.g. [en]; null: no language filter")
-    min_score: float = Field(0.65, ge=0, le=1)
+    min_score: float = Field(0.65, ge=0, le=1, description="a language guess less sure than this drops the page")
 
 
 class CleanConfig(Section):
+    """Raw documents -> main text: extraction, quality rules, language filter, scrubbing,
+    deduplication. Every dropped document is kept in `rejected` with its reason."""
+
     PERFORMANCE_ONLY = frozenset({"docs_per_shard", "bytes_per_job"})
-    extract_tables: bool = True
-    favor: Literal["precision", "recall", "balanced"] = "balanced"
+    extract_tables: bool = Field(True, description="keep data tables (as | a | b | rows)")
+    favor: Literal["precision", "recall", "balanced"] = Field(
+        "balanced", description="trafilatura's trade-off where a page declares no main content"
+    )
     quality: QualityConfig = Field(default_factory=QualityConfig)
     language: LanguageConfig = Field(default_factory=LanguageConfig)
     pii: PIIConfig = Field(default_factory=PIIConfig)
@@ -339,10 +356,13 @@ class CleanConfig(Section):
 
 
 class TokenizeConfig(Section):
+    """A byte-level BPE tokenizer, trained on the clean documents or reused, and the documents
+    encoded with it."""
+
     PERFORMANCE_ONLY = frozenset({"batch_size"})
-    vocab_size: int = Field(8192, ge=512, le=1_000_000)
+    vocab_size: int = Field(8192, ge=512, le=1_000_000, description="tokens in the trained vocabulary")
     path: str | None = Field(None, description="reuse this tokenizer.json instead of training one")
-    min_frequency: int = Field(2, ge=1)
+    min_frequency: int = Field(2, ge=1, description="a pair seen fewer times is not merged")
     max_train_chars: int = Field(500_000_000, gt=0, description="train the tokenizer on at most this much text")
     batch_size: int = Field(1000, gt=0, description="documents per encode_batch call")
     retrain: bool = Field(
@@ -369,11 +389,14 @@ class DecontaminateConfig(BaseModel):
 
 
 class ChunkConfig(Section):
+    """Token documents -> train/validation blocks of `seq_len + 1` tokens, with training text
+    shared with an evaluation set cut out."""
+
     PERFORMANCE_ONLY = frozenset({"blocks_per_shard"})
     seq_len: int = Field(256, ge=8, description="model context; blocks hold seq_len + 1 tokens")
     val_fraction: float = Field(0.05, ge=0, lt=1, description="share of documents (by hash) held out")
-    split_salt: str = "lmforge"
-    blocks_per_shard: int = Field(8192, gt=0)
+    split_salt: str = Field("lmforge", description="salt of the document hash that picks the validation documents")
+    blocks_per_shard: int = Field(8192, gt=0, description="blocks per output shard")
     group_blocks: int = Field(
         16,
         ge=1,
@@ -398,14 +421,16 @@ class ModelConfig(Section):
     """The GPT's shape: a preset or a depth; any derived value can still be set explicitly.
     The vocabulary comes from the tokenizer and the context from `chunk.seq_len`."""
 
-    preset: Literal["tiny", "small", "d12", "gpt2-124m"] | None = "small"
+    preset: Literal["tiny", "small", "d12", "gpt2-124m"] | None = Field(
+        "small", description="tiny: CI; small: a laptop CPU; d12: one GPU; gpt2-124m: GPT-2 small's shape"
+    )
     depth: int | None = Field(None, ge=1, le=128, description="layers; sets width 64*depth unless given")
-    n_embd: int | None = Field(None, ge=8)
-    n_head: int | None = Field(None, ge=1)
+    n_embd: int | None = Field(None, ge=8, description="width")
+    n_head: int | None = Field(None, ge=1, description="attention heads; default: heads of 128 (of 64 below width 512)")
     n_kv_head: int | None = Field(None, ge=1, description="fewer than n_head: grouped-query attention")
-    mlp_hidden: int | None = Field(None, ge=8)
-    tie_embeddings: bool = True
-    rope_theta: float = Field(10000.0, gt=0)
+    mlp_hidden: int | None = Field(None, ge=8, description="SwiGLU width; default: about 8/3 of the width")
+    tie_embeddings: bool = Field(True, description="the output layer shares the token embeddings' weights")
+    rope_theta: float = Field(10000.0, gt=0, description="base of the rotary embeddings")
 
     def shape(self) -> dict[str, Any]:
         """depth and the explicit overrides, preset first, then the fields set here."""
@@ -423,14 +448,17 @@ class DistributedConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     nproc: int = Field(1, ge=1, description="processes per node (one per GPU; CPU: gloo)")
-    nnodes: int = Field(1, ge=1)
-    node_rank: int = Field(0, ge=0)
-    master_addr: str = "127.0.0.1"
-    master_port: int = Field(29500, ge=1, le=65535)
-    strategy: Literal["ddp", "fsdp"] = "ddp"
+    nnodes: int = Field(1, ge=1, description="nodes")
+    node_rank: int = Field(0, ge=0, description="this node's index; node 0 tracks the run and publishes the model")
+    master_addr: str = Field("127.0.0.1", description="node 0's address")
+    master_port: int = Field(29500, ge=1, le=65535, description="node 0's port")
+    strategy: Literal["ddp", "fsdp"] = Field("ddp", description="fsdp: for models that do not fit one device")
 
 
 class PretrainConfig(Section):
+    """Training on the chunk stage's blocks: its length, optimizer, schedule, precision,
+    evaluations and checkpoints."""
+
     PERFORMANCE_ONLY = frozenset(
         {
             "log_every",
@@ -455,29 +483,33 @@ class PretrainConfig(Section):
     )
     micro_batch: int = Field(8, ge=1, description="sequences per forward pass per rank")
     lr: float | None = Field(None, gt=0, description="peak learning rate; default: 0.02 / sqrt(n_embd)")
-    min_lr_ratio: float = Field(0.1, ge=0, le=1)
-    schedule: Literal["cosine", "wsd"] = "cosine"
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="the last learning rate, as a share of the peak")
+    schedule: Literal["cosine", "wsd"] = Field(
+        "cosine", description="after warmup: cosine decay, or warmup-stable-decay"
+    )
     warmup_steps: int | None = Field(None, ge=0, description="default: 5% of the steps, at most 200")
     decay_fraction: float = Field(0.2, gt=0, le=1, description="wsd: the share of steps spent decaying")
-    weight_decay: float = Field(0.1, ge=0)
-    beta1: float = Field(0.9, ge=0, lt=1)
-    beta2: float = Field(0.95, ge=0, lt=1)
-    grad_clip: float | None = Field(1.0, gt=0)
+    weight_decay: float = Field(0.1, ge=0, description="AdamW's")
+    beta1: float = Field(0.9, ge=0, lt=1, description="AdamW's")
+    beta2: float = Field(0.95, ge=0, lt=1, description="AdamW's")
+    grad_clip: float | None = Field(1.0, gt=0, description="largest gradient norm; null: no clipping")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: bf16 autocast on GPUs that have it, fp16 + scaler on older GPUs, fp32 on CPU"
     )
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    compile: bool = False
-    activation_checkpointing: bool = False
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: a GPU if there is one")
+    compile: bool = Field(False, description="torch.compile the model")
+    activation_checkpointing: bool = Field(False, description="recompute activations in the backward pass: less memory")
     prefetch: int = Field(4, ge=1, description="micro-batches prepared ahead")
-    log_every: int = Field(10, ge=1)
-    eval_every: int = Field(100, ge=1)
-    eval_batches: int = Field(20, ge=1)
+    log_every: int = Field(10, ge=1, description="steps between logged metrics")
+    eval_every: int = Field(100, ge=1, description="steps between validations")
+    eval_batches: int = Field(20, ge=1, description="validation micro-batches per validation")
     sample_every: int = Field(0, ge=0, description="0: sample only at evaluations")
-    sample_prompts: list[str] = Field(default_factory=lambda: ["The ", "def "])
-    sample_tokens: int = Field(48, ge=1)
-    checkpoint_every: int = Field(100, ge=1)
-    keep_checkpoints: int = Field(2, ge=1)
+    sample_prompts: list[str] = Field(
+        default_factory=lambda: ["The ", "def "], description="prompts of the sampled continuations"
+    )
+    sample_tokens: int = Field(48, ge=1, description="tokens per sampled continuation")
+    checkpoint_every: int = Field(100, ge=1, description="steps between checkpoints")
+    keep_checkpoints: int = Field(2, ge=1, description="the latest checkpoints kept; older ones are removed")
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
 
 
@@ -489,23 +521,23 @@ class ChatDatasetSource(BaseModel):
     preference (`prompt`, `chosen`, `rejected`) records."""
 
     model_config = ConfigDict(extra="forbid")
-    path: str
-    name: str | None = None
+    path: str = Field(description="a hub dataset name, or a builder such as json, csv, parquet")
+    name: str | None = Field(None, description="the dataset's configuration name")
     data_files: str | list[str] | dict[str, str | list[str]] | None = None
     split: str = "train"
-    streaming: bool = True
-    max_examples: int | None = Field(default=None, gt=0)
+    streaming: bool = Field(True, description="read records as they download, not after")
+    max_examples: int | None = Field(default=None, gt=0, description="read at most this many records")
 
 
 class LoRAConfig(BaseModel):
     """Low-rank adapters on the chosen projections; merged into the weights at the end."""
 
     model_config = ConfigDict(extra="forbid")
-    rank: int = Field(8, ge=1)
-    alpha: float = Field(16.0, gt=0)
-    dropout: float = Field(0.0, ge=0, lt=1)
+    rank: int = Field(8, ge=1, description="rank of the adapters")
+    alpha: float = Field(16.0, gt=0, description="the adapters' output is scaled by alpha / rank")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapters' input")
     targets: list[Literal["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]] = Field(
-        default_factory=lambda: ["q_proj", "v_proj"], min_length=1
+        default_factory=lambda: ["q_proj", "v_proj"], min_length=1, description="the projections given adapters"
     )
 
 
@@ -529,50 +561,56 @@ class FinetuneConfig(Section):
     preference_datasets: list[ChatDatasetSource] = Field(default_factory=list)
     qa_pairs: int = Field(2000, ge=0, description="without chat data: pairs built from the cleaned corpus (at most)")
     heldout_fraction: float = Field(0.1, gt=0, lt=1, description="share of the chat data held out for evaluation")
-    max_answer_chars: int = Field(600, ge=40)
+    max_answer_chars: int = Field(600, ge=40, description="pairs built from the corpus: longer answers are trimmed")
     packing: bool = Field(True, description="several chats per row (no padding) instead of one padded chat per row")
-    epochs: float = Field(2.0, gt=0)
+    epochs: float = Field(2.0, gt=0, description="passes over the training chats")
     max_steps: int | None = Field(None, ge=1, description="optimizer steps; default: epochs over the training chats")
-    micro_batch: int = Field(8, ge=1)
-    grad_accum: int = Field(1, ge=1)
-    lr: float = Field(3e-4, gt=0)
-    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    micro_batch: int = Field(8, ge=1, description="rows per forward pass")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    lr: float = Field(3e-4, gt=0, description="peak learning rate")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="the last learning rate, as a share of the peak")
     warmup_steps: int = Field(10, ge=0)
-    weight_decay: float = Field(0.0, ge=0)
-    grad_clip: float | None = Field(1.0, gt=0)
-    freeze_embeddings: bool = False
+    weight_decay: float = Field(0.0, ge=0, description="AdamW's")
+    grad_clip: float | None = Field(1.0, gt=0, description="largest gradient norm; null: no clipping")
+    freeze_embeddings: bool = Field(False, description="do not train the token embeddings")
     freeze_blocks: int = Field(0, ge=0, description="freeze the first N transformer blocks")
     lora: LoRAConfig | None = Field(None, description="train low-rank adapters only (merged at the end)")
-    dpo_beta: float = Field(0.1, gt=0)
+    dpo_beta: float = Field(0.1, gt=0, description="dpo: how strongly the policy is held to the frozen starting model")
     student: ModelConfig | None = Field(None, description="distill: the student's shape (default: half the depth)")
-    distill_temperature: float = Field(2.0, gt=0)
+    distill_temperature: float = Field(2.0, gt=0, description="distill: softmax temperature of the KL term")
     distill_alpha: float = Field(0.5, ge=0, le=1, description="weight of the KL term; the rest is cross-entropy")
     curriculum: Literal["none", "length", "teacher_loss"] = Field(
         "none", description="order the training chats easy to hard (by length or by the starting model's loss)"
     )
     quantize: bool = Field(False, description="also register a dynamic-int8 version for CPU inference")
-    eval_every: int = Field(50, ge=1)
-    log_every: int = Field(10, ge=1)
+    eval_every: int = Field(50, ge=1, description="steps between evaluations on the held-out chats")
+    log_every: int = Field(10, ge=1, description="steps between logged metrics")
     model_name: str | None = Field(None, description="registered chat model name; default: <name>-chat")
 
 
 class TrackingConfig(Section):
+    """Where MLflow records the training runs and registers the models."""
+
     PERFORMANCE_ONLY = frozenset({"tracking_uri", "experiment", "system_metrics"})
     tracking_uri: str | None = Field(None, description="default: sqlite:///<workspace>/mlflow.db")
     experiment: str | None = Field(None, description="default: the run's name")
-    system_metrics: bool = True
+    system_metrics: bool = Field(True, description="log CPU, memory and GPU use with the training metrics")
 
 
 # ----------------------------------------------------------------------------- evaluate, register
 
 
 class GenerationConfig(BaseModel):
+    """How the model generates for BLEU and chrF."""
+
     model_config = ConfigDict(extra="forbid")
-    max_new_tokens: int = Field(32, ge=1)
+    max_new_tokens: int = Field(32, ge=1, description="tokens generated per prompt at most")
     temperature: float = Field(0.0, ge=0, description="0: greedy")
-    top_k: int | None = Field(None, ge=1)
-    top_p: float | None = Field(None, gt=0, le=1)
-    seed: int = 0
+    top_k: int | None = Field(None, ge=1, description="sample from the k likeliest tokens only")
+    top_p: float | None = Field(
+        None, gt=0, le=1, description="sample from the likeliest tokens holding this probability"
+    )
+    seed: int = Field(0, description="seed of the sampling")
 
 
 class EvaluateConfig(Section):
@@ -599,7 +637,7 @@ class RegistryConfig(Section):
 
     PERFORMANCE_ONLY = frozenset({"model_name", "description"})
     model_name: str | None = Field(None, description="registered model name; default: the run's name")
-    description: str | None = None
+    description: str | None = Field(None, description="the registered model's description")
     min_bpb_gain: float = Field(0.0, ge=0, description="champion if val bits-per-byte is lower by more than this")
     bleu_tolerance: float = Field(0.0, ge=0, description="...and BLEU is not worse by more than this")
 
@@ -699,9 +737,17 @@ class Config(BaseModel):
     """A whole lmforge run. The defaults are the demo: crawl Python's own documentation site."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
-    name: str = Field("lmforge-demo", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    workspace: Path = Path("workspace")
-    seed: int = 1337
+    name: str = Field(
+        "lmforge-demo",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="the run's name: its MLflow experiment, registered model and deployments are named after it",
+    )
+    workspace: Path = Field(
+        Path("workspace"),
+        description="the folder of every artifact and of the MLflow and Prefect stores; "
+        "if not given: LMFORGE_WORKSPACE, else ./workspace",
+    )
+    seed: int = Field(1337, description="seeds training and fine-tuning (initialisation, data order)")
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
     crawl: CrawlConfig = Field(default_factory=CrawlConfig)
     clean: CleanConfig = Field(default_factory=CleanConfig)
