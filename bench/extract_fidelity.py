@@ -501,7 +501,7 @@ def crawl_site(site: Site) -> tuple[Path, list[dict]]:
     """Serve the built site on 127.0.0.1 and crawl it with lmforge's crawl stage; the crawl
     artifact's folder and its documents."""
     from lm_core.config import CrawlConfig
-    from lm_core.crawl import run_crawl
+    from lm_core.crawl.stage import run_crawl
     from lm_core.schemas import RAW_DOC
     from lm_core.shards import read_shard, shard_paths
     from lm_core.workspace import Workspace

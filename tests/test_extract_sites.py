@@ -182,3 +182,30 @@ def test_a_javadoc_page_keeps_its_example_and_its_member_summary_readable(tmp_pa
     assert "\n  double\n  height(int hour)\n  The height of the water at an hour, in metres." in text
     for chrome in ("Skip navigation links", "PACKAGE", "Overview", "Help"):
         assert chrome not in text, chrome
+
+
+# pydoc's way of writing a docstring: one <br> per line, indentation and alignment in &nbsp;
+DOCSTRING_PAGE = """<html><body><table><tr><td>
+<dl><dt><strong>load</strong>(self)</dt><dd><span class="code">Load&nbsp;the&nbsp;table.<br>
+&nbsp;<br>
+Example:<br>
+&nbsp;&nbsp;&nbsp;&nbsp;&gt;&gt;&gt;&nbsp;load(&quot;tides.csv&quot;)<br>
+&nbsp;&nbsp;&nbsp;&nbsp;hour&nbsp;&nbsp;&nbsp;height</span></dd></dl>
+<p>Each entry of a tide table names an hour and a height, one line per reading, as the port wrote it.</p>
+<pre>first line<br>    second line, indented<br/>third line</pre>
+</td></tr></table></body></html>"""
+
+
+def test_line_breaks_and_no_break_spaces_keep_a_docstrings_lines_and_indentation():
+    text = extract_text(DOCSTRING_PAGE, "text/html")
+    assert 'Load the table.\n\nExample:\n    >>> load("tides.csv")\n    hour   height' in text
+    assert "```\nfirst line\n    second line, indented\nthird line\n```" in text  # <br> in code is a line break
+
+
+def test_a_page_that_shows_the_marks_for_line_breaks_keeps_them():
+    """`<br>` is read as a mark character before parsing (speed); a page that shows that
+    character, literally or as an entity, keeps it and its line breaks all the same."""
+    for shown in ("\u2424", "&#x2424;", "&#9252;", "\u2420"):
+        page = DOCSTRING_PAGE.replace("Example:", f"Example {shown} of a load:")
+        text = extract_text(page, "text/html")
+        assert "Load the table.\n\nExample \u2424 of a load:\n    >>> load" in text.replace("\u2420", "\u2424"), shown

@@ -75,21 +75,22 @@ def html_blocks(html: str, *, tables: bool = True, favor: str = "balanced") -> l
     """The main text of an HTML page as prose and code blocks ([] if there is none): headings,
     paragraphs, lists, code, and data tables when `tables` is on; `favor` is trafilatura's
     precision/recall trade-off."""
-    tree = load_html(html)
+    marked, marks = html_prep.mark_page(html)
+    tree = load_html(marked)
     if tree is None:
         return []
     html_prep.drop_chrome(tree)
-    code_blocks = html_prep.stash_code_blocks(tree, html)
+    code_blocks = html_prep.stash_code_blocks(tree, html, marks)
     scoped = html_prep.main_scope(tree)
     if scoped is not tree:  # the page said where its content is: trafilatura need not guess as hard
         favor = "recall"
     tree = scoped
     html_prep.unwrap_anchors(tree)
     html_prep.flatten_inline_code(tree)
-    html_prep.unwrap_layout_tables(tree)
+    html_prep.unwrap_layout_tables(tree, marks)
     html_prep.separate_blocks(tree)
     body = _extract_body(tree, tables=tables, favor=favor)
-    return [] if body is None else render(body, code_blocks)
+    return [] if body is None else render(body, code_blocks, marks)
 
 
 def load_html(html: str) -> HtmlElement | None:

@@ -50,6 +50,53 @@ PARSER.set_element_class_lookup(
     )
 )
 
+# ----------------------------------------------------------------------------- line breaks
+
+# A `<br>` is an element, and a documentation page has many (pydoc writes one per line of each
+# docstring: a third of its elements); each element costs every tree walk and XPath query that
+# the extraction runs. So each `<br>` is written as a mark in the text before the page is
+# parsed, and `render` reads it back. No-break spaces get a mark too: trafilatura collapses
+# them with other whitespace within a text, and pydoc lays docstrings out with them (it kept
+# them only at the start of a <br>'s tail). The marks are printable, or trafilatura would drop
+# them with control characters.
+
+
+@dataclass(frozen=True)
+class Marks:
+    """What stands for a line break and for a no-break space in a parsed page's text."""
+
+    line_break: str
+    no_break_space: str
+
+    def unmark(self, text: str) -> str:
+        return text.replace(self.line_break, "\n").replace(self.no_break_space, "\xa0")
+
+
+MARKS = Marks(line_break="\u2424", no_break_space="\u2420")  # SYMBOL FOR NEWLINE, SYMBOL FOR SPACE
+# A page that shows a mark itself is parsed as it is: its <br>s stay elements, which `render`
+# writes as a control character (trafilatura's output holds none) until it splits the lines.
+NO_MARKS = Marks(line_break="\x00", no_break_space="\xa0")
+_BR = re.compile(r"<br\b[^>]*>", re.IGNORECASE)
+_NBSP_ENTITY = re.compile(r"&nbsp;|&#160;|&#x0*a0;", re.IGNORECASE)
+_MARKS_SHOWN = re.compile(r"[\u2420\u2424]|&#(?:x0*242[04]|0*92(?:48|52))\b", re.IGNORECASE)
+
+
+def mark_page(html: str) -> tuple[str, Marks]:
+    """`html` with each `<br>` and no-break space written as its mark, and the marks used."""
+    if _MARKS_SHOWN.search(html):
+        return html, NO_MARKS
+    html = _BR.sub(MARKS.line_break, html).replace("\xa0", MARKS.no_break_space)
+    return _NBSP_ENTITY.sub(MARKS.no_break_space, html), MARKS
+
+
+def _visible_length(text: str) -> int:
+    """Characters of a piece of text but the whitespace at its ends, marks counted as spaces."""
+    text = text.strip()
+    if MARKS.line_break in text or MARKS.no_break_space in text:
+        text = text.replace(MARKS.line_break, " ").replace(MARKS.no_break_space, " ").strip()
+    return len(text)
+
+
 # ----------------------------------------------------------------------------- chrome
 
 _CHROME_ROLES = ("navigation", "search", "banner", "contentinfo", "menubar", "toolbar")
@@ -71,7 +118,7 @@ _LINK_DENSE = 0.5  # an aside whose text is mostly links within the site is navi
 
 
 def _text_length(el: etree._Element) -> int:
-    return sum(len(t.strip()) for t in el.itertext())
+    return sum(map(_visible_length, el.itertext()))
 
 
 def _link_text_length(el: etree._Element, *, local: bool = False) -> int:
@@ -129,7 +176,7 @@ def _measure(root: etree._Element) -> dict[etree._Element, _Measure]:
                 structure += 1  # before its own start is read: it counts for its ancestors only
             at_start[el] = (chars, links, link_chars, far_links, structure)
             if el.text:
-                chars += len(el.text.strip())
+                chars += _visible_length(el.text)
             continue
         c0, n0, l0, f0, s0 = at_start.pop(el)
         own = chars - c0
@@ -141,7 +188,7 @@ def _measure(root: etree._Element) -> dict[etree._Element, _Measure]:
                 far_links += not _is_local(href)
         out[el] = _Measure(own, links - n0, link_chars - l0, far_links - f0, structure > s0)
         if el.tail and el is not root:
-            chars += len(el.tail.strip())
+            chars += _visible_length(el.tail)
     return out
 
 
@@ -247,7 +294,7 @@ def _language(el: etree._Element) -> str | None:
     return None
 
 
-def _verbatim(el: etree._Element) -> str:
+def _verbatim(el: etree._Element, marks: Marks) -> str:
     """The text of a code block as shown: `<br>` is a line break, gutters are left out."""
     parts: list[str] = []
 
@@ -263,7 +310,7 @@ def _verbatim(el: etree._Element) -> str:
         # (the tail is added by the parent)
 
     walk(el)
-    lines = "".join(parts).replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    lines = marks.unmark("".join(parts)).replace("\r\n", "\n").replace("\r", "\n").split("\n")
     while lines and not lines[0].strip():
         lines.pop(0)
     while lines and not lines[-1].strip():
@@ -279,7 +326,7 @@ def _is_gutter_cell(pre: etree._Element) -> bool:
     return cell is not None and any(sib.xpath(".//pre") for sib in cell.itersiblings())
 
 
-def stash_code_blocks(tree: HtmlElement, html: str) -> dict[str, CodeBlock]:
+def stash_code_blocks(tree: HtmlElement, html: str, marks: Marks) -> dict[str, CodeBlock]:
     """Replace every code block by `<pre>key</pre>`; return key -> the block. The keys hold a
     digest of the page, so that a page cannot spell one of its own keys by accident."""
     nonce = hashlib.blake2b(html.encode("utf-8", "surrogatepass"), digest_size=4).hexdigest()
@@ -292,7 +339,7 @@ def stash_code_blocks(tree: HtmlElement, html: str) -> dict[str, CodeBlock]:
         if el.tag == "pre" and _is_gutter_cell(el):
             _remove(el)
             continue
-        text = _verbatim(el)
+        text = _verbatim(el, marks)
         if not text.strip():
             _remove(el)
             continue
@@ -326,9 +373,10 @@ def unwrap_anchors(tree: HtmlElement) -> None:
         anchor.drop_tag()
 
 
+# (each div asks for its ancestors: asking each item for its divs walks nested items' subtrees again)
 _ITEM_DIVS = etree.XPath(
-    "//li//div[not(.//div | .//p | .//ul | .//ol | .//dl | .//table | .//pre | .//blockquote)]"
-    " | //dd//div[not(.//div | .//p | .//ul | .//ol | .//dl | .//table | .//pre | .//blockquote)]"
+    "//div[ancestor::li or ancestor::dd]"
+    "[not(.//div | .//p | .//ul | .//ol | .//dl | .//table | .//pre | .//blockquote)]"
 )
 
 
@@ -350,18 +398,25 @@ def flatten_inline_code(tree: HtmlElement) -> None:
             etree.strip_tags(code, "*")
 
 
-def _end_lines_inside(block: etree._Element) -> None:
-    """Put a <br> after each block element inside `block` (data tables in it excepted), so its
-    parts still end lines once it is read as one paragraph."""
+def _end_lines_inside(block: etree._Element, marks: Marks) -> None:
+    """End a line after each block element inside `block` (data tables in it excepted), so its
+    parts still end lines once it is read as one paragraph: a line-break mark at the end of the
+    element's text, or a <br> after it in a page parsed without marks."""
     for child in list(block):
         if not isinstance(child.tag, str):  # comments, processing instructions
             continue
         if child.tag != "table":
-            _end_lines_inside(child)
-        if child.tag in _LINE_ENDERS:
+            _end_lines_inside(child, marks)
+        if child.tag not in _LINE_ENDERS:
+            continue
+        if marks is NO_MARKS:
             br = etree.Element("br")
             br.tail, child.tail = child.tail, None
             child.addnext(br)
+        elif len(child):
+            child[-1].tail = (child[-1].tail or "") + marks.line_break
+        else:
+            child.text = (child.text or "") + marks.line_break
 
 
 def _is_sectioning(node: object) -> bool:
@@ -417,7 +472,7 @@ def _is_data_table(table: etree._Element, measures: dict[etree._Element, _Measur
     return sum(1 for row in cells if sum(1 for c in row if measures[c].chars) >= 2) >= 2
 
 
-def unwrap_layout_tables(tree: HtmlElement) -> None:
+def unwrap_layout_tables(tree: HtmlElement, marks: Marks) -> None:
     """Turn each layout table into blocks: rows into divs, and each cell into a paragraph, or,
     when it holds sectioning blocks (a nested layout table), into a div whose loose runs become
     paragraphs. Nested paragraphs are what would make trafilatura reorder the text."""
@@ -446,5 +501,5 @@ def unwrap_layout_tables(tree: HtmlElement) -> None:
                     cell.tag = "p"
                     paragraphs = [cell]
                 for para in paragraphs:
-                    _end_lines_inside(para)
+                    _end_lines_inside(para, marks)
         table.tag = "div"

@@ -19,19 +19,18 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from lm_core.clean.html_prep import CodeBlock
+from lm_core.clean.html_prep import CodeBlock, Marks
 
-_LINE_BREAK = "\x00"  # stands for <lb/> while whitespace is collapsed
 _COLLAPSIBLE = " \t\n\r\f\v"  # what a browser collapses (not the no-break space)
 _SPACES = re.compile(r"[ \t\n\r\f\v]+")
 _BLOCK_TAGS = frozenset({"head", "p", "list", "item", "table", "quote", "div", "body", "main", "graphic"})
 
 
-def _indented(line: str) -> str:
+def _indented(line: str, marks: Marks) -> str:
     """A line with its whitespace collapsed as a browser would, but for no-break spaces: the
     author typed those to lay the line out (pydoc writes docstrings, and the doctests in them,
     indented that way), so each stays a space, at the start of the line too."""
-    line = _SPACES.sub(" ", line).strip(_COLLAPSIBLE)
+    line = _SPACES.sub(" ", line.replace(marks.no_break_space, "\xa0")).strip(_COLLAPSIBLE)
     return line.replace(" \xa0", "\xa0").replace("\xa0 ", "\xa0").replace("\xa0", " ")
 
 
@@ -59,8 +58,9 @@ def fence(block: Block) -> str:
 
 
 class _Writer:
-    def __init__(self, code_blocks: dict[str, CodeBlock]):
+    def __init__(self, code_blocks: dict[str, CodeBlock], marks: Marks):
         self.code_blocks = code_blocks
+        self.marks = marks
         self.keys = re.compile("|".join(map(re.escape, code_blocks))) if code_blocks else None
         self.blocks: list[Block] = []
 
@@ -87,10 +87,10 @@ class _Writer:
         stashed = self.code_blocks.get(text.strip())
         if stashed is not None:
             self.blocks.append(Block(stashed.text, code=True, language=stashed.language))
-        elif "\n" in text.strip("\n"):  # code trafilatura found on its own (it keeps its text)
-            self.blocks.append(Block(text.strip("\n"), code=True))
+        elif "\n" in self.marks.unmark(text).strip("\n"):  # code trafilatura found on its own (it keeps its text)
+            self.blocks.append(Block(self.marks.unmark(text).strip("\n"), code=True))
         else:
-            self.prose(text)
+            self.prose(self.marks.unmark(text))
 
     # -- reading the tree
 
@@ -98,7 +98,7 @@ class _Writer:
         """Blocks start a new paragraph; a `code` element is one when it holds lines (inline
         code is a word or two in a sentence)."""
         if el.tag == "code":
-            text = "".join(el.itertext())
+            text = self.marks.unmark("".join(el.itertext()))
             if text.strip() in self.code_blocks:
                 return True
             # code trafilatura found on its own: lines standing between blocks (inline code may
@@ -110,7 +110,7 @@ class _Writer:
     def inline(self, el: etree._Element, *, in_item: bool = False) -> str:
         """The text of `el` and its inline children, whitespace collapsed, <lb/> kept. In a list
         item, paragraphs are lines and the other blocks are left for `list` to write."""
-        lines = (_indented(line) for line in self._raw(el, in_item).split(_LINE_BREAK))
+        lines = (_indented(line, self.marks) for line in self._raw(el, in_item).split(self.marks.line_break))
         if in_item:
             lines = (line for line in lines if line)
         return "\n".join(lines).strip()
@@ -121,11 +121,11 @@ class _Writer:
         parts = [el.text or ""]
         for child in el:
             if in_item and child.tag == "p":
-                parts.append(_LINE_BREAK + self._raw(child, in_item) + _LINE_BREAK)
+                parts.append(self.marks.line_break + self._raw(child, in_item) + self.marks.line_break)
             elif in_item and self.is_block(child):
-                parts.append(_LINE_BREAK)
+                parts.append(self.marks.line_break)
             elif child.tag == "lb":
-                parts.append(_LINE_BREAK)
+                parts.append(self.marks.line_break)
             else:
                 parts.append(self._raw(child, False))
             parts.append(child.tail or "")
@@ -171,9 +171,9 @@ class _Writer:
         number = 0
         pad = "  " * depth
         previous = ""  # the rend of the item before
-        loose = _indented(el.text or "")  # text trafilatura left in a list outside its items
-        if loose:
-            lines.append(pad + loose)
+        for loose in (el.text or "").split(self.marks.line_break):  # text trafilatura left in a list outside its items
+            if loose := _indented(loose, self.marks):
+                lines.append(pad + loose)
         for item in el:
             if item.tag != "item":
                 continue
@@ -252,8 +252,8 @@ class _Writer:
         self.prose("\n".join(lines))
 
 
-def render(body: etree._Element, code_blocks: dict[str, CodeBlock]) -> list[Block]:
+def render(body: etree._Element, code_blocks: dict[str, CodeBlock], marks: Marks) -> list[Block]:
     """The blocks of trafilatura's extracted `body`, code blocks put back in place of their keys."""
-    writer = _Writer(code_blocks)
+    writer = _Writer(code_blocks, marks)
     writer.mixed(body)
     return writer.blocks
