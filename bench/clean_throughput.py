@@ -427,7 +427,7 @@ def child_run(ws_root: str, crawl_fp: str, workers: int) -> None:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    from lm_core.clean import run_clean
+    from lm_core.clean.stage import run_clean
     from lm_core.config import CleanConfig
     from lm_core.progress import NullProgress, serial_map
     from lm_core.workspace import Workspace

@@ -29,10 +29,12 @@ import torch
 
 from lm_core.chunk.pack import BlockPacker
 from lm_core.config import GenerationConfig, ModelConfig
-from lm_core.evaluate import Pair, score_pairs, score_texts, score_validation
+from lm_core.evaluate.bleu import score_pairs
+from lm_core.evaluate.pairs import Pair
+from lm_core.evaluate.perplexity import score_texts, score_validation
 from lm_core.model import GPT
 from lm_core.textgen import TextModel
-from lm_core.tokenize import END_OF_TEXT, load_tokenizer, train_tokenizer, vocab_size
+from lm_core.tokenize.bpe import END_OF_TEXT, load_tokenizer, train_tokenizer, vocab_size
 from lm_core.train.loader import eval_batches
 from lm_core.train.plan import model_config
 

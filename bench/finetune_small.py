@@ -18,8 +18,8 @@ import argparse
 import json
 
 from lm_core.config import load_config
-from lm_core.evaluate import evaluate_model
 from lm_core.evaluate.sets import CHAT, chat_pairs
+from lm_core.evaluate.stage import evaluate_model
 from lm_core.finetune.stage import resolve_base, run_finetune
 from lm_core.textgen import TextModel
 from lm_core.workspace import Workspace

@@ -49,14 +49,14 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 from clean_throughput import MB, list_modules, render_pages  # noqa: E402
 
-from lm_core.clean import run_clean  # noqa: E402
 from lm_core.clean.pipeline import clean_document  # noqa: E402
+from lm_core.clean.stage import run_clean  # noqa: E402
 from lm_core.config import CleanConfig, CrawlConfig, TokenizeConfig  # noqa: E402
-from lm_core.crawl import run_crawl  # noqa: E402
+from lm_core.crawl.stage import run_crawl  # noqa: E402
 from lm_core.progress import NullProgress, serial_map  # noqa: E402
 from lm_core.schemas import RAW_DOC  # noqa: E402
 from lm_core.shards import read_shard, shard_name, write_shard  # noqa: E402
-from lm_core.tokenize import run_tokenize  # noqa: E402
+from lm_core.tokenize.stage import run_tokenize  # noqa: E402
 from lm_core.workspace import MANIFEST, Workspace, fingerprint  # noqa: E402
 
 

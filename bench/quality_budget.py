@@ -12,11 +12,11 @@ from __future__ import annotations
 import argparse
 import time
 
-from lm_core.chunk import run_chunk
-from lm_core.clean import run_clean
+from lm_core.chunk.stage import run_chunk
+from lm_core.clean.stage import run_clean
 from lm_core.config import load_config
-from lm_core.crawl import run_crawl
-from lm_core.tokenize import run_tokenize
+from lm_core.crawl.stage import run_crawl
+from lm_core.tokenize.stage import run_tokenize
 from lm_core.train.stage import run_pretrain
 from lm_core.workspace import Workspace
 

@@ -28,12 +28,15 @@ from collections import Counter
 import numpy as np
 import pyarrow as pa
 
-from lm_core.chunk import VALIDATION, Decontaminator, run_chunk, split_is_val
-from lm_core.clean import run_clean
+from lm_core.chunk.decontaminate import VALIDATION, Decontaminator
+from lm_core.chunk.pack import split_is_val
+from lm_core.chunk.stage import run_chunk
+from lm_core.clean.stage import run_clean
 from lm_core.config import DecontaminateConfig, load_config
-from lm_core.crawl import run_crawl
+from lm_core.crawl.stage import run_crawl
 from lm_core.shards import read_shard, shard_name, shard_paths, write_shard
-from lm_core.tokenize import TOKENIZER_FILE, TOKENS_DIR, load_tokenizer, run_tokenize, vocab_size
+from lm_core.tokenize.bpe import load_tokenizer, vocab_size
+from lm_core.tokenize.stage import TOKENIZER_FILE, TOKENS_DIR, run_tokenize
 from lm_core.workspace import Workspace, fingerprint
 
 WORD = re.compile(r"\w+")

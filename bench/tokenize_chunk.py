@@ -221,11 +221,12 @@ def main() -> None:
     os.environ["RAYON_NUM_THREADS"] = str(args.threads)  # read when tokenizers first encodes
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
     sys.path.insert(0, str(ROOT))
-    from lm_core.chunk import run_chunk
+    from lm_core.chunk.stage import run_chunk
     from lm_core.config import ChunkConfig, TokenizeConfig
     from lm_core.progress import serial_map
     from lm_core.shards import read_shard, shard_paths
-    from lm_core.tokenize import load_tokenizer, run_tokenize
+    from lm_core.tokenize.bpe import load_tokenizer
+    from lm_core.tokenize.stage import run_tokenize
     from lm_core.workspace import Workspace
 
     clean = build_corpus(args.mb << 20, args.docs_per_shard)

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 from pydantic import PlainValidator, WithJsonSchema
 
 from lm_core.config import Config
-from lm_core.crawl import CrawlInputError
+from lm_core.crawl.sources import CrawlInputError
 from tasks.ui_artifacts import ui_artifacts_sent
 
 

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from lm_core.model import GPTConfig
 from lm_core.model_folder import MODEL_FILES, TOKENIZER, WEIGHTS, read_config
-from lm_core.tokenize import SPECIAL_TOKENS
+from lm_core.tokenize.bpe import SPECIAL_TOKENS
 
 _BLOCK_NAMES = {
     "attn_norm.weight": "input_layernorm.weight",

@@ -1,9 +1,9 @@
 """Every stage, declared once, in lifecycle order: the one table the workspace, the Prefect tasks,
 the flows, the `lmforge stage` command, the deployments and the schedules are derived from.
 
-A stage's functions are named by "module:function" and imported on first use, so that reading
-this table (`lmforge --help`, a cached run) imports neither torch nor trafilatura. They take one
-shape, the whole `Config` and the input artifacts by name:
+A stage's functions are named by "module:function" and imported on first use (`lm_core.lazy`), so
+that reading this table (`lmforge --help`, a cached run) imports neither torch nor trafilatura. They
+take one shape, the whole `Config` and the input artifacts by name:
 
     key(cfg, inputs, ws) -> StageKey                       the one fingerprint computation of a run
     run(cfg, inputs, ws, key, StageRun) -> ArtifactRef     builds `<stage>/<key.fingerprint>` (or finds it)
@@ -16,11 +16,11 @@ says which of it counts.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from lm_core.lazy import load
 from lm_core.progress import MapShards, NullProgress, Progress, serial_map
 from lm_core.workspace import ArtifactError, ArtifactRef, StageKey, Workspace
 
@@ -51,7 +51,6 @@ class Stage:
     trains: bool = False  # holds a training slot, and schedules.training_timeout_h applies
     retries: int = 0  # a stage that dies as a whole with the network is tried again
     refreshable: bool = False  # reads the web: `refresh` fetches a new snapshot, its key takes its label
-    preload: tuple[str, ...] = ()  # heavy modules its run imports: loaded while a command's server boots
 
     def __post_init__(self) -> None:
         if self.inputs and not self.input_param:
@@ -60,13 +59,7 @@ class Stage:
             object.__setattr__(self, "flow", self.name)
 
     def function(self, which: Literal["key", "run", "ui", "find_input"]) -> Callable[..., Any]:
-        module, _, name = getattr(self, which).partition(":")
-        return getattr(importlib.import_module(module), name)
-
-    @property
-    def imports(self) -> tuple[str, ...]:
-        """What its run imports, heaviest first."""
-        return (*self.preload, self.run.partition(":")[0])
+        return load(getattr(self, which))
 
 
 @dataclass(frozen=True)
@@ -97,9 +90,8 @@ STAGES: tuple[Stage, ...] = (
           key="lm_core.crawl.stage:crawl_key", run="lm_core.crawl.stage:crawl_stage", section="crawl",
           flow="data", breakdowns=("documents_by_source", "failures_by_reason"), retries=3, refreshable=True),
     Stage("clean", "raw documents -> main text, filtered, scrubbed of personal data, deduplicated",
-          key="lm_core.clean_entry:clean_key", run="lm_core.clean_entry:clean_stage", section="clean",
-          inputs=("crawl",), flow="data", breakdowns=("rejected_by_reason", "pii_replacements"),
-          preload=("lm_core.clean.stage",)),
+          key="lm_core.clean.fingerprint:clean_key", run="lm_core.clean.stage:clean_stage", section="clean",
+          inputs=("crawl",), flow="data", breakdowns=("rejected_by_reason", "pii_replacements")),
     Stage("tokenize", "clean documents -> a BPE tokenizer and token shards", section="tokenize",
           key="lm_core.tokenize.stage:tokenize_key", run="lm_core.tokenize.stage:tokenize_stage",
           inputs=("clean",), flow="data"),
@@ -112,24 +104,24 @@ STAGES: tuple[Stage, ...] = (
     Stage("pretrain", "train on the chunk artifact `data` names (latest, or a fingerprint prefix), tracked in MLflow",
           key="lm_core.train.fingerprint:pretrain_key", run="lm_core.train.stage:pretrain_stage",
           ui="lm_core.train.stage:pretrain_ui", section="pretrain", inputs=("chunk",),
-          input_param="data", input_option="data", trains=True, preload=("torch", "mlflow")),
+          input_param="data", input_option="data", trains=True),
     Stage("finetune", "fine-tune the model `base` names (default finetune.base: a fingerprint, checkpoint "
           "folder or models:/ URI) into a chat model",
           key="lm_core.finetune.stage:finetune_key", run="lm_core.finetune.stage:finetune_stage",
           ui="lm_core.finetune.stage:finetune_ui", section="finetune", inputs=("base",), input_param="base",
           input_option="model", input_default=None, find_input="lm_core.finetune.stage:find_base",
-          trains=True, preload=("torch", "mlflow")),
+          trains=True),
     Stage("evaluate", "score the model `model` names (latest, a fingerprint, models:/<name>@<alias>) on the "
           "chunk artifact it was trained on: perplexity, bits per byte, BLEU, chrF",
           key="lm_core.evaluate.fingerprint:evaluate_key", run="lm_core.evaluate.stage:evaluate_stage",
           ui="lm_core.evaluate.stage:evaluate_ui", stats_table=False, section="evaluate",
           inputs=("model", "chunk"), input_param="model", input_option="model",
-          find_input="lm_core.model_spec:find_model", preload=("torch",)),
+          find_input="lm_core.model_spec:find_model"),
     Stage("register", "register the model the evaluate artifact `evaluation` (latest, or a fingerprint) "
           "scored in MLflow: champion when it passes the gate, else challenger",
-          key="lm_core.registry.stage:register_key", run="lm_core.registry.stage:register_stage",
+          key="lm_core.registry.fingerprint:register_key", run="lm_core.registry.stage:register_stage",
           ui="lm_core.registry.stage:register_ui", stats_table=False, section="registry",
-          inputs=("evaluate",), input_param="evaluation", preload=("torch", "mlflow")),
+          inputs=("evaluate",), input_param="evaluation"),
 )
 # fmt: on
 STAGE = {s.name: s for s in STAGES}

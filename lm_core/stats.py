@@ -24,7 +24,8 @@ from lm_core.chunk.pack import TAIL_FILE, split_is_val
 from lm_core.progress import Progress
 from lm_core.shards import read_shard, shard_paths
 from lm_core.stages import UiArtifact
-from lm_core.tokenize import TOKENIZER_FILE, TOKENS_DIR, load_tokenizer
+from lm_core.tokenize.bpe import load_tokenizer
+from lm_core.tokenize.stage import TOKENIZER_FILE, TOKENS_DIR
 from lm_core.workspace import ArtifactRef, StageKey, Workspace, fingerprint, write_json_atomic
 
 if TYPE_CHECKING:

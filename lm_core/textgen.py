@@ -28,7 +28,7 @@ from lm_core.model_folder import (
     read_config,
 )
 from lm_core.quantize import load_int8
-from lm_core.tokenize import END_OF_TEXT, TokenizerError, load_tokenizer
+from lm_core.tokenize.bpe import END_OF_TEXT, TokenizerError, load_tokenizer
 from lm_core.tokenize.chat_template import ChatDataError, ChatTemplate, Message
 
 

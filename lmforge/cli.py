@@ -22,6 +22,8 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import shutil
+import signal
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -31,12 +33,14 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from lm_core.config import Config, ConfigError, load_config
+from lm_core.config import Config, ConfigError, default_tracking_uri, load_config, mask_url
+from lm_core.lazy import load
 from lm_core.shards import CorruptShardError
 from lm_core.stages import STAGE, STAGE_NAMES, STAGES, Stage, stages_in
 from lm_core.workspace import ArtifactError, Workspace
 from lmforge.embedded import EmbeddedServer
 from lmforge.process import collect_less_often, exit_now, imports_without_collection
+from lmforge.server import ServerError, Servers, crash_unresponsive_runs
 
 # MLflow's download progress bars would interleave with our output (and generated text).
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -76,18 +80,20 @@ def prepare_environment(cfg: Config) -> None:
         os.environ.setdefault(k, v)
 
 
-def _orchestrate(cfg: Config, load_flow, stages: tuple[Stage, ...]):
-    """Run a flow against Prefect: a configured server (PREFECT_API_URL), or the embedded one
-    started here, which boots while `load_flow()` imports the flows and returns the call (and
-    while the heavy modules `stages` will need, torch, MLflow, ..., are imported)."""
+def _orchestrate(cfg: Config, flow: str, **params):
+    """Run the flow `flow` ("module:function", imported here: Prefect) on `cfg` against Prefect: a
+    configured server (PREFECT_API_URL), or the embedded one started here, which boots while the
+    flows import."""
     prepare_environment(cfg)
     server = EmbeddedServer(Path(os.environ["PREFECT_HOME"]))
     try:
         with imports_without_collection():
-            call = load_flow()
-            server.wait(meanwhile=list(dict.fromkeys(m for s in stages for m in s.imports)))
+            from flows.data import with_runner  # Prefect: only once the environment is set
+
+            a_flow = with_runner(load(flow), cfg)
+            server.wait()
         with server.settings():  # on leaving, the server has recorded every run it was sent
-            return call()
+            return a_flow(config=cfg, **params)
     except _user_errors() as e:
         _fail(e)
     finally:
@@ -96,8 +102,8 @@ def _orchestrate(cfg: Config, load_flow, stages: tuple[Stage, ...]):
 
 def _user_errors() -> tuple[type[Exception], ...]:
     """Errors that mean bad input (a config, an artifact, a model spec, a checkpoint), shown without
-    a traceback. Imported late: the CLI itself starts without torch."""
-    from lm_core.model_folder import WeightsError  # a checkpoint's CheckpointError is one too
+    a traceback."""
+    from lm_core.model_folder import WeightsError  # torch: not for every command; CheckpointError is one
     from lm_core.model_spec import ModelArtifactNotFound
 
     return (ArtifactError, CorruptShardError, WeightsError, ModelArtifactNotFound, ValueError)
@@ -113,14 +119,7 @@ def _fail(problem: Exception | str, code: int = 1) -> None:
 def run(config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False, refresh: RefreshOpt = False) -> None:
     """The lifecycle: crawl -> clean -> tokenize -> chunk -> stats -> pretrain -> evaluate -> register."""
     cfg = _load(config, set_)
-
-    def call():
-        from flows.data import with_runner
-        from flows.lifecycle import lifecycle_flow
-
-        return lambda: with_runner(lifecycle_flow, cfg)(config=cfg, force=force, refresh=refresh)
-
-    refs = _orchestrate(cfg, call, STAGES)
+    refs = _orchestrate(cfg, "flows.lifecycle:lifecycle_flow", force=force, refresh=refresh)
     data = [getattr(refs.data, s.name) for s in stages_in("data")]
     chat = [r for r in (refs.finetune, refs.chat_evaluate, refs.chat_registration) if r is not None]
     _print_artifacts([*data, refs.pretrain, refs.evaluate, refs.registration, *chat], cfg)
@@ -133,13 +132,7 @@ def run(config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False, 
 def data(config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False, refresh: RefreshOpt = False) -> None:
     """crawl -> clean -> tokenize -> chunk -> stats, each stage cached by fingerprint."""
     cfg = _load(config, set_)
-
-    def call():
-        from flows.data import data_flow, with_runner
-
-        return lambda: with_runner(data_flow, cfg)(config=cfg, force=force, refresh=refresh)
-
-    refs = _orchestrate(cfg, call, stages_in("data"))
+    refs = _orchestrate(cfg, "flows.data:data_flow", force=force, refresh=refresh)
     _print_artifacts([getattr(refs, s.name) for s in stages_in("data")], cfg)
 
 
@@ -184,17 +177,10 @@ def stage(
         _fail("--restart discards node 0's training: run it on node 0 (node_rank 0)", code=2)
     if restart:
         _discard_partial(cfg, name)
-
-    def call():
-        from flows.data import with_runner
-        from flows.stages import STAGE_FLOWS
-
-        kwargs = {"force": force, **({"refresh": True} if refresh else {})}
-        if chosen is not None:
-            kwargs[STAGE[name].input_param] = chosen
-        return lambda: with_runner(STAGE_FLOWS[name], cfg)(config=cfg, **kwargs)
-
-    ref = _orchestrate(cfg, call, (STAGE[name],))
+    params = {"force": force, **({"refresh": True} if refresh else {})}
+    if chosen is not None:
+        params[STAGE[name].input_param] = chosen
+    ref = _orchestrate(cfg, f"flows.stages:{name}_flow", **params)
     _print_artifacts([ref], cfg)
 
 
@@ -236,8 +222,6 @@ def _stage_input(stage: Stage, **given: str | None) -> str | None:
 
 def _discard_partial(cfg: Config, stage: str) -> None:
     """Forget an interrupted build of this stage (a crawl's frontier, a training's checkpoints)."""
-    import shutil
-
     folder = Path(cfg.workspace) / stage
     for partial in folder.glob(".partial-*") if folder.is_dir() else []:
         shutil.rmtree(partial, ignore_errors=True)
@@ -257,8 +241,8 @@ SeedOpt = Annotated[int, typer.Option("--seed")]
 
 def _load_model(model: str, cfg: Config):
     """A TextModel from a registry URI, a folder or a workspace fingerprint; errors named."""
-    from lm_core.model_folder import ModelLoadError
-    from lm_core.registry import ModelNotFound, load_text_model
+    from lm_core.model_folder import ModelLoadError  # torch, MLflow: only the commands that load a model
+    from lm_core.registry.resolve import ModelNotFound, load_text_model
 
     try:
         return load_text_model(model, workspace=cfg.workspace, tracking_uri=cfg.tracking_uri)
@@ -279,7 +263,7 @@ def generate(
     set_: SetOpt = None,
 ) -> None:
     """Continue prompts with a trained or registered model."""
-    from lm_core.textgen import GenerationSettings
+    from lm_core.textgen import GenerationSettings  # torch: only the commands that run a model
 
     cfg = _load(config, set_)
     text_model = _load_model(model, cfg)
@@ -301,7 +285,7 @@ def chat(
     """Talk to a model in the terminal. A chat model (fine-tuned) answers through its chat
     template, with the whole conversation as history; a base model continues the transcript.
     The oldest turns drop out when the context is full. Ctrl-D or an empty line ends it."""
-    from lm_core.textgen import GenerationSettings
+    from lm_core.textgen import GenerationSettings  # torch: only the commands that run a model
     from lm_core.tokenize.chat_template import Message
 
     cfg = _load(config, set_)
@@ -340,7 +324,7 @@ def export(
     """Export a trained model (today: as a Hugging Face `LlamaForCausalLM` folder)."""
     if format_ != "hf":
         _fail(f"unknown export format {format_!r}; formats: hf", code=2)
-    from lm_core.export import export_hf
+    from lm_core.export import export_hf  # torch, transformers: export alone
 
     cfg = _load(config, set_)
     src = Path(model)
@@ -409,7 +393,7 @@ def gc(
     """Remove crawl snapshots nothing was built from: the copies nightly refreshes leave when the
     pages had not changed. Keeps the newest crawl of each config and every crawl an artifact names
     as its input. Refused while a build runs in the workspace."""
-    from lm_core.crawl import redundant_snapshots
+    from lm_core.crawl.stage import redundant_snapshots  # the crawler's httpx, lxml: 0.2 s of every command
 
     cfg = _load(config, set_)
     ws = Workspace(cfg.workspace)
@@ -471,11 +455,6 @@ def server(
     ] = None,
 ) -> None:
     """Start a Prefect server and an MLflow tracking server on 127.0.0.1 (Ctrl-C stops both)."""
-    import signal
-
-    from lm_core.config import default_tracking_uri
-    from lmforge.server import ServerError, Servers, crash_unresponsive_runs
-
     cfg = _load(config, set_)
     prepare_environment(cfg)
     backend = mlflow_backend or _local_tracking_store(cfg)
@@ -547,7 +526,7 @@ def serve(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     cfg = _load(config, set_)
     _require_server("lmforge serve")
     prepare_environment(cfg)
-    from deployments.build import serve as serve_deployments
+    from deployments.build import serve as serve_deployments  # Prefect: once PREFECT_HOME is set
 
     try:
         serve_deployments(cfg)
@@ -566,9 +545,8 @@ def deploy(
     cfg = _load(config, set_)
     _require_server("lmforge deploy")
     prepare_environment(cfg)
-    from deployments.build import FLOWS
+    from deployments.build import FLOWS  # Prefect: once PREFECT_HOME is set
     from deployments.build import deploy as deploy_deployments
-    from lmforge.server import ServerError, crash_unresponsive_runs
 
     try:
         deploy_deployments(cfg, pool)
@@ -663,8 +641,6 @@ def _local_tracking_store(cfg: Config) -> str | None:
 
 def _backend_option(cfg: Config) -> str:
     """`lmforge server`'s option for a tracking store set in the config (a local database)."""
-    from lmforge.server import mask_url
-
     uri = _local_tracking_store(cfg)
     return f" --mlflow-backend {mask_url(uri)}" if uri else ""
 
@@ -699,8 +675,6 @@ def _print_scores_and_registration(scores: dict, registration: dict, shown: tupl
 
 def _samples(evaluation) -> list[dict]:
     """An evaluation's samples: set, prompt, generation, reference."""
-    import json
-
     path = evaluation.dir / "samples.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 

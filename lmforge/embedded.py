@@ -3,10 +3,13 @@
 Prefect's own ephemeral server (`SubprocessASGIServer`) starts only when the first flow runs,
 and the parent must import Prefect's whole server package (seconds) just to launch it. Here
 the same uvicorn command is launched before anything heavy is imported, so the server boots
-while the flows import, and while the command imports what its stages will need (`wait`'s
-`meanwhile`); the flows then talk to it as to any server. With PREFECT_API_URL set
-(a running `prefect server`), nothing is started; nor while `lmforge server` serves this
-workspace's Prefect home (it says so in `lmforge-server.json` there): runs go to that server.
+while the flows import; the flows then talk to it as to any server. (Importing the stages' torch
+and MLflow too while it boots made a cached `lmforge run` 2.3 s slower on 2 busy cores, and a
+run that needs them no faster: the imports and the server compete for the same cores.)
+
+With PREFECT_API_URL set (a running `prefect server`), nothing is started; nor while `lmforge
+server` serves this workspace's Prefect home (it says so in `lmforge-server.json` there): runs
+go to that server.
 
 The app is Prefect's own, wrapped to retry SQLite lock conflicts inside the server (see
 `embedded_app.py`): without it a conflict costs the flow a 2-second client backoff.
@@ -30,10 +33,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
-from importlib import import_module, metadata
+from importlib import metadata
 from pathlib import Path
 
 START_TIMEOUT_S = 300  # the first start migrates a fresh database: slow on a small machine
@@ -86,20 +88,17 @@ class EmbeddedServer:
     def started_here(self) -> bool:
         return self.process is not None
 
-    def wait(self, meanwhile: Sequence[str] = ()) -> None:
-        """Block until the server answers its health check. Until it does, import the modules
-        `meanwhile` names, in order: ones the command's stages will import anyway (torch, MLflow,
-        trafilatura), so that the seconds the server takes to boot buy them. Once it answers, the
-        rest are left to be imported when (and if) a stage needs them."""
+    def wait(self) -> None:
+        """Block until the server answers its health check."""
         if self.process is None:
             return
         try:
-            self._wait_healthy(list(meanwhile))
+            self._wait_healthy()
         finally:
             self._release_migration_lock()
 
-    def _wait_healthy(self, imports: list[str]) -> None:
-        import httpx
+    def _wait_healthy(self) -> None:
+        import httpx  # 0.07 s: for the commands that orchestrate, not every command
 
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -113,10 +112,7 @@ class EmbeddedServer:
                     return
             except httpx.HTTPError:
                 pass
-            if imports:
-                import_module(imports.pop(0))
-            else:
-                time.sleep(0.1)
+            time.sleep(0.1)
         self.stop()
         raise EmbeddedServerError(
             f"Prefect's embedded server did not start in {START_TIMEOUT_S} s; see {self.log_path}"

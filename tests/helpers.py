@@ -67,11 +67,11 @@ def write_topic_docs(folder, topics: list[str], sentences: int, seed: int = 0) -
 def pretrained_workspace(root, topics: list[str], sentences: int, *overrides: str, run_tags=None):
     """A workspace whose data stages ran on topic documents and which holds a tiny pretrained
     model: (config, workspace, chunk artifact, pretrain artifact)."""
-    from lm_core.chunk import run_chunk
-    from lm_core.clean import run_clean
+    from lm_core.chunk.stage import run_chunk
+    from lm_core.clean.stage import run_clean
     from lm_core.config import load_config
-    from lm_core.crawl import run_crawl
-    from lm_core.tokenize import run_tokenize
+    from lm_core.crawl.stage import run_crawl
+    from lm_core.tokenize.stage import run_tokenize
     from lm_core.train.stage import run_pretrain
     from lm_core.workspace import Workspace
 

@@ -15,11 +15,13 @@ import pytest
 from helpers import clean_doc
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-from lm_core.chunk import TAIL_FILE, EmptySplitError, chunk_fingerprint, document_groups, run_chunk, split_is_val
+from lm_core.chunk.pack import TAIL_FILE, document_groups, split_is_val
+from lm_core.chunk.stage import EmptySplitError, chunk_fingerprint, run_chunk
 from lm_core.config import ChunkConfig, TokenizeConfig
 from lm_core.schemas import CLEAN_DOC, token_doc
 from lm_core.shards import CorruptShardError, read_shard, shard_name, shard_paths, write_shard
-from lm_core.tokenize import SPECIAL_TOKENS, load_tokenizer, run_tokenize
+from lm_core.tokenize.bpe import SPECIAL_TOKENS, load_tokenizer
+from lm_core.tokenize.stage import run_tokenize
 from lm_core.workspace import Workspace, fingerprint
 
 EOT = 0  # <|endoftext|>

@@ -19,9 +19,9 @@ import pytest
 from helpers import pydoc_pages
 
 import lm_core.clean.fingerprint as clean_fingerprint_module
-from lm_core.clean import run_clean
+from lm_core.clean.stage import run_clean
 from lm_core.config import CleanConfig, CrawlConfig
-from lm_core.crawl import run_crawl
+from lm_core.crawl.stage import run_crawl
 from lm_core.progress import NullProgress, serial_map
 from lm_core.shards import read_shard, shard_name, shard_paths, write_shard
 from lm_core.workspace import MANIFEST, ArtifactRef, Workspace

@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 import pyarrow as pa
 import pytest
 
-from lm_core.clean import CleanError, clean_fingerprint, run_clean
+from lm_core.clean.fingerprint import clean_fingerprint
 from lm_core.clean.pipeline import document_id
+from lm_core.clean.stage import CleanError, run_clean
 from lm_core.config import CleanConfig, LanguageConfig
 from lm_core.progress import NullProgress
 from lm_core.progress import thread_map as progress_thread_map

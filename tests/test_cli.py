@@ -93,7 +93,7 @@ def test_single_stages_run_on_the_latest_input_and_ls_lists_them(tmp_path):
 
 def test_gc_removes_the_crawl_copies_nothing_was_built_from_and_waits_for_running_builds(tmp_path):
     from lm_core.config import load_config
-    from lm_core.crawl import run_crawl
+    from lm_core.crawl.stage import run_crawl
     from lm_core.workspace import Workspace
 
     docs = tmp_path / "docs"

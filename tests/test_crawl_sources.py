@@ -16,7 +16,9 @@ from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from lm_core.config import CrawlConfig, FilesSource, HFDatasetSource
-from lm_core.crawl import CrawlInputError, NoDocuments, crawl_fingerprint, reasons, run_crawl
+from lm_core.crawl import reasons
+from lm_core.crawl.sources import CrawlInputError
+from lm_core.crawl.stage import NoDocuments, crawl_fingerprint, run_crawl
 from lm_core.schemas import FAILURE, RAW_DOC
 from lm_core.shards import read_shard, shard_paths
 from lm_core.workspace import Workspace

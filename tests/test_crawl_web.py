@@ -22,10 +22,10 @@ import pytest
 from lm_core.clean.fingerprint import clean_fingerprint
 from lm_core.clean.stage import run_clean
 from lm_core.config import CleanConfig, CrawlConfig
-from lm_core.crawl import NoDocuments, reasons, redundant_snapshots, run_crawl
+from lm_core.crawl import reasons
 from lm_core.crawl.encoding import Encodings, sniff
 from lm_core.crawl.links import extract_links
-from lm_core.crawl.stage import STATE_FILE, crawl_fingerprint
+from lm_core.crawl.stage import STATE_FILE, NoDocuments, crawl_fingerprint, redundant_snapshots, run_crawl
 from lm_core.crawl.urls import (
     LINK_LOCAL,
     LOOPBACK,

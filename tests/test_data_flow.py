@@ -163,7 +163,7 @@ def test_each_refresh_is_its_own_snapshot_and_a_flow_runs_retries_keep_theirs():
 KILLABLE_CLEAN = """
 import sys
 from lm_core.config import load_config
-from lm_core.clean import run_clean
+from lm_core.clean.stage import run_clean
 from lm_core.workspace import Workspace
 ws = Workspace(sys.argv[1])
 cfg = load_config(None, ["crawl.files=[{path: x}]"])
@@ -173,7 +173,7 @@ print("done")
 
 
 def test_a_stage_killed_mid_write_publishes_nothing_and_the_rerun_completes(tmp_path):
-    from lm_core.crawl import run_crawl
+    from lm_core.crawl.stage import run_crawl
 
     corpus = tmp_path / "corpus"
     corpus.mkdir()

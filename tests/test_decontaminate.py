@@ -22,11 +22,13 @@ from test_chunk import (
     val_ids,
 )
 
-from lm_core.chunk import Decontaminator, chunk_fingerprint, run_chunk
+from lm_core.chunk.decontaminate import Decontaminator
+from lm_core.chunk.stage import chunk_fingerprint, run_chunk
 from lm_core.config import ChunkConfig, DecontaminateConfig, EvaluateConfig, FilesSource, TokenizeConfig
 from lm_core.schemas import CLEAN_DOC
 from lm_core.shards import shard_name, write_shard
-from lm_core.tokenize import load_tokenizer, run_tokenize
+from lm_core.tokenize.bpe import load_tokenizer
+from lm_core.tokenize.stage import run_tokenize
 from lm_core.workspace import Workspace
 
 WORDS = (

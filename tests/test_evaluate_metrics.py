@@ -17,11 +17,13 @@ import torch.nn.functional as F
 
 from lm_core.chunk.pack import BlockPacker
 from lm_core.config import GenerationConfig
-from lm_core.evaluate import EvalSetError, Pair, corpus_scores, score_blocks, score_pairs, score_texts, sliding_windows
-from lm_core.evaluate.bleu import segment, settings
+from lm_core.evaluate.bleu import corpus_scores, score_pairs, segment, settings
+from lm_core.evaluate.errors import EvalSetError
+from lm_core.evaluate.pairs import Pair
+from lm_core.evaluate.perplexity import score_blocks, score_texts, sliding_windows
 from lm_core.model import GPT, GPTConfig
 from lm_core.textgen import TextModel
-from lm_core.tokenize import train_tokenizer, vocab_size
+from lm_core.tokenize.bpe import train_tokenizer, vocab_size
 
 CONTEXT = 16
 CORPUS = [

@@ -14,25 +14,20 @@ import pytest
 from helpers import pretrained_workspace
 from sacrebleu.metrics import BLEU, CHRF
 
-from lm_core.chunk import run_chunk
 from lm_core.chunk.pack import split_is_val
-from lm_core.clean import run_clean
+from lm_core.chunk.stage import run_chunk
+from lm_core.clean.stage import run_clean
 from lm_core.config import ChunkConfig, EvaluateConfig, FilesSource, GenerationConfig, HFDatasetSource
-from lm_core.crawl import run_crawl
-from lm_core.evaluate import (
-    EvalSetError,
-    PairFileError,
-    evaluate_fingerprint,
-    evaluate_model,
-    published_pair_sets,
-    read_text_sets,
-    run_evaluate,
-)
+from lm_core.crawl.stage import run_crawl
+from lm_core.evaluate.errors import EvalSetError, PairFileError
+from lm_core.evaluate.fingerprint import evaluate_fingerprint
 from lm_core.evaluate.pairs import clean_docs_dir
+from lm_core.evaluate.sets import published_pair_sets, read_text_sets
+from lm_core.evaluate.stage import evaluate_model, run_evaluate
 from lm_core.model_folder import ModelLoadError
 from lm_core.shards import read_shard, shard_paths
 from lm_core.textgen import TextModel
-from lm_core.tokenize import load_tokenizer
+from lm_core.tokenize.bpe import load_tokenizer
 from lm_core.workspace import ArtifactRef, Workspace
 
 TOPICS = ["arrow", "parquet", "tokenizer", "crawler", "scheduler", "registry", "optimizer", "checkpoint",
@@ -77,7 +72,7 @@ def trained(tmp_path_factory):
 
 
 def run_tokenize_clean_crawl(cfg, ws):
-    from lm_core.tokenize import run_tokenize
+    from lm_core.tokenize.stage import run_tokenize
 
     return run_tokenize(cfg.tokenize, run_clean(cfg.clean, run_crawl(cfg.crawl, ws), ws), ws)
 

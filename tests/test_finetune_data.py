@@ -25,7 +25,7 @@ from lm_core.finetune.data import (
 from lm_core.finetune.qa import build_qa_pairs, clean_documents, page_pairs
 from lm_core.schemas import CLEAN_DOC
 from lm_core.shards import shard_name, write_shard
-from lm_core.tokenize import load_tokenizer, train_tokenizer
+from lm_core.tokenize.bpe import load_tokenizer, train_tokenizer
 from lm_core.tokenize.chat_template import ChatDataError, ChatTemplate, Conversation, Message, RenderedChat
 
 SENTENCES = [
@@ -515,10 +515,11 @@ def test_heldout_chats_come_from_validation_documents_only(tmp_path):
     """Held out are the pairs of the documents the chunk stage held out for validation, so the
     pretrained model never saw their answers; the others are trained on. Through the finetune
     stage's own reading of its inputs: clean -> tokenize -> chunk -> chats."""
-    from lm_core.chunk import run_chunk, split_is_val
+    from lm_core.chunk.pack import split_is_val
+    from lm_core.chunk.stage import run_chunk
     from lm_core.config import ChunkConfig, FinetuneConfig, TokenizeConfig
     from lm_core.finetune.build import examples
-    from lm_core.tokenize import run_tokenize
+    from lm_core.tokenize.stage import run_tokenize
     from lm_core.workspace import Workspace
 
     ws = Workspace(tmp_path / "ws")

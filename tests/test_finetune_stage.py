@@ -11,7 +11,7 @@ import torch
 from helpers import FailAfter, Interrupted, pretrained_workspace
 
 from lm_core.config import EvaluateConfig, LoRAConfig, ModelConfig
-from lm_core.evaluate import run_evaluate
+from lm_core.evaluate.stage import run_evaluate
 from lm_core.finetune.batches import pad_batch
 from lm_core.finetune.stage import FinetuneError, finetune_fingerprint, resolve_base, run_finetune
 from lm_core.model_folder import load_tensors

@@ -93,7 +93,7 @@ def layer_of(name: str) -> int | None:
 def test_the_graph_is_read_from_function_level_imports_too():
     """The walk must see what a module imports inside its functions, or the checks below are blind."""
     graph = internal_graph()
-    assert "lm_core.registry.register" in graph["lm_core.registry.stage"]  # imported inside run_register
+    assert "lm_core.finetune.build" in graph["lm_core.finetune.stage"]  # imported inside run_finetune
     assert "lm_core.evaluate.perplexity" in graph["lm_core.evaluate.stage"]
 
 

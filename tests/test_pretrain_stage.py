@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 from lm_core.export import export_hf
 from lm_core.model import GPT, GPTConfig
 from lm_core.model_folder import load_weights
-from lm_core.tokenize import load_tokenizer
+from lm_core.tokenize.bpe import load_tokenizer
 from lm_core.train.stage import run_pretrain
 
 TOPICS = ["arrow", "parquet", "tokenizer", "crawler", "scheduler", "registry", "optimizer", "checkpoint"]

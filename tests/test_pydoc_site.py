@@ -14,8 +14,9 @@ import pytest
 from helpers import FailAfter, Interrupted
 
 from lm_core.config import CrawlConfig
-from lm_core.crawl import reasons, run_crawl
+from lm_core.crawl import reasons
 from lm_core.crawl.pydoc_site import DEFAULT_EXCLUDES, PUBLIC_BASE, PydocServerError, pydoc_server
+from lm_core.crawl.stage import run_crawl
 from lm_core.schemas import FAILURE, RAW_DOC
 from lm_core.shards import read_shard, shard_paths
 from lm_core.workspace import Workspace

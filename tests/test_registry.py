@@ -15,18 +15,11 @@ from mlflow import MlflowClient
 from lm_core.config import RegistryConfig
 from lm_core.model import GPT, GPTConfig
 from lm_core.model_folder import save_weights
-from lm_core.registry import (
-    CHALLENGER,
-    CHAMPION,
-    ModelNotFound,
-    current_champion,
-    decide,
-    load_text_model,
-    register_model,
-)
-from lm_core.registry.register import DECISION_TAG, REASON_TAG
+from lm_core.registry.gate import decide
+from lm_core.registry.register import CHALLENGER, CHAMPION, DECISION_TAG, REASON_TAG, current_champion, register_model
+from lm_core.registry.resolve import ModelNotFound, load_text_model
 from lm_core.textgen import GenerationSettings, TextModel
-from lm_core.tokenize import train_tokenizer
+from lm_core.tokenize.bpe import train_tokenizer
 from lm_core.train.checkpoint import save_checkpoint
 from lm_core.train.stage import RUN_ID_FILE
 from lm_core.workspace import Workspace

@@ -278,24 +278,6 @@ def test_embedded_servers_started_at_once_on_a_fresh_home_all_come_up(tmp_path):
     assert "already exists" not in (home / "embedded-server.log").read_text()
 
 
-@pytest.mark.prefect
-def test_a_command_imports_what_its_stages_need_while_the_embedded_server_boots(tmp_path):
-    """The seconds the embedded server takes to boot are spent importing the modules the command's
-    stages will need; once it answers, the rest are left for when a stage needs them."""
-    script = SERVER + (
-        "try:\n"
-        "    s.wait(meanwhile=['lm_core.clean.stage'])\n"
-        "    booting = 'lm_core.clean.stage' in sys.modules\n"
-        "    s.wait(meanwhile=['torch'])  # already up: nothing to wait for, nothing imported\n"
-        "    print(booting, 'torch' in sys.modules)\n"
-        "finally:\n"
-        "    s.stop()\n"
-    )
-    out = run_with_server(script, tmp_path / ".prefect")
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["True", "False"]
-
-
 def _gone(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE  # exited; its new parent reaps it

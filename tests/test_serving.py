@@ -15,7 +15,7 @@ import pytest
 from test_registry import Store, build_model_folder
 
 from lm_core.config import RegistryConfig
-from lm_core.registry import register_model
+from lm_core.registry.register import register_model
 from lm_core.textgen import GenerationSettings, TextModel
 from lmforge.embedded import free_port
 

@@ -9,7 +9,7 @@ import json
 import numpy as np
 from test_chunk import make_tokens, random_docs
 
-from lm_core.chunk import run_chunk
+from lm_core.chunk.stage import run_chunk
 from lm_core.config import ChunkConfig, Config
 from lm_core.stages import STAGE, StageRun, build, complete_inputs, stage_key
 from lm_core.stats import HISTOGRAM_FILE, stats_ui

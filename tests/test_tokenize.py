@@ -20,22 +20,14 @@ import test_clean_incremental as pydoc_site
 from helpers import clean_doc
 from tokenizers import pre_tokenizers, trainers
 
-from lm_core.clean import run_clean
+from lm_core.clean.stage import run_clean
 from lm_core.config import CleanConfig, TokenizeConfig
 from lm_core.progress import NullProgress
 from lm_core.progress import thread_map as progress_thread_map
 from lm_core.schemas import CLEAN_DOC, token_doc
 from lm_core.shards import read_shard, shard_name, shard_paths, write_shard
-from lm_core.tokenize import (
-    SPECIAL_TOKENS,
-    EmptyCorpusError,
-    TokenizerError,
-    load_tokenizer,
-    run_tokenize,
-    tokenize_fingerprint,
-    train_tokenizer,
-)
-from lm_core.tokenize.bpe import _untrained
+from lm_core.tokenize.bpe import SPECIAL_TOKENS, TokenizerError, _untrained, load_tokenizer, train_tokenizer
+from lm_core.tokenize.stage import EmptyCorpusError, run_tokenize, tokenize_fingerprint
 from lm_core.workspace import Workspace, fingerprint
 
 # Real prose and code-ish text, in memory, a few tens of KB.

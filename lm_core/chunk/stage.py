@@ -30,7 +30,8 @@ from lm_core.config import ChunkConfig, Config, EvaluateConfig
 from lm_core.progress import NullProgress, Progress
 from lm_core.schemas import token_doc
 from lm_core.shards import read_shard, shard_paths
-from lm_core.tokenize import END_OF_TEXT, TOKENIZER_FILE, TOKENS_DIR, load_tokenizer, vocab_size
+from lm_core.tokenize.bpe import END_OF_TEXT, load_tokenizer, vocab_size
+from lm_core.tokenize.stage import TOKENIZER_FILE, TOKENS_DIR
 from lm_core.workspace import ArtifactRef, StageKey, Workspace, fingerprint
 
 if TYPE_CHECKING:

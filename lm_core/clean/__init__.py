@@ -12,30 +12,4 @@ data and deduplicated; every dropped document is kept in `rejected/` with its re
     pipeline.py  one document through all of the above
     stage.py     the stage over shards: filter (map), dedup (reduce), write (map)
     fingerprint.py  what decides the artifact (light: for cached runs)
-
-The names below are imported on first use: `clean_fingerprint` needs none of the pipeline.
 """
-
-from __future__ import annotations
-
-from lm_core.lazy import lazy_attributes
-
-_HOME = {
-    "DUPLICATE": "pipeline",
-    "EMPTY": "pipeline",
-    "EXTRACT_ERROR": "pipeline",
-    "LANGUAGE": "pipeline",
-    "NEAR_DUPLICATE": "pipeline",
-    "NO_TEXT": "pipeline",
-    "NOT_TEXT": "pipeline",
-    "REASONS": "pipeline",
-    "UNSUPPORTED": "pipeline",
-    "QUALITY_REASONS": "quality",
-    "CODE_VERSION": "fingerprint",
-    "clean_fingerprint": "fingerprint",
-    "CleanError": "stage",
-    "run_clean": "stage",
-}
-__all__ = sorted(_HOME)
-
-__getattr__ = lazy_attributes(__name__, _HOME)

@@ -3,8 +3,14 @@ numpy), so that a cached run finds its artifact without loading the cleaning pip
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from lm_core.config import CleanConfig
-from lm_core.workspace import ArtifactRef, fingerprint
+from lm_core.workspace import ArtifactRef, StageKey, Workspace, fingerprint
+
+if TYPE_CHECKING:
+    from lm_core.config import Config
+    from lm_core.stages import Inputs
 
 STAGE = "clean"
 # bump when the same config and documents would clean differently
@@ -47,3 +53,17 @@ def _fingerprint(cfg: CleanConfig, inputs: dict[str, str]) -> str:
     digest = inputs.get("crawl_content")
     decisive = {"crawl_content": digest} if digest else {"crawl": inputs.get("crawl")}
     return fingerprint(STAGE, cfg.fingerprint_fields(), decisive, CODE_VERSION)
+
+
+def clean_key(cfg: Config, inputs: Inputs, ws: Workspace) -> StageKey:
+    """The declared key of the stage (lm_core/stages.py)."""
+    return _key(cfg.clean, inputs["crawl"])
+
+
+def _key(cfg: CleanConfig, crawl: ArtifactRef) -> StageKey:
+    return StageKey(
+        stage=STAGE,
+        fingerprint=clean_fingerprint(cfg, crawl),
+        config=cfg.fingerprint_fields(),
+        inputs=clean_inputs(crawl),
+    )

@@ -53,19 +53,24 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from lm_core.clean.dedup import DIGEST_BYTES, Deduplicator
-from lm_core.clean.fingerprint import STAGE, clean_fingerprint, clean_inputs, made_with
+from lm_core.clean.fingerprint import STAGE, _key, made_with
 from lm_core.clean.pipeline import Dropped, Kept, clean_document, document_id
 from lm_core.config import CleanConfig
 from lm_core.progress import MapShards, NullProgress, Progress, serial_map
 from lm_core.schemas import CLEAN_DOC, RAW_DOC, REJECTED
 from lm_core.shards import CorruptShardError, read_shard, shard_name, shard_paths, write_shard
-from lm_core.workspace import ArtifactRef, Workspace
+from lm_core.workspace import ArtifactRef, StageKey, Workspace
+
+if TYPE_CHECKING:
+    from lm_core.config import Config
+    from lm_core.stages import Inputs, StageRun
 
 log = logging.getLogger(__name__)
 
@@ -538,17 +543,24 @@ def _merge(counters: list[dict[str, int]]) -> dict[str, int]:
     return dict(sorted(total.items()))
 
 
+def clean_stage(cfg: Config, inputs: Inputs, ws: Workspace, key: StageKey, run: StageRun) -> ArtifactRef:
+    """The declared run of the stage (lm_core/stages.py)."""
+    return run_clean(cfg.clean, inputs["crawl"], ws, run.map_shards, run.progress, key=key)
+
+
 def run_clean(
     cfg: CleanConfig,
     crawl: ArtifactRef,
     ws: Workspace,
     map_shards: MapShards = serial_map,
     progress: Progress = NullProgress(),
+    key: StageKey | None = None,
 ) -> ArtifactRef:
     """Clean a crawl artifact into `clean/<fingerprint>/`; returns the published artifact
-    (at once, without work, if it exists already)."""
-    fp = clean_fingerprint(cfg, crawl)
-    with ws.build(STAGE, fp, config=cfg.fingerprint_fields(), inputs=clean_inputs(crawl)) as build:
+    (at once, without work, if it exists already). `key`: computed already (`clean_key`)."""
+    key = key or _key(cfg, crawl)
+    fp = key.fingerprint
+    with ws.build(STAGE, fp, config=key.config, inputs=key.inputs) as build:
         if build.published:
             return build.ref
         raw_paths = shard_paths(crawl.dir / "docs")

@@ -35,7 +35,8 @@ from lm_core.evaluate.sets import CHAT, PAIRS_DIR, build_pair_sets, read_text_se
 from lm_core.progress import NullProgress, Progress
 from lm_core.stages import Inputs, StageRun, UiArtifact
 from lm_core.textgen import TextModel
-from lm_core.tokenize import TOKENIZER_FILE, load_tokenizer
+from lm_core.tokenize.bpe import load_tokenizer
+from lm_core.tokenize.stage import TOKENIZER_FILE
 from lm_core.workspace import ArtifactRef, StageKey, Workspace, write_json_atomic
 
 

@@ -63,7 +63,7 @@ def _folder_artifact(path: Path, tracking_uri: str, ws: Workspace) -> ArtifactRe
             return find_model_artifact(str(path), ws)
         except ModelArtifactNotFound as e:
             raise FinetuneError(f"finetune.base {e}") from None
-    from lm_core.train import checkpoint as ckpt
+    from lm_core.train import checkpoint as ckpt  # torch: only for a checkpoint folder
 
     if not ckpt.is_checkpoint(path):
         raise FinetuneError(f"finetune.base {path} is neither a model artifact of {ws.root} nor a training checkpoint")
@@ -101,7 +101,7 @@ def finetune_inputs(cfg: Config, base: ArtifactRef, ws: Workspace) -> dict[str, 
         inputs["data_files"] = _digest(files)
     datasets = ft.preference_datasets if ft.method == "dpo" else ft.chat_datasets
     if datasets:
-        from lm_core.finetune.data import dataset_local_files
+        from lm_core.finetune.data import dataset_local_files  # `datasets`: only when one is named
 
         local = [f for d in datasets for f in dataset_local_files(d.model_dump())]
         inputs["datasets"] = _digest(local) if local else "remote"
@@ -169,7 +169,7 @@ def run_finetune(
     with ws.build(STAGE, fp, config=key.config, inputs=inputs) as b:
         if b.published:
             return b.ref
-        from lm_core.finetune import build
+        from lm_core.finetune import build  # torch, MLflow: only when there is training to do
 
         t0 = time.perf_counter()
         examples = build.examples(cfg.finetune, ws, inputs, cfg.seed)

@@ -8,30 +8,4 @@ register it with the champion/challenger gate, and load any model a user names.
     resolve.py       load a model from models:/..., a folder, a checkpoint or a fingerprint
                      (what a spec names: `lm_core.model_spec`)
     stage.py         the `register` artifact: log the evaluation, score the champion, register
-
-The names below are imported on first use: a cached run looks up `register_fingerprint`
-without importing MLflow or torch.
 """
-
-from __future__ import annotations
-
-from lm_core.lazy import lazy_attributes
-
-_HOME = {
-    "GateDecision": "gate",
-    "decide": "gate",
-    "log_text_model": "log",
-    "CHALLENGER": "register",
-    "CHAMPION": "register",
-    "Champion": "register",
-    "RegistrationResult": "register",
-    "current_champion": "register",
-    "register_model": "register",
-    "ModelNotFound": "resolve",
-    "load_text_model": "resolve",
-    "register_fingerprint": "stage",
-    "run_register": "stage",
-}
-__all__ = sorted(_HOME)
-
-__getattr__ = lazy_attributes(__name__, _HOME)

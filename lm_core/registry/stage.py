@@ -8,7 +8,8 @@ Steps: log the evaluation into the model's MLflow run (metrics `eval.<name>`, th
 files); score the current champion, if any, on the very pairs and texts the challenger was
 scored on; log the model as a pyfunc and register it with the champion/challenger gate.
 
-The fingerprint covers the evaluate artifact (hence the model and its data), the gate, the
+The fingerprint (`fingerprint.py`, light: a cached run imports neither MLflow nor torch) covers
+the evaluate artifact (hence the model and its data), the gate, the
 registered name and the store: an unchanged run registers nothing new. A registration that was
 interrupted after MLflow created the version (but before the artifact was published) is found
 again by its fingerprint tag and not registered twice.
@@ -20,51 +21,27 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mlflow import MlflowClient
+from mlflow.entities import Metric, RunTag
+from mlflow.exceptions import MlflowException
+
 from lm_core.config import Config, mask_url
+from lm_core.evaluate.errors import EvalSetError
+from lm_core.evaluate.preferences import published_preference_sets
+from lm_core.evaluate.sets import published_pair_sets, read_text_sets
+from lm_core.evaluate.stage import check_tokenizer, evaluate_model
+from lm_core.model_spec import registry_client
 from lm_core.progress import NullProgress, Progress
+from lm_core.registry.fingerprint import STAGE, model_name, register_key, scored_stage
+from lm_core.registry.register import CHAMPION, RegistrationResult, current_champion, register_model, register_variant
+from lm_core.registry.resolve import load_text_model
 from lm_core.stages import Inputs, StageRun, UiArtifact
+from lm_core.tracking import MlflowTracker, mlflow_ui_links
 from lm_core.workspace import ArtifactRef, StageKey, Workspace, fingerprint, read_manifest, write_json_atomic
 
-STAGE = "register"
-CODE_VERSION = 1
 FINGERPRINT_TAG = "lmforge.register_fingerprint"
 EVAL_PREFIX = "eval."  # evaluation metrics in the model's run, apart from training's own val_*
 EVAL_FILES = ("metrics.json", "signatures.json", "samples.jsonl")
-
-
-def model_name(cfg: Config, model_stage: str = "pretrain") -> str:
-    """Base models register under `registry.model_name` (default: the run's name), chat models
-    under `finetune.model_name` (default: <name>-chat)."""
-    if model_stage == "finetune":
-        return cfg.finetune.model_name or f"{cfg.name}-chat"
-    return cfg.registry.model_name or cfg.name
-
-
-def _model_stage(inputs: dict[str, str]) -> str:
-    """The stage of the model an evaluation (or registration) scored: a chat model or a base model."""
-    return "finetune" if "finetune" in inputs else "pretrain"
-
-
-def register_inputs(cfg: Config, evaluation: ArtifactRef) -> dict[str, str]:
-    inputs = read_manifest(evaluation.dir)["inputs"]
-    model_stage = _model_stage(inputs)
-    return {
-        "evaluate": evaluation.fingerprint,
-        model_stage: inputs[model_stage],
-        "chunk": inputs["chunk"],
-        "name": model_name(cfg, model_stage),
-        "tracking_uri": mask_url(cfg.tracking_uri),  # a store's identity; its password stays out of the manifest
-    }
-
-
-def register_fingerprint(cfg: Config, evaluation: ArtifactRef) -> str:
-    return fingerprint(STAGE, cfg.registry.fingerprint_fields(), register_inputs(cfg, evaluation), CODE_VERSION)
-
-
-def register_key(cfg: Config, inputs: Inputs, ws: Workspace) -> StageKey:
-    found = register_inputs(cfg, inputs["evaluate"])
-    fp = fingerprint(STAGE, cfg.registry.fingerprint_fields(), found, CODE_VERSION)
-    return StageKey(stage=STAGE, fingerprint=fp, config=cfg.registry.model_dump(mode="json"), inputs=found)
 
 
 def register_stage(cfg: Config, inputs: Inputs, ws: Workspace, key: StageKey, run: StageRun) -> ArtifactRef:
@@ -73,8 +50,6 @@ def register_stage(cfg: Config, inputs: Inputs, ws: Workspace, key: StageKey, ru
 
 def register_ui(cfg: Config, ref: ArtifactRef) -> list[UiArtifact]:
     """The challenger's and the champion's scores side by side, the decision, and links to MLflow's UI."""
-    from lm_core.tracking import mlflow_ui_links
-
     s = ref.stats
     rows = s.get("comparison", {}).get("rows", [])
     champion_v = s.get("comparison", {}).get("champion_version")
@@ -119,10 +94,7 @@ def run_register(
     with ws.build(STAGE, fp, config=key.config, inputs=inputs) as b:
         if b.published:
             return b.ref
-        # MLflow and torch only when there is something to register: a cached run loads neither.
-        from lm_core.registry.register import register_model
-
-        model = ws.ref(_model_stage(inputs), inputs[_model_stage(inputs)])
+        model = ws.ref(scored_stage(inputs), inputs[scored_stage(inputs)])
         chunk = ws.ref("chunk", inputs["chunk"])
         run_id = _model_run(cfg, model, run_tags or {})
         metrics = json.loads((evaluation.dir / "metrics.json").read_text())
@@ -172,11 +144,6 @@ def run_register(
 def _model_run(cfg: Config, model: ArtifactRef, run_tags: dict[str, str]) -> str:
     """The MLflow run that trained the model; a new run in the experiment when the model was
     trained against another tracking store (its run is not in this one)."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    from lm_core.tracking import MlflowTracker
-
     run_id = model.stats.get("mlflow_run_id")
     if run_id:
         try:
@@ -195,9 +162,6 @@ def _model_run(cfg: Config, model: ArtifactRef, run_tags: dict[str, str]) -> str
 
 
 def _log_evaluation(tracking_uri: str, run_id: str, evaluation: ArtifactRef, metrics: dict[str, float]) -> None:
-    from mlflow import MlflowClient
-    from mlflow.entities import Metric, RunTag
-
     client = MlflowClient(tracking_uri)
     stamp = int(Path(evaluation.dir / "metrics.json").stat().st_mtime * 1000)
     client.log_batch(
@@ -234,8 +198,6 @@ def _register_int8(cfg: Config, run_id: str, model: ArtifactRef, result, fp: str
     folder = model.dir / "int8"
     if not folder.is_dir():
         return None
-    from lm_core.registry.register import register_variant
-
     report = json.loads((folder / "compression.json").read_text())
     tags = {
         "lmforge.quantized": "int8",
@@ -257,8 +219,6 @@ def _base_versions(cfg: Config, model: ArtifactRef) -> dict[str, str]:
     base_fp = read_manifest(model.dir)["inputs"].get("pretrain")
     if model.stage != "finetune" or not base_fp:
         return {}
-    from lm_core.model_spec import registry_client
-
     name = model_name(cfg, "pretrain")
     try:
         found = registry_client(cfg.tracking_uri).search_model_versions(
@@ -272,9 +232,6 @@ def _base_versions(cfg: Config, model: ArtifactRef) -> dict[str, str]:
 
 def _registered_by_fingerprint(tracking_uri: str, name: str, fp: str):
     """The registration an interrupted run already made for this fingerprint, if any."""
-    from lm_core.model_spec import registry_client
-    from lm_core.registry.register import CHAMPION, RegistrationResult
-
     client = registry_client(tracking_uri)
     try:
         versions = client.search_model_versions(f"name = '{name}' and tag.`{FINGERPRINT_TAG}` = '{fp}'")
@@ -302,10 +259,6 @@ def _score_champion(cfg: Config, name: str, evaluation: ArtifactRef, chunk: Arti
     """The current champion and its scores on the challenger's sets (None when there is no
     champion). Validation blocks are token ids: a champion with another tokenizer is not scored
     on them, and the gate falls back to the metrics recorded at its registration."""
-    from lm_core.evaluate import EvalSetError, check_tokenizer, evaluate_model, published_pair_sets, read_text_sets
-    from lm_core.registry.register import current_champion
-    from lm_core.registry.resolve import load_text_model
-
     champion = current_champion(cfg.tracking_uri, name)
     if champion is None:
         return None, None
@@ -315,8 +268,6 @@ def _score_champion(cfg: Config, name: str, evaluation: ArtifactRef, chunk: Arti
     except EvalSetError:
         return champion, None
     progress.describe(f"scoring champion v{champion.version} on the same sets")
-    from lm_core.evaluate.preferences import published_preference_sets
-
     pairs, texts = published_pair_sets(evaluation.dir), read_text_sets(cfg.evaluate)
     prefs = published_preference_sets(evaluation.dir)
     result = evaluate_model(model, cfg.evaluate, chunk.dir, pairs, texts, progress, prefs)

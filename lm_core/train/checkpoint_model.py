@@ -12,7 +12,7 @@ from pathlib import Path
 from lm_core.model_folder import CONFIG, TOKENIZER, WEIGHTS
 from lm_core.model_spec import ModelNotFound, store_uri
 from lm_core.textgen import TextModel
-from lm_core.tokenize import TOKENIZER_FILE
+from lm_core.tokenize.stage import TOKENIZER_FILE
 from lm_core.train import checkpoint as ckpt
 
 

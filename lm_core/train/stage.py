@@ -31,7 +31,8 @@ from lm_core.config import Config, mask_url
 from lm_core.model_folder import CONFIG, TOKENIZER, write_config
 from lm_core.progress import NullProgress, Progress
 from lm_core.stages import Inputs, StageRun, UiArtifact
-from lm_core.tokenize import TOKENIZER_FILE, load_tokenizer
+from lm_core.tokenize.bpe import load_tokenizer
+from lm_core.tokenize.stage import TOKENIZER_FILE
 from lm_core.tracking import MlflowTracker, flatten, loss_curve_png
 from lm_core.train import checkpoint as ckpt
 from lm_core.train.checkpoint import RUN_ID_FILE
