@@ -26,6 +26,15 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
+from prefect import deploy as prefect_deploy
+from prefect import serve as prefect_serve
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.exceptions import ObjectNotFound
+from prefect.schedules import Cron
+from prefect.types.entrypoint import EntrypointType
+
+from flows.data import with_runner
 from lm_core.config import Config
 from lm_core.stages import SCHEDULED_FLOWS
 
@@ -47,11 +56,6 @@ def config_parameter(cfg: Config) -> dict[str, Any]:
 
 def build_deployments(cfg: Config, work_pool: str | None = None) -> list:
     """One `RunnerDeployment` per flow in FLOWS; nothing is sent to a server."""
-    from prefect.schedules import Cron
-    from prefect.types.entrypoint import EntrypointType
-
-    from flows.data import with_runner
-
     config = config_parameter(cfg)
     out = []
     for name, (module, function) in FLOWS.items():
@@ -77,17 +81,11 @@ def build_deployments(cfg: Config, work_pool: str | None = None) -> list:
 
 def serve(cfg: Config) -> None:
     """Serve every deployment from this process until interrupted (schedules paused on exit)."""
-    from prefect import serve as prefect_serve
-
     prefect_serve(*build_deployments(cfg))
 
 
 def ensure_process_pool(name: str) -> bool:
     """Create the `process` work pool `name` unless it exists; True when created."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.exceptions import ObjectNotFound
-
     with get_client(sync_client=True) as client:
         try:
             pool = client.read_work_pool(name)
@@ -102,7 +100,5 @@ def ensure_process_pool(name: str) -> bool:
 def deploy(cfg: Config, pool: str = DEFAULT_POOL) -> list:
     """Register every deployment to the `process` work pool `pool` (created if missing); the
     deployment ids, in FLOWS order."""
-    from prefect import deploy as prefect_deploy
-
     ensure_process_pool(pool)
     return list(prefect_deploy(*build_deployments(cfg, work_pool=pool), work_pool_name=pool, ignore_warnings=True))

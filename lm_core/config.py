@@ -15,6 +15,7 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
@@ -159,8 +160,6 @@ class CrawlConfig(Section):
     @field_validator("exclude")
     @classmethod
     def _patterns_compile(cls, patterns: list[str]) -> list[str]:
-        import re
-
         for p in patterns:
             try:
                 re.compile(p)
@@ -677,8 +676,6 @@ class _Schedules(Section):
     @field_validator("timezone")
     @classmethod
     def _is_timezone(cls, tz: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
         try:
             ZoneInfo(tz)
         except (ZoneInfoNotFoundError, ValueError):

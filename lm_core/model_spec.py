@@ -23,7 +23,7 @@ from lm_core.config import Config, default_tracking_uri
 from lm_core.workspace import MANIFEST, ArtifactRef, Workspace
 
 if TYPE_CHECKING:
-    from mlflow import MlflowClient
+    from mlflow import MlflowClient  # MLflow (about 1 s): only for models:/ specs
 
 MODEL_STAGES = ("pretrain", "finetune")  # workspace stages whose artifacts are model folders
 _REGISTERED = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))$")
@@ -119,7 +119,7 @@ def store_uri(tracking_uri: str | None, workspace: str | Path | None) -> str:
 
 def registered_version(spec: str, tracking_uri: str) -> tuple[str, str]:
     """(name, version) of a `models:/<name>@<alias>` or `models:/<name>/<version>` spec."""
-    from mlflow.exceptions import MlflowException
+    from mlflow.exceptions import MlflowException  # MLflow: only for models:/ specs
     from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
     m = _REGISTERED.match(spec)

@@ -7,6 +7,7 @@ the Prefect task layer passes one that drives a terminal bar and a Prefect progr
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Protocol, TypeVar
 
 T = TypeVar("T")
@@ -55,8 +56,6 @@ def thread_map(
     fn: Callable[[T], R], items: Sequence[T], progress: Progress = NullProgress(), workers: int | None = None
 ) -> list[R]:
     """A `MapShards` on a local thread pool (for notebooks and scripts; flows use Prefect's)."""
-    from concurrent.futures import ThreadPoolExecutor, as_completed
-
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(fn, item) for item in items]
         for f in as_completed(futures):

@@ -93,7 +93,7 @@ class MlflowTracker:
         self._monitor = None
         if system_metrics:
             try:
-                from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+                from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor  # psutil: only when asked
 
                 self._monitor = SystemMetricsMonitor(run_id, sampling_interval=5, tracking_uri=tracking_uri)
                 self._monitor.start()
@@ -140,7 +140,7 @@ def _param_value(v: Any) -> str:
 
 def loss_curve_png(history: list[dict[str, float]], path: Path, title: str) -> Path | None:
     """Training loss and validation loss against tokens seen, as a PNG."""
-    import matplotlib
+    import matplotlib  # only for the loss curve's picture
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

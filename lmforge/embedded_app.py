@@ -104,7 +104,7 @@ class WarmUp:
             return
 
         async def request() -> None:
-            import httpx
+            import httpx  # only for the app's warm-up request
 
             transport = httpx.ASGITransport(app=self.app)
             async with httpx.AsyncClient(transport=transport, base_url="http://embedded") as client:
@@ -150,7 +150,7 @@ def exit_with_stdin(grace_s: float = 30.0) -> None:
 
 def create_app() -> ASGIApp:
     """The uvicorn factory: Prefect's server app (ephemeral, no UI), wrapped."""
-    from prefect.server.api.server import create_app as prefect_app
+    from prefect.server.api.server import create_app as prefect_app  # in the server's process only
 
     from lmforge.embedded import EXIT_WITH_STDIN
 

@@ -6,7 +6,9 @@ treatment without importing the CLI.
 
 from __future__ import annotations
 
+import atexit
 import gc
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -56,9 +58,6 @@ def exit_now(code: int | str | None) -> None:
     """Exit without tearing the interpreter down: after a run, finalising torch's, MLflow's and
     Prefect's modules takes over a second and does nothing for the user. Every artifact is
     published and closed by now; the exit handlers (Prefect sends its last logs) still run."""
-    import atexit
-    import os
-
     if code is None:
         code = 0
     elif not isinstance(code, int):  # sys.exit("message"), as Python itself would show it

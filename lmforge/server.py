@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 from lm_core.config import mask_url  # re-exported: the CLI prints URLs with it
@@ -59,9 +60,7 @@ def crash_unresponsive_runs(api_url: str, after_s: float | None = None) -> float
     and no final state for `after_s` seconds (default: UNRESPONSIVE_BEATS heartbeats), through
     the automation UNRESPONSIVE_RUNS, which replaces the one an earlier call made. Returns
     `after_s`, or None where heartbeats are off (PREFECT_FLOWS_HEARTBEAT_FREQUENCY unset)."""
-    from datetime import timedelta
-
-    from prefect.automations import Automation
+    from prefect.automations import Automation  # Prefect: once PREFECT_HOME is set
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.objects import StateType
     from prefect.events.actions import ChangeFlowRunState

@@ -12,7 +12,12 @@ from typing import Any, TypeVar
 from prefect import Task, task
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.concurrency.sync import concurrency
+from prefect.context import FlowRunContext
+from prefect.exceptions import ObjectNotFound
 from prefect.futures import as_completed
+from prefect.runtime import deployment, flow_run
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.progress import Progress as RichProgress
 
@@ -43,10 +48,6 @@ TRAINING_SLOTS = "lmforge-training"
 @contextmanager
 def training_slot():
     """Hold a TRAINING_SLOTS slot while training, if that limit exists."""
-    from prefect.client.orchestration import get_client
-    from prefect.concurrency.sync import concurrency
-    from prefect.exceptions import ObjectNotFound
-
     try:
         with get_client(sync_client=True) as client:
             client.read_global_concurrency_limit_by_name(TRAINING_SLOTS)
@@ -73,20 +74,14 @@ def workspace_for(workspace: str, stage: str, force: bool) -> Workspace:
 def prefect_origin() -> dict[str, str]:
     """The flow run (and deployment, when scheduled or triggered from the UI) running this task,
     read from the run's context: `prefect.runtime` would ask the API for each field."""
-    from prefect.context import FlowRunContext
-
     ctx = FlowRunContext.get()
     if ctx is None or ctx.flow_run is None:  # a task run away from its flow's thread
-        from prefect.runtime import deployment, flow_run
-
         origin = {"prefect_flow_run_id": flow_run.id, "prefect_flow_run_name": flow_run.name,
                   "prefect_flow": flow_run.flow_name, "prefect_deployment": deployment.name}  # fmt: skip
     else:
         run = ctx.flow_run
         origin = {"prefect_flow_run_id": run.id, "prefect_flow_run_name": run.name, "prefect_flow": ctx.flow.name}
         if run.deployment_id is not None:
-            from prefect.runtime import deployment
-
             origin["prefect_deployment"] = deployment.name
     return {k: str(v) for k, v in origin.items() if v}
 

@@ -605,7 +605,7 @@ def test_gc_finds_the_copies_unchanged_refreshes_leave_and_keeps_what_runs_read_
 _CHILD = """
 import json, sys
 from lm_core.config import CrawlConfig
-from lm_core.crawl import run_crawl
+from lm_core.crawl.stage import run_crawl
 from lm_core.workspace import Workspace
 run_crawl(CrawlConfig.model_validate(json.loads(sys.argv[1])), Workspace(sys.argv[2]))
 """

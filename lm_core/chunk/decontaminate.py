@@ -175,7 +175,7 @@ def evaluation_texts(evaluation: EvaluateConfig) -> dict[str, list[str]]:
     """The texts of the evaluation sets an `EvaluateConfig` names, by set: each text set
     (`text.<name>`) and each pair file's prompts and references (`pairs.<name>`), read as the
     evaluate stage reads them. (The held-out pairs and chats come from validation documents.)"""
-    from lm_core.evaluate.pairs import read_pairs
+    from lm_core.evaluate.pairs import read_pairs  # the evaluation sets: only when decontaminating
     from lm_core.evaluate.sets import pair_set_paths, read_text_sets
 
     out = {f"text.{name}": docs for name, docs in read_text_sets(evaluation).items()}

@@ -51,7 +51,7 @@ def chunk_inputs(cfg: ChunkConfig, tokens: ArtifactRef, evaluation: EvaluateConf
     content of their local files and the settings that choose and read them."""
     inputs = {"tokenize": tokens.fingerprint}
     if cfg.decontaminate.enabled and evaluation is not None:
-        from lm_core.evaluate.sets import source_digests
+        from lm_core.evaluate.sets import source_digests  # only when decontaminating
 
         sources = evaluation.model_dump(mode="json", include={"texts", "hf_texts"})
         for src in sources["texts"]:

@@ -92,7 +92,7 @@ def detect_encoding(body: bytes) -> str | None:
     """charset_normalizer's best guess, or None for bytes that look like no text at all."""
     if _decodes(body, "utf-8"):  # exact and cheap; the common case
         return "utf-8"
-    from charset_normalizer import from_bytes
+    from charset_normalizer import from_bytes  # only for what is not UTF-8
 
     best = from_bytes(body).best()
     return _canonical(best.encoding) if best is not None else None

@@ -117,7 +117,7 @@ def _jsonl_record(line: bytes, url: str, text_field: str, max_bytes: int) -> Row
 
 
 def _archive_iterator(f):
-    from warcio.archiveiterator import ArchiveIterator
+    from warcio.archiveiterator import ArchiveIterator  # only for WARC sources
 
     class CheckedArchiveIterator(ArchiveIterator):
         """warcio stops quietly at a truncated gzip member; this notices."""
@@ -217,7 +217,7 @@ def hf_id_prefix(src: HFDatasetSource) -> str:
 
 
 def hf_rows(src: HFDatasetSource, where: str, max_bytes: int) -> Iterator[Row]:
-    import datasets
+    import datasets  # heavy: only for a hub dataset
 
     try:
         ds = datasets.load_dataset(

@@ -140,7 +140,7 @@ def read_text_sets(cfg: EvaluateConfig) -> dict[str, list[str]]:
 def chat_pairs(model_dir: str | Path) -> list[Pair]:
     """A chat model's held-out single-turn chats as pairs: the user's message is the prompt (the
     model renders it with its chat template) and the assistant's reply the reference."""
-    from lm_core.finetune.data import read_chat_jsonl
+    from lm_core.finetune.data import read_chat_jsonl  # only for a chat model's held-out chats
 
     path = heldout_chats_file(model_dir)
     if path is None:

@@ -263,7 +263,7 @@ def dataset_records(spec: DatasetSource | Mapping[str, Any]) -> Iterator[tuple[s
 def dataset_local_files(spec: DatasetSource | Mapping[str, Any]) -> list[str]:
     """The local files a source reads (to fingerprint them: edited files, a new artifact);
     empty for a hub dataset."""
-    from lm_core.crawl.sources import _local_data_files
+    from lm_core.crawl.sources import _local_data_files  # the crawl's reading of a source, so both agree
 
     return _local_data_files(DatasetSource.of(spec))  # type: ignore[arg-type]
 

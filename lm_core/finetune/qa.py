@@ -39,6 +39,9 @@ from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lm_core.chunk.pack import split_is_val
+from lm_core.schemas import CLEAN_DOC
+from lm_core.shards import read_shard, shard_paths
 from lm_core.tokenize.chat_template import Conversation, Message
 
 # `json (version 2.0.9)`, `abc`
@@ -337,9 +340,6 @@ def build_qa_pairs(
 
 def clean_documents(docs_dir: str | Path) -> Iterator[tuple[str, str]]:
     """(url, text) of every document of a clean artifact's `docs` folder, shard by shard."""
-    from lm_core.schemas import CLEAN_DOC
-    from lm_core.shards import read_shard, shard_paths
-
     for path in shard_paths(docs_dir):
         for batch in read_shard(path, CLEAN_DOC).select(["url", "text"]).to_batches():
             yield from zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True)
@@ -348,9 +348,6 @@ def clean_documents(docs_dir: str | Path) -> Iterator[tuple[str, str]]:
 def validation_urls(docs_dir: str | Path, split_salt: str, val_fraction: float) -> set[str]:
     """The urls of the clean documents that the chunk stage holds out for validation (the same
     rule on the same ids, `split_is_val`)."""
-    from lm_core.chunk.pack import split_is_val
-    from lm_core.shards import read_shard, shard_paths
-
     urls: set[str] = set()
     for path in shard_paths(docs_dir):
         table = read_shard(path).select(["id", "url"])

@@ -40,7 +40,7 @@ class TextGenerationModel(PythonModel):
     """Prompts in, continuations out."""
 
     def load_context(self, context) -> None:
-        import torch
+        import torch  # in the serving process, where MLflow loads this model's code
 
         from lm_core.textgen import TextModel  # on the path from the model's code/ folder
 

@@ -93,7 +93,7 @@ def load_train_state(ckpt: Path) -> dict[str, Any]:
 def training_chunk(ckpt: Path, tracking_uri: str) -> str | None:
     """The chunk artifact the training of checkpoint `ckpt` (`<training>/checkpoints/step-N`)
     learned from: its MLflow run's `lmforge.chunk` tag; None when the run cannot be found."""
-    from mlflow import MlflowClient
+    from mlflow import MlflowClient  # MLflow: only to find a checkpoint's data
     from mlflow.exceptions import MlflowException
 
     run_file = ckpt.parent.parent / RUN_ID_FILE

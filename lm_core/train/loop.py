@@ -39,6 +39,7 @@ from lm_core.train import checkpoint as ckpt
 from lm_core.train.loader import TrainLoader, eval_batches
 from lm_core.train.optim import adamw, set_lr
 from lm_core.train.plan import TrainPlan, make_plan
+from lm_core.workspace import read_manifest
 
 
 class Tracker(Protocol):
@@ -61,8 +62,6 @@ class TrainData:
 
     @classmethod
     def from_chunk(cls, chunk_dir: Path) -> TrainData:
-        from lm_core.workspace import read_manifest
-
         stats = read_manifest(chunk_dir)["stats"]
         val = stats.get("val", {})
         bpt = val["bytes"] / val["tokens"] if val.get("tokens") else None
@@ -383,7 +382,7 @@ def _unwrap_compiled(m: nn.Module) -> nn.Module:
 
 def _wrap_distributed(model: GPT, cfg: PretrainConfig, rt: Runtime) -> nn.Module:
     if cfg.distributed.strategy == "fsdp":
-        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.device_mesh import init_device_mesh  # only for FSDP
         from torch.distributed.fsdp import fully_shard
 
         # FSDP2: each block's parameters (then the rest, at the root) sharded across ranks, with
