@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from lm_core.secrets import mask_url, mask_urls, tracking_credentials_to_env
 from lm_core.stages import DEFAULT_CRONS, SCHEDULED_FLOWS
 
 
@@ -77,7 +78,10 @@ class CrawlConfig(Section):
     PERFORMANCE_ONLY = frozenset({"concurrency", "per_host_concurrency", "docs_per_shard"})
 
     # sources (combinable)
-    urls: list[str] = Field(default_factory=list, description="seed URLs, crawled breadth-first")
+    urls: list[str] = Field(
+        default_factory=list,
+        description="seed URLs, crawled breadth-first; no password in them: sites' credentials go in ~/.netrc",
+    )
     pydoc: bool | None = Field(
         default=None,
         description="start `python -m pydoc` on 127.0.0.1 and crawl its documentation site (the demo); "
@@ -154,7 +158,13 @@ class CrawlConfig(Section):
     def _urls_are_http(cls, urls: list[str]) -> list[str]:
         for u in urls:
             if not u.startswith(("http://", "https://")):
-                raise ValueError(f"{u!r} is not an http(s) URL")
+                raise ValueError(f"{mask_url(u)!r} is not an http(s) URL")
+            if mask_url(u) != u:
+                raise ValueError(
+                    f"{mask_url(u)}: a password in a seed URL would be stored with the config, the manifests "
+                    "and the documents; put it in ~/.netrc (machine HOST login USER password PASSWORD), "
+                    "which the crawler reads"
+                )
         return urls
 
     @field_validator("exclude")
@@ -591,9 +601,21 @@ class TrackingConfig(Section):
     """Where MLflow records the training runs and registers the models."""
 
     PERFORMANCE_ONLY = frozenset({"tracking_uri", "experiment", "system_metrics"})
-    tracking_uri: str | None = Field(None, description="default: sqlite:///<workspace>/mlflow.db")
+    tracking_uri: str | None = Field(
+        None,
+        description="default: sqlite:///<workspace>/mlflow.db. A password in it is moved into the environment "
+        "(MLFLOW_TRACKING_USERNAME/PASSWORD, PGPASSWORD): never printed, stored or sent to Prefect",
+    )
     experiment: str | None = Field(None, description="default: the run's name")
     system_metrics: bool = Field(True, description="log CPU, memory and GPU use with the training metrics")
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _credentials_to_env(cls, uri: str | None) -> str | None:
+        """The one place a tracking URI enters a config: its credentials leave it here, so that no
+        manifest, MLflow artifact, printed line or Prefect parameter made from the config holds them
+        (lm_core/secrets.py)."""
+        return uri and tracking_credentials_to_env(uri)
 
 
 # ----------------------------------------------------------------------------- evaluate, register
@@ -768,12 +790,6 @@ class Config(BaseModel):
         return self.tracking.experiment or self.name
 
 
-def mask_url(url: str) -> str:
-    """A URL with its password replaced by ***: postgresql://me:***@db/lmforge. What goes into
-    manifests, artifacts and logs: credentials come from the environment, never from them."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
-
-
 def default_tracking_uri(workspace: str | Path) -> str:
     return f"sqlite:///{Path(workspace).resolve() / 'mlflow.db'}"
 
@@ -811,7 +827,7 @@ def _describe(errors: list[dict]) -> str:
     for e in errors:
         field = ".".join(str(p) for p in e["loc"]) or "(top level)"
         got = e.get("input")
-        shown = "" if isinstance(got, dict) or e["type"] == "missing" else f" (got {got!r})"
+        shown = "" if isinstance(got, dict) or e["type"] == "missing" else f" (got {mask_urls(repr(got))})"
         lines.append(f"  {field}: {e['msg']}{shown}")
     return "\n".join(lines)
 

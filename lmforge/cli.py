@@ -33,14 +33,15 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from lm_core.config import Config, ConfigError, default_tracking_uri, load_config, mask_url
+from lm_core.config import Config, ConfigError, default_tracking_uri, load_config
 from lm_core.lazy import load
+from lm_core.secrets import mask_url, mask_urls
 from lm_core.shards import CorruptShardError
 from lm_core.stages import STAGE, STAGE_NAMES, STAGES, Stage, stages_in
 from lm_core.workspace import ArtifactError, Workspace
 from lmforge.embedded import EmbeddedServer
 from lmforge.process import collect_less_often, exit_now, imports_without_collection
-from lmforge.server import ServerError, Servers, crash_unresponsive_runs
+from lmforge.server import ServerError, Servers, check_tracking_server, crash_unresponsive_runs
 
 # MLflow's download progress bars would interleave with our output (and generated text).
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -80,10 +81,15 @@ def prepare_environment(cfg: Config) -> None:
         os.environ.setdefault(k, v)
 
 
-def _orchestrate(cfg: Config, flow: str, **params):
+def _orchestrate(cfg: Config, flow: str, tracks: bool = True, **params):
     """Run the flow `flow` ("module:function", imported here: Prefect) on `cfg` against Prefect: a
     configured server (PREFECT_API_URL), or the embedded one started here, which boots while the
-    flows import."""
+    flows import. A flow that `tracks` (logs to MLflow) first checks that its tracking server answers."""
+    if tracks:
+        try:
+            check_tracking_server(cfg.tracking_uri)
+        except ServerError as e:
+            _fail(e)
     prepare_environment(cfg)
     server = EmbeddedServer(Path(os.environ["PREFECT_HOME"]))
     try:
@@ -111,7 +117,8 @@ def _user_errors() -> tuple[type[Exception], ...]:
 
 def _fail(problem: Exception | str, code: int = 1) -> None:
     """Print `error: <problem>` and exit with `code` (2: a usage error, before any work)."""
-    err.print(f"[red]error:[/] {problem}", soft_wrap=True)  # unwrapped: names and URIs stay copyable
+    # unwrapped: names and URIs stay copyable; a URL's password never shown
+    err.print(f"[red]error:[/] {mask_urls(str(problem))}", soft_wrap=True)
     raise typer.Exit(code) from None
 
 
@@ -132,7 +139,7 @@ def run(config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False, 
 def data(config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False, refresh: RefreshOpt = False) -> None:
     """crawl -> clean -> tokenize -> chunk -> stats, each stage cached by fingerprint."""
     cfg = _load(config, set_)
-    refs = _orchestrate(cfg, "flows.data:data_flow", force=force, refresh=refresh)
+    refs = _orchestrate(cfg, "flows.data:data_flow", tracks=False, force=force, refresh=refresh)
     _print_artifacts([getattr(refs, s.name) for s in stages_in("data")], cfg)
 
 
@@ -180,7 +187,7 @@ def stage(
     params = {"force": force, **({"refresh": True} if refresh else {})}
     if chosen is not None:
         params[STAGE[name].input_param] = chosen
-    ref = _orchestrate(cfg, f"flows.stages:{name}_flow", **params)
+    ref = _orchestrate(cfg, f"flows.stages:{name}_flow", tracks=STAGE[name].flow != "data", **params)
     _print_artifacts([ref], cfg)
 
 

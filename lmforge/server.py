@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from lm_core.config import mask_url  # re-exported: the CLI prints URLs with it
+from lm_core.secrets import mask_url  # re-exported: the CLI prints URLs with it
 from lmforge.embedded import announce_server
 
 START_TIMEOUT_S = 180  # a fresh Prefect database migrates on its first start: slow on a small machine
@@ -45,6 +45,43 @@ def prefect_database_url(postgres: str) -> str:
     if not sep or not scheme.startswith("postgres"):
         raise ServerError(f"not a PostgreSQL URL: {mask_url(postgres)} (expected postgresql://user:password@host/db)")
     return f"postgresql+asyncpg://{rest}"
+
+
+TRACKING_TIMEOUT_S = 10  # a tracking server that does not answer within this is down for the command
+
+
+def check_tracking_server(uri: str, timeout_s: float = TRACKING_TIMEOUT_S) -> None:
+    """Fail at once, with a ServerError naming the server (never its password) and the fix, when
+    `uri` is an MLflow tracking server (http or https) that cannot be reached or refuses lmforge's
+    credentials: MLflow's own client would retry for about four minutes, then show a traceback.
+    Its credentials are MLflow's (`MLFLOW_TRACKING_USERNAME`/`PASSWORD`, see lm_core/secrets.py)."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import httpx  # only for a tracking server: not every command's start-up
+
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    shown = mask_url(uri)
+    try:
+        reply = httpx.get(
+            f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search",
+            params={"max_results": 1},
+            auth=(user, password or "") if user else None,
+            timeout=timeout_s,
+            verify=os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() != "true",
+        )
+    except httpx.HTTPError as e:
+        reason = mask_url(str(e)) or type(e).__name__
+        raise ServerError(
+            f"cannot reach the MLflow tracking server at {shown} ({reason}): start it (`lmforge server` "
+            "starts one on 127.0.0.1:5000), or set tracking.tracking_uri to one that runs "
+            "(leave it unset for the workspace's own mlflow.db)"
+        ) from None
+    if reply.status_code in (401, 403):
+        raise ServerError(
+            f"the MLflow tracking server at {shown} refused the credentials (HTTP {reply.status_code}): "
+            "give them in tracking.tracking_uri (http://user:password@host:port) or in "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+        )
 
 
 def artifacts_destination(backend_uri: str, workspace: Path) -> str:

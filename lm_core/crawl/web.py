@@ -40,10 +40,12 @@ sites.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import httpx
@@ -57,6 +59,14 @@ from lm_core.crawl.urls import AddressGuard, BadURL, Scope, UnsupportedScheme, h
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_RETRY_AFTER_S = 60.0
+
+
+def netrc_auth() -> httpx.Auth | None:
+    """Credentials for sites that need them, from `~/.netrc` (or the file `NETRC` names), sent
+    only to the hosts it lists: a seed URL carries none (it would be stored with the config,
+    the manifests and the documents; see CrawlConfig's check)."""
+    path = Path(os.environ.get("NETRC") or Path.home() / ".netrc")
+    return httpx.NetRCAuth(str(path)) if path.is_file() else None
 
 
 class CrawlSink(Protocol):
@@ -233,6 +243,7 @@ class WebCrawler:
             headers={"User-Agent": cfg.user_agent, "Accept": accept},
             follow_redirects=False,  # each hop is checked here
             trust_env=False,  # direct connections: proxies from the environment would bypass the address checks
+            auth=netrc_auth(),
         ) as client:
             self._client = client
             workers = [asyncio.create_task(self._worker()) for _ in range(cfg.concurrency)]

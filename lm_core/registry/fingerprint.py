@@ -3,7 +3,8 @@ run finds its published `register` artifact without them. The stage itself is `s
 
 from __future__ import annotations
 
-from lm_core.config import Config, mask_url
+from lm_core.config import Config
+from lm_core.secrets import mask_url
 from lm_core.stages import Inputs
 from lm_core.workspace import ArtifactRef, StageKey, Workspace, fingerprint, read_manifest
 

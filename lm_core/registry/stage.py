@@ -25,7 +25,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, RunTag
 from mlflow.exceptions import MlflowException
 
-from lm_core.config import Config, mask_url
+from lm_core.config import Config
 from lm_core.evaluate.errors import EvalSetError
 from lm_core.evaluate.preferences import published_preference_sets
 from lm_core.evaluate.sets import published_pair_sets, read_text_sets
@@ -35,6 +35,7 @@ from lm_core.progress import NullProgress, Progress
 from lm_core.registry.fingerprint import STAGE, model_name, register_key, scored_stage
 from lm_core.registry.register import CHAMPION, RegistrationResult, current_champion, register_model, register_variant
 from lm_core.registry.resolve import load_text_model
+from lm_core.secrets import mask_url
 from lm_core.stages import Inputs, StageRun, UiArtifact
 from lm_core.tracking import MlflowTracker, mlflow_ui_links
 from lm_core.workspace import ArtifactRef, StageKey, Workspace, fingerprint, read_manifest, write_json_atomic

@@ -27,9 +27,10 @@ from typing import Any
 
 import torch
 
-from lm_core.config import Config, mask_url
+from lm_core.config import Config
 from lm_core.model_folder import CONFIG, TOKENIZER, write_config
 from lm_core.progress import NullProgress, Progress
+from lm_core.secrets import mask_url
 from lm_core.stages import Inputs, StageRun, UiArtifact
 from lm_core.tokenize.bpe import load_tokenizer
 from lm_core.tokenize.stage import TOKENIZER_FILE
