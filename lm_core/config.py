@@ -270,6 +270,31 @@ class QualityConfig(BaseModel):
             return data  # the field's own validation names the bad profile
         return {**copy.deepcopy(profile), **data}
 
+    @model_validator(mode="after")
+    def _thresholds_make_sense(self) -> QualityConfig:
+        """A negative threshold, a fraction above 1, an n-gram of no words or a minimum above its
+        maximum would drop every document, or none, without a word: refused, by name."""
+        problems = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if name == "profile" or value is None:
+                continue
+            for n, v in value.items() if isinstance(value, dict) else [(None, value)]:
+                label = name if n is None else f"{name}[{n}]"
+                if n is not None and n < 1:
+                    problems.append(f"{label}: an n-gram has at least 1 word")
+                if v < 0:
+                    problems.append(f"{label} = {v} is negative")
+                elif "fraction" in name and v > 1:
+                    problems.append(f"{label} = {v} is a fraction, at most 1")
+        for low, high in (("min_words", "max_words"), ("min_mean_word_length", "max_mean_word_length")):
+            lo, hi = getattr(self, low), getattr(self, high)
+            if lo is not None and hi is not None and lo > hi:
+                problems.append(f"{low} = {lo} is above {high} = {hi}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
 
 class PIIConfig(BaseModel):
     """Credentials and personal data replaced in the clean text; each kind's candidates are checked

@@ -42,6 +42,10 @@ def test_overrides_keep_types_and_reach_nested_fields(tmp_path):
         ("tokenize: {vocab_size: 10}", [], ["tokenize.vocab_size"]),
         ("runner: {kind: spark}", [], ["runner.kind"]),
         ("runner: {address: 'tcp://127.0.0.1:8786'}", [], ["runner", "address is for kind dask or ray"]),
+        ("", ["clean.quality.min_words=-5"], ["clean.quality", "min_words = -5 is negative"]),
+        ("", ["clean.quality.max_duplicate_line_fraction=1.5"], ["max_duplicate_line_fraction = 1.5 is a fraction"]),
+        ("", ["clean.quality.max_top_ngram_char_fraction={0: 0.2}"], ["ngram_char_fraction[0]", "at least 1 word"]),
+        ("clean: {quality: {min_words: 500, max_words: 100}}", [], ["min_words = 500 is above max_words = 100"]),
     ],
 )
 def test_bad_values_name_the_field(tmp_path, text, overrides, names):
