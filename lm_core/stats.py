@@ -52,7 +52,8 @@ def stats_stage(cfg: Config, inputs: Inputs, ws: Workspace, key: StageKey, run: 
     with ws.build(STAGE, key.fingerprint, config=key.config, inputs=key.inputs) as build:
         if build.published:
             return build.ref
-        made, split_by = chunk.manifest()["stats"], chunk.manifest()["config"]
+        manifest = chunk.manifest()
+        made, split_by = manifest["stats"], manifest["config"]
         counts = np.zeros(made["vocab_size"], dtype=np.int64)
         shards = {split: [*shard_paths(chunk.dir / split), chunk.dir / split / TAIL_FILE] for split in SPLITS}
         documents = shard_paths(tokens.dir / TOKENS_DIR)

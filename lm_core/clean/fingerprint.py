@@ -57,10 +57,11 @@ def _fingerprint(cfg: CleanConfig, inputs: dict[str, str]) -> str:
 
 def clean_key(cfg: Config, inputs: Inputs, ws: Workspace) -> StageKey:
     """The declared key of the stage (lm_core/stages.py)."""
-    return _key(cfg.clean, inputs["crawl"])
+    return key_of(cfg.clean, inputs["crawl"])
 
 
-def _key(cfg: CleanConfig, crawl: ArtifactRef) -> StageKey:
+def key_of(cfg: CleanConfig, crawl: ArtifactRef) -> StageKey:
+    """What cleaning `crawl` with the clean section `cfg` builds (run_clean's own key)."""
     return StageKey(
         stage=STAGE,
         fingerprint=clean_fingerprint(cfg, crawl),

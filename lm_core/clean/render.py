@@ -87,10 +87,12 @@ class _Writer:
         stashed = self.code_blocks.get(text.strip())
         if stashed is not None:
             self.blocks.append(Block(stashed.text, code=True, language=stashed.language))
-        elif "\n" in self.marks.unmark(text).strip("\n"):  # code trafilatura found on its own (it keeps its text)
-            self.blocks.append(Block(self.marks.unmark(text).strip("\n"), code=True))
+            return
+        text = self.marks.unmark(text)
+        if "\n" in text.strip("\n"):  # code trafilatura found on its own (it keeps its text)
+            self.blocks.append(Block(text.strip("\n"), code=True))
         else:
-            self.prose(self.marks.unmark(text))
+            self.prose(text)
 
     # -- reading the tree
 

@@ -60,7 +60,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lm_core.clean.dedup import DIGEST_BYTES, Deduplicator
-from lm_core.clean.fingerprint import STAGE, _key, made_with
+from lm_core.clean.fingerprint import STAGE, key_of, made_with
 from lm_core.clean.pipeline import Dropped, Kept, clean_document, document_id
 from lm_core.config import CleanConfig
 from lm_core.progress import MapShards, NullProgress, Progress, serial_map
@@ -558,7 +558,7 @@ def run_clean(
 ) -> ArtifactRef:
     """Clean a crawl artifact into `clean/<fingerprint>/`; returns the published artifact
     (at once, without work, if it exists already). `key`: computed already (`clean_key`)."""
-    key = key or _key(cfg, crawl)
+    key = key or key_of(cfg, crawl)
     fp = key.fingerprint
     with ws.build(STAGE, fp, config=key.config, inputs=key.inputs) as build:
         if build.published:
