@@ -130,9 +130,10 @@ class TextStats:
         return list(accumulate(map(len, self.words), initial=0))
 
     def gram_ids(self, n: int) -> np.ndarray:
-        """An id for the word n-gram at each position (words[i:i+n]): equal n-grams, equal ids.
-        Built from the (n-1)-grams' ids and the words' ids, exactly (no hashing), in numpy: the
-        n-gram rules look at six sizes of n-gram of every word."""
+        """An id for the word n-gram at each position (words[i:i+n]): equal n-grams, equal ids,
+        dense (0 .. distinct n-grams - 1: np.bincount counts them without sorting). Built from the
+        (n-1)-grams' ids and the words' ids, exactly (no hashing), in numpy: the n-gram rules look
+        at six sizes of n-gram of every word."""
         if n not in self._gram_ids:
             if n == 1:
                 index = {w: i for i, w in enumerate(dict.fromkeys(self.words))}
@@ -181,11 +182,11 @@ def top_ngram_char_fraction(stats: TextStats, n: int) -> float:
     ids = stats.gram_ids(n)
     if not len(ids):
         return 0.0
-    _, first, counts = np.unique(ids, return_index=True, return_counts=True)
-    times = int(counts.max())
+    times_at = np.bincount(ids)[ids]  # how often the n-gram at each position occurs (ids are dense)
+    times = int(times_at.max())
     if times < 2:
         return 0.0
-    i = int(first[counts == times].min())
+    i = int(np.argmax(times_at == times))  # the first position of a most frequent n-gram
     before = stats.word_chars_before
     return (before[i + n] - before[i]) * times / stats.chars
 
@@ -199,8 +200,7 @@ def duplicate_ngram_char_fraction(stats: TextStats, n: int) -> float:
     ids = stats.gram_ids(n)
     if not len(ids):
         return 0.0
-    _, inverse, counts = np.unique(ids, return_inverse=True, return_counts=True)
-    repeated = np.flatnonzero(counts[inverse.reshape(-1)] > 1)
+    repeated = np.flatnonzero(np.bincount(ids)[ids] > 1)
     before = stats.word_chars_before
     seen: set[int] = set()
     chars = resume_at = 0
