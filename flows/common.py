@@ -13,6 +13,7 @@ lifecycle run (`with_runner`). It is computed once here, and is the schema Prefe
 
 from __future__ import annotations
 
+import errno
 import logging
 from typing import Annotated, Any
 
@@ -58,15 +59,23 @@ STAGE_FLOW: dict[str, Any] = dict(
 
 
 class _NoTracebackForInputErrors(logging.Filter):
-    """Prefect logs a failed task or flow run with its traceback. For a source that cannot be
-    read, or a crawl that kept no document, the message is the whole story (it names the cause
-    and the fix): the traceback, printed once per run level, would only bury it, in the terminal
-    and in the UI alike."""
+    """Prefect logs a failed task or flow run with its traceback. For an error lmforge raises on
+    purpose (a source that cannot be read, a crawl that kept no document, a missing artifact, an
+    empty corpus: the classes of `lm_core`) or a full disk, the message is the whole story (it names
+    the cause and the fix): the traceback, printed once per run level, would only bury it, in the
+    terminal (with -v) and in the UI alike. Without -v the terminal shows no run log at all
+    (lmforge/process.py); the command ends with the message as its one `error:` line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], CrawlInputError):
+        if record.exc_info and _input_error(record.exc_info[1]):
             record.exc_info = record.exc_text = None
         return True
+
+
+def _input_error(e: BaseException | None) -> bool:
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        return True
+    return isinstance(e, CrawlInputError) or type(e).__module__.split(".")[0] == "lm_core"
 
 
 for _run_logger in ("prefect.flow_runs", "prefect.task_runs"):

@@ -21,6 +21,7 @@ from lm_core.config import Config
 from lm_core.stages import stages_in
 from lm_core.workspace import ArtifactRef
 from tasks.stage_task import run_stage
+from tasks.ui_artifacts import send_schedule_hint
 
 DATA_STAGES = stages_in("data")
 DataArtifacts = create_model("DataArtifacts", **{s.name: (ArtifactRef, ...) for s in DATA_STAGES})
@@ -28,6 +29,7 @@ DataArtifacts = create_model("DataArtifacts", **{s.name: (ArtifactRef, ...) for 
 
 @flow(name="data", **STAGE_FLOW)
 def data_flow(config: ConfigParameter, force: bool = False, refresh: bool = False) -> DataArtifacts:
+    send_schedule_hint()
     refs: dict[str, ArtifactRef] = {}
     for stage in DATA_STAGES:
         inputs = {name: refs[name] for name in stage.inputs if name in refs}

@@ -11,6 +11,11 @@ bookkeeping, and fill the runs list with eight runs per lifecycle.
 
 The base model is evaluated and registered under the run's name; the chat model fine-tuned from
 it under `<name>-chat`, with a lineage tag to the base model's version.
+
+The model stages take the chunk artifact as a reference read afresh from the workspace, not as
+the `data` subflow's result: Prefect records a subflow's result passed to a task as a `flow_run`
+input, which its UI cannot show (the run's Task Runs tab then lists none, and the task's page
+stays blank).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from flows.data import DataArtifacts, data_flow, with_runner
 from lm_core.finetune.stage import resolve_base
 from lm_core.workspace import ArtifactRef, Workspace
 from tasks.stage_task import run_stage
+from tasks.ui_artifacts import send_schedule_hint
 
 
 class LifecycleArtifacts(BaseModel):
@@ -37,8 +43,10 @@ class LifecycleArtifacts(BaseModel):
 
 @flow(name="lifecycle", **STAGE_FLOW)
 def lifecycle_flow(config: ConfigParameter, force: bool = False, refresh: bool = False) -> LifecycleArtifacts:
+    send_schedule_hint()
     data = with_runner(data_flow, config)(config, force, refresh)
-    model = run_stage("pretrain", config, {"chunk": data.chunk}, force)
+    chunk = Workspace(config.workspace).ref("chunk", data.chunk.fingerprint)  # not the subflow's result
+    model = run_stage("pretrain", config, {"chunk": chunk}, force)
     scores = run_stage("evaluate", config, {"model": model}, force)  # on the blocks it was trained on
     version = run_stage("register", config, {"evaluate": scores}, force)
     out = LifecycleArtifacts(data=data, pretrain=model, evaluate=scores, registration=version)

@@ -13,11 +13,13 @@ from flows.common import STAGE_FLOW, ConfigParameter
 from lm_core.stages import STAGES, Stage, resolve_input
 from lm_core.workspace import ArtifactRef, Workspace
 from tasks.stage_task import run_stage
+from tasks.ui_artifacts import send_schedule_hint
 
 
 def stage_flow(stage: Stage) -> Flow:
     def rerun(**params) -> ArtifactRef:
         config = params["config"]
+        send_schedule_hint()
         given = {}
         if stage.inputs:
             spec = params[stage.input_param]

@@ -3,6 +3,14 @@
 
 Our GPT is laid out like Llama (RMSNorm, rotary embeddings in the rotate-half layout, SwiGLU,
 no biases), so export is a renaming of tensors plus a `config.json`; nothing is converted.
+
+Any model `lmforge generate` loads exports: the caller resolves the spec (`latest`, a
+fingerprint, `models:/...`, a folder) to a `TextModel` and hands it here. A fine-tuned chat
+model (its LoRA already merged into the weights it stores) exports with its chat template in
+Jinja (`tokenizer_config.json`'s `chat_template`, so `apply_chat_template` gives lmforge's own
+token ids) and `<|end|>` as its end-of-sequence token, so `generate` stops after the reply. An
+int8-compressed copy is refused: transformers has no loader for its format, and its
+full-precision original exports instead.
 """
 
 from __future__ import annotations
@@ -11,11 +19,17 @@ import json
 import shutil
 from pathlib import Path
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from lm_core.model import GPTConfig
-from lm_core.model_folder import MODEL_FILES, TOKENIZER, WEIGHTS, read_config
-from lm_core.tokenize.bpe import SPECIAL_TOKENS
+from lm_core.model_folder import INT8_WEIGHTS, MODEL_FILES, WEIGHTS
+from lm_core.textgen import TextModel
+from lm_core.tokenize.chat_template import END, END_OF_TEXT, JINJA_TEMPLATE, PAD
+
+
+class ExportError(ValueError):
+    """A model that cannot be exported, or a destination that must not be written; the message says why."""
+
 
 _BLOCK_NAMES = {
     "attn_norm.weight": "input_layernorm.weight",
@@ -41,7 +55,7 @@ def hf_name(name: str) -> str:
     return f"model.layers.{layer}.{_BLOCK_NAMES[rest]}"
 
 
-def llama_config(cfg: GPTConfig, eos_id: int, pad_id: int) -> dict:
+def llama_config(cfg: GPTConfig, bos_id: int, eos_id: int, pad_id: int) -> dict:
     return {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
@@ -61,51 +75,88 @@ def llama_config(cfg: GPTConfig, eos_id: int, pad_id: int) -> dict:
         "attention_dropout": 0.0,
         "mlp_bias": False,
         "tie_word_embeddings": cfg.tie_embeddings,
-        "bos_token_id": eos_id,
+        "bos_token_id": bos_id,
         "eos_token_id": eos_id,
         "pad_token_id": pad_id,
         "torch_dtype": "float32",
     }
 
 
-def export_hf(model_dir: Path, out_dir: Path) -> Path:
-    """`model_dir` holds model.safetensors, model_config.json and tokenizer.json (a pretrain or
-    fine-tune artifact). Writes `out_dir` atomically."""
-    model_dir, out_dir = Path(model_dir), Path(out_dir)
-    for name in MODEL_FILES:
-        if not (model_dir / name).is_file():
-            raise FileNotFoundError(f"{model_dir} has no {name}: not a trained model folder")
-    cfg = read_config(model_dir)
-    eos, pad = SPECIAL_TOKENS[0], SPECIAL_TOKENS[1]
-    tensors = load_file(str(model_dir / WEIGHTS))
+def export_hf(model: TextModel | str | Path, out_dir: str | Path) -> Path:
+    """Write `model` (a loaded model, or a model folder: a pretrain or finetune artifact) to
+    `out_dir` as a transformers folder, atomically: a previous export there is replaced whole,
+    any other existing folder is refused."""
+    out_dir = Path(out_dir)
+    if not isinstance(model, TextModel):
+        model = _load_folder(Path(model))
+    if model.quantized:
+        raise ExportError(
+            f"{model.source} holds int8 weights (an int8-compressed copy), which transformers cannot load: "
+            "export the full-precision model it was compressed from (its finetune artifact's fingerprint, "
+            "or the registered version without the @int8 alias)"
+        )
+    _check_destination(out_dir)
+    cfg, tok = model.model.cfg, model.tokenizer
+    state = model.model.state_dict()
     renamed = {
-        hf_name(k): v.contiguous() for k, v in tensors.items() if not (cfg.tie_embeddings and k == "lm_head.weight")
+        hf_name(k): v.detach().cpu().contiguous()
+        for k, v in state.items()
+        if not (cfg.tie_embeddings and k == "lm_head.weight")
     }
+    eot, pad = END_OF_TEXT, PAD
+    eos = END if model.is_chat else eot  # a chat model's reply ends at <|end|>
+    ids = {t: tok.token_to_id(t) for t in (eot, END, pad)}
+    stop = [ids[END], ids[eot]] if model.is_chat else ids[eot]  # generate stops at the first of these
 
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_file(renamed, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-    vocab = json.loads((model_dir / TOKENIZER).read_text())
-    ids = {t["content"]: t["id"] for t in vocab.get("added_tokens", [])}
-    (tmp / "config.json").write_text(json.dumps(llama_config(cfg, ids[eos], ids[pad]), indent=2))
-    (tmp / "generation_config.json").write_text(
-        json.dumps({"bos_token_id": ids[eos], "eos_token_id": ids[eos], "pad_token_id": ids[pad]}, indent=2)
-    )
-    shutil.copy2(model_dir / TOKENIZER, tmp / "tokenizer.json")
+    (tmp / "config.json").write_text(json.dumps(llama_config(cfg, ids[eot], ids[eos], ids[pad]), indent=2))
+    generation = {"bos_token_id": ids[eot], "eos_token_id": stop, "pad_token_id": ids[pad]}
+    (tmp / "generation_config.json").write_text(json.dumps(generation, indent=2))
+    (tmp / "tokenizer.json").write_text(tok.to_str())
     tok_cfg = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "model_max_length": cfg.seq_len,
-        "bos_token": eos,
+        "bos_token": eot,
         "eos_token": eos,
         "pad_token": pad,
         "add_bos_token": False,
         "add_eos_token": False,
         "clean_up_tokenization_spaces": False,
     }
+    if model.is_chat:
+        tok_cfg["chat_template"] = JINJA_TEMPLATE
     (tmp / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=2))
-    (tmp / "special_tokens_map.json").write_text(json.dumps({"bos_token": eos, "eos_token": eos, "pad_token": pad}))
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
+    (tmp / "special_tokens_map.json").write_text(json.dumps({"bos_token": eot, "eos_token": eos, "pad_token": pad}))
+    _replace(tmp, out_dir)
     return out_dir
+
+
+def _load_folder(folder: Path) -> TextModel:
+    if (folder / INT8_WEIGHTS).is_file() and not (folder / WEIGHTS).is_file():
+        return TextModel.load(folder)  # refused above, by name
+    for name in MODEL_FILES:
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"{folder} has no {name}: not a trained model folder")
+    return TextModel.load(folder)
+
+
+def _check_destination(out_dir: Path) -> None:
+    """Export replaces only what an export wrote: never a file, nor a folder of something else."""
+    if out_dir.is_file():
+        raise ExportError(f"{out_dir} is a file: name a folder to write the model to")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "config.json").is_file():
+        raise ExportError(f"{out_dir} exists and does not hold an exported model: name a new or empty folder")
+
+
+def _replace(tmp: Path, out_dir: Path) -> None:
+    """Move the finished export into place; a previous one is moved aside first and then removed,
+    so that a crash leaves one whole export (old or new) and no mix of the two."""
+    old = out_dir.with_name(f".{out_dir.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out_dir.exists():
+        out_dir.rename(old)
+    tmp.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)

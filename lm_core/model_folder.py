@@ -15,6 +15,7 @@ and so is the `model` artifact of a registered model.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -23,7 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from lm_core.model import GPTConfig
 from lm_core.tokenize.chat_template import CHAT_TEMPLATE
-from lm_core.workspace import write_json_atomic
+from lm_core.workspace import check_space, out_of_space, write_json_atomic
 
 WEIGHTS = "model.safetensors"
 CONFIG = "model_config.json"
@@ -45,7 +46,9 @@ class ModelLoadError(RuntimeError):
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    """Weights as safetensors, tied tensors stored once (safetensors refuses shared storage)."""
+    """Weights as safetensors, tied tensors stored once (safetensors refuses shared storage).
+    Written beside `path` and renamed into place: `path` holds whole weights or none; a disk
+    without room for them raises DiskFullError (naming the folder) and leaves nothing behind."""
     out, seen = {}, set()
     for name, t in tensors.items():
         key = (t.data_ptr(), t.shape)
@@ -53,7 +56,18 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
             continue
         seen.add(key)
         out[name] = t.detach().contiguous().cpu()
-    save_file(out, str(path))
+    needed = sum(t.nbytes for t in out.values()) + 128 * len(out)  # + the JSON header, roughly
+    check_space(path.parent, needed, f"weights {path.name}")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        save_file(out, str(tmp))
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        full = out_of_space(e, path.parent, f"weights {path.name}", needed)
+        if full is not None and full is not e:
+            raise full from e
+        raise
 
 
 def save_weights(model: torch.nn.Module, path: Path) -> None:

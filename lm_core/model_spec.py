@@ -1,14 +1,17 @@
 """Which model a user means, from what they type.
 
-    latest                       the newest model artifact (pretrain or finetune)
+    latest                       the newest model artifact of the workspace, pretrain or finetune,
+                                 by when it was published: the chat model once fine-tuning ran
+                                 (after the last pretraining), else the pretrained model
     <fingerprint prefix>         a model artifact by an unambiguous prefix of its fingerprint
     models:/<name>@<alias>       a registered model, traced back to the workspace artifact it was
     models:/<name>/<version>     registered from (its `lmforge.finetune` / `lmforge.pretrain` tags)
     <folder>                     a published model artifact's own folder
 
-Evaluation (`lmforge stage evaluate --model`), fine-tuning's `finetune.base` and loading by
-fingerprint all answer a spec through `find_model_artifact`, so a spec means the same thing
-everywhere; `lm_core.registry.resolve` loads what a spec names. MLflow is imported only for
+`lmforge generate`, `chat` and `export` (through `lm_core.registry.resolve`, which also loads
+registered models and folders from outside the workspace), evaluation (`lmforge stage evaluate
+--model`) and fine-tuning's `finetune.base` all answer a spec through `find_model_artifact`, so
+a spec, `latest` included, means the same thing everywhere. MLflow is imported only for
 `models:/` specs: a cached run that names its model by fingerprint never loads it.
 """
 
@@ -56,7 +59,12 @@ def find_model_artifact(
     matches = [a for a in found if a["fingerprint"].startswith(spec)]
     if len(matches) == 1:
         return ws.ref(matches[0]["stage"], matches[0]["fingerprint"])
-    listing = ", ".join(f"{a['stage']}:{a['fingerprint'][:12]}" for a in (matches or found)) or "none"
+    if not found:
+        raise ModelArtifactNotFound(
+            f"{spec!r}: {ws.root} holds no model artifact ({', '.join(stages)}) yet: train one "
+            "(lmforge run, lmforge stage pretrain) or name a model folder or models:/<name>@<alias>"
+        )
+    listing = ", ".join(f"{a['stage']}:{a['fingerprint'][:12]}" for a in (matches or found))
     what = "more than one" if matches else "no"
     raise ModelArtifactNotFound(f"{spec!r}: {what} model artifact matches in {ws.root}; model artifacts: {listing}")
 

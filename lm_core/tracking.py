@@ -3,45 +3,60 @@
 Everything goes through `MlflowClient` with the run id in hand: the fluent API keeps its active
 run per thread, which breaks inside Prefect's thread pools. Only one process writes (rank 0 of a
 training). The embedded default store is `sqlite:///<workspace>/mlflow.db`.
+
+What the MLflow UI shows follows from names chosen here:
+- experiments are marked as model training (`mlflow.experimentKind`), not GenAI, so that MLflow
+  opens them on their runs rather than on an empty traces view;
+- metrics are named for MLflow's charts (`chart_name`): the UI groups charts by the part of a
+  name before its last `/`, puts those groups in alphabetical order and the names without a `/`
+  after them. Training curves are `train/*` (loss, lr) and validation curves `val/*` (loss, bpb,
+  ppl), the only two groups, so they come first; one-off scores (`eval.*`, `int8.*`) and
+  throughput (tokens_per_s, mfu, grad_norm, ...) follow under "Model metrics";
+- each run names its source (`mlflow.source.*`) and its data (dataset inputs, `log_dataset`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 
 from lm_core.config import default_tracking_uri  # noqa: F401  (re-exported: where callers look for it)
+from lm_core.mlflow_store import ensure_store
+from lm_core.workspace import content_digest
 
 log = logging.getLogger(__name__)
 
 _MAX_PARAM_LEN = 6000  # MLflow's limit on a param value
 _BATCH = 100  # params per log_batch call (MLflow's limit)
 
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"  # MLflow 3's kind for training runs (the other: genai_development)
+DATASET_CONTEXT_TAG = "mlflow.data.context"  # training / validation, as MLflow's own autologging tags it
 
-def mlflow_ui_links(tracking_uri: str, run_id: str, model: str | None = None, version=None) -> dict[str, str]:
-    """Links to the MLflow UI pages of a run (and a registered model version) when the tracking
-    URI is an MLflow server (http or https); none for a local store, which has no UI running."""
-    if not tracking_uri.startswith(("http://", "https://")) or not run_id:
-        return {}
-    parts = urlsplit(tracking_uri)  # a link never carries credentials: the browser asks for them
-    base = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])).rstrip("/")
-    links = {}
-    try:
-        experiment_id = MlflowClient(tracking_uri).get_run(run_id).info.experiment_id
-        links["MLflow run"] = f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
-    except Exception:  # a link is a convenience: never fail a stage over it
-        pass
-    if model and version is not None:
-        links["registered version"] = f"{base}/#/models/{model}/versions/{version}"
-    return links
+# loop name -> chart name (see the module's docstring); prefixes first, whole names after
+_CHART_NAMES = {"loss": "train/loss", "lr": "train/lr", "train_grad_norm": "grad_norm"}
+_CHART_PREFIXES = (("train_", "train/"), ("val_", "val/"), ("heldout_", "val/"))
+
+
+def chart_name(key: str) -> str:
+    """The MLflow name of a figure a training loop reports: `loss` -> `train/loss`, `val_bpb` ->
+    `val/bpb`, fine-tuning's `train_loss` -> `train/loss` and `heldout_loss` -> `val/loss`; other
+    names are kept."""
+    if key in _CHART_NAMES:
+        return _CHART_NAMES[key]
+    for old, new in _CHART_PREFIXES:
+        if key.startswith(old):
+            return new + key.removeprefix(old)
+    return key
 
 
 def artifact_location(tracking_uri: str, experiment: str) -> str | None:
@@ -77,18 +92,13 @@ class MlflowTracker:
         system_metrics: bool = False,
         run_id: str | None = None,
     ):
+        ensure_store(tracking_uri)  # a workspace's new SQLite store is made whole before MLflow opens it
         self.client = MlflowClient(tracking_uri)
         self.tracking_uri = tracking_uri
         if run_id is None:
-            exp = self.client.get_experiment_by_name(experiment)
-            exp_id = (
-                exp.experiment_id
-                if exp
-                else self.client.create_experiment(
-                    experiment, artifact_location=artifact_location(tracking_uri, experiment)
-                )
-            )
-            run_id = self.client.create_run(exp_id, run_name=run_name, tags=tags or {}).info.run_id
+            exp_id = training_experiment(self.client, tracking_uri, experiment)
+            tags = {**source_tags((tags or {}).get("lmforge.stage", run_name)), **(tags or {})}
+            run_id = self.client.create_run(exp_id, run_name=run_name, tags=tags).info.run_id
         self.run_id = run_id
         self._monitor = None
         if system_metrics:
@@ -107,13 +117,36 @@ class MlflowTracker:
             self.client.log_batch(self.run_id, params=items[i : i + _BATCH], synchronous=True)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Figures under their chart names (`chart_name`)."""
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
+        items = [Metric(chart_name(k), float(v), now, step) for k, v in metrics.items() if v is not None]
         if items:
             self.client.log_batch(self.run_id, metrics=items, synchronous=True)
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()], synchronous=True)
+
+    def log_dataset(
+        self,
+        name: str,
+        digest: str,
+        source: str | Path,
+        context: str,
+        schema: list[dict[str, Any]] | None = None,
+        profile: dict[str, Any] | None = None,
+    ) -> None:
+        """Record data the run learned from (`context` training) or was validated on (validation)
+        as an MLflow dataset input: where it lies, its digest (an artifact's fingerprint), the
+        columns of its rows and a few figures. Logging the same dataset again is a no-op."""
+        dataset = Dataset(
+            name=name,
+            digest=digest,
+            source_type="local",
+            source=json.dumps({"uri": str(source)}),
+            schema=json.dumps({"mlflow_colspec": schema}) if schema else None,
+            profile=json.dumps(profile) if profile else None,
+        )
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset, [InputTag(DATASET_CONTEXT_TAG, context)])])
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
@@ -131,6 +164,89 @@ class MlflowTracker:
             except Exception:
                 pass
         self.client.set_terminated(self.run_id, status="FAILED" if failed else "FINISHED")
+
+
+# the rows of the data a run logs as its inputs, as MLflow's column specs
+_TOKENS = [{"name": "tokens", "type": "array", "items": {"type": "long"}, "required": True}]
+_MESSAGES = {
+    "type": "array",
+    "items": {"type": "object", "properties": {"role": {"type": "string"}, "content": {"type": "string"}}},
+}
+_EXAMPLE_FILES = {  # a fine-tuning's data/ files: name, context, columns
+    "train.jsonl": ("chats-train", "training", [{"name": "messages", **_MESSAGES}]),
+    "heldout.jsonl": ("chats-heldout", "validation", [{"name": "messages", **_MESSAGES}]),
+    "train_preferences.jsonl": ("preferences-train", "training", None),
+    "heldout_preferences.jsonl": ("preferences-heldout", "validation", None),
+}
+_PREFERENCES = [  # a prompt is a string (one user message) or messages
+    {"name": "prompt", "type": "string"},
+    {"name": "chosen", "type": "string"},
+    {"name": "rejected", "type": "string"},
+]
+
+
+def log_chunk_data(tracker: MlflowTracker, chunk_dir: Path, fingerprint: str, stats: dict[str, Any]) -> None:
+    """A chunk artifact's train and val blocks as the run's training and validation datasets
+    (digest: the chunk's fingerprint)."""
+    for split, context in (("train", "training"), ("val", "validation")):
+        figures = stats.get(split) or {}
+        if not figures.get("blocks"):
+            continue
+        profile = {k: figures[k] for k in ("blocks", "tokens", "documents", "bytes") if k in figures}
+        profile["block_tokens"] = stats.get("seq_len", 0) + 1
+        tracker.log_dataset(f"chunk-{split}", fingerprint, chunk_dir / split, context, _TOKENS, profile)
+
+
+def log_example_files(tracker: MlflowTracker, folder: Path, published: Path) -> None:
+    """A fine-tuning's chats (or preference pairs) in `folder` as its training and validation
+    datasets, named by where they are published (`published`) and digested by content."""
+    for file, (name, context, schema) in _EXAMPLE_FILES.items():
+        path = folder / file
+        if path.is_file():
+            rows = sum(1 for line in path.open(encoding="utf-8") if line.strip())
+            schema = schema or _PREFERENCES
+            tracker.log_dataset(name, content_digest([path]), published / file, context, schema, {"examples": rows})
+
+
+def training_experiment(client: MlflowClient, tracking_uri: str, name: str) -> str:
+    """The id of experiment `name`, created if need be, marked as model training."""
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        location = artifact_location(tracking_uri, name)
+        return client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING})
+    if exp.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING:  # made before lmforge marked them, or by hand
+        client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
+    return exp.experiment_id
+
+
+def source_tags(stage: str) -> dict[str, str]:
+    """What MLflow shows as a run's source: the lmforge stage, and the commit of lmforge's code
+    when it runs from a git checkout."""
+    tags = {"mlflow.source.type": "LOCAL", "mlflow.source.name": f"lmforge {stage}"}
+    commit = _code_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
+@functools.cache
+def _code_commit() -> str | None:
+    """The commit checked out where lm_core lives, if that folder is lmforge's own checkout (not
+    an installed copy inside some other repository)."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "--show-toplevel", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):  # no git here
+        return None
+    lines = out.stdout.split()
+    if out.returncode != 0 or len(lines) != 2 or Path(lines[0]).resolve() / "lm_core" != here:
+        return None
+    return lines[1]
 
 
 def _param_value(v: Any) -> str:

@@ -10,6 +10,7 @@ processes never build the same artifact at once.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -35,6 +36,67 @@ _REPORTED_LIBRARIES = ("lmforge", "pyarrow", "tokenizers", "trafilatura", "datas
 
 class ArtifactError(RuntimeError):
     """An artifact that is missing, unreadable or not what it claims to be."""
+
+
+class DiskFullError(OSError, ArtifactError):
+    """Writing into a folder failed for want of space (a full disk, a quota, a file-size limit).
+    An OSError (its errno says which) and an ArtifactError (the CLI shows it as one `error:` line);
+    the message names the folder, the space needed where known, and the space free."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(code, message)  # (errno, message): what OSError pickles and rebuilds
+
+    def __str__(self) -> str:
+        return self.args[1]
+
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_RUST_OS_ERROR = re.compile(r"os error (\d+)")  # how safetensors' I/O errors name their errno
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return ""
+
+
+def _free(folder: Path) -> int:
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return shutil.disk_usage(folder).free
+
+
+def check_space(folder: Path, needed: int, what: str) -> None:
+    """Raise DiskFullError before writing `needed` bytes of `what` into `folder` if they cannot fit,
+    so that a full disk stops a write before it leaves anything half-written."""
+    free = _free(folder)
+    if needed > free:
+        raise DiskFullError(
+            errno.ENOSPC, f"no space left to write {what} in {folder}: needs {_size(needed)}, {_size(free)} free"
+        )
+
+
+def out_of_space(error: BaseException, folder: Path, what: str, needed: int | None = None) -> DiskFullError | None:
+    """The DiskFullError that `error`, raised while writing `what` into `folder`, stands for (a
+    full disk, a quota, a file-size limit, or a failed write of more than the space free); None
+    when it is some other failure. Call it once the failed write's partial files are removed."""
+    if isinstance(error, DiskFullError):
+        return error
+    if not isinstance(error, Exception):
+        return None
+    code = error.errno if isinstance(error, OSError) else None
+    if code is None and (m := _RUST_OS_ERROR.search(str(error))):
+        code = int(m.group(1))
+    free = _free(folder)
+    if code not in _NO_SPACE and not (needed and needed > free):
+        return None  # torch.save's failed write names no errno: a write larger than the space free is one
+    need = f"needs {_size(needed)}, " if needed else ""
+    if code == errno.EFBIG:
+        limit = "a file passed the file-size limit (ulimit -f)"
+        return DiskFullError(code, f"cannot write {what} in {folder}: {limit}; {need}{_size(free)} free on its disk")
+    return DiskFullError(code or errno.ENOSPC, f"no space left to write {what} in {folder}: {need}{_size(free)} free")
 
 
 class ArtifactRef(BaseModel):
@@ -116,11 +178,17 @@ def content_digest(paths: list[str] | list[Path], root: Path | None = None, unre
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON so that a reader sees the old file or the new one, never a torn one."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=True, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, sort_keys=True, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if (full := out_of_space(e, path.parent, path.name)) is not None:
+            raise full from e
+        raise
 
 
 class StageBuild:
@@ -226,7 +294,8 @@ class Workspace:
         Yields a `StageBuild`: if `.published` is true the artifact exists (`.ref`) and there is
         nothing to do; otherwise write into `.dir`, fill `.stats`, and leave the block: the
         folder is published atomically. An exception leaves nothing published; the partial
-        folder is kept only when `resume` is true (a crawl resumes from it).
+        folder is kept only when `resume` is true (a crawl resumes from it). Running out of
+        space ends in a DiskFullError naming the folder; a published artifact stays untouched.
         """
         (self.root / stage).mkdir(parents=True, exist_ok=True)
         # The lock file stays after the build: removing it would let a newcomer lock a fresh file
@@ -245,9 +314,12 @@ class Workspace:
                 yield b
                 if not b.published:
                     b.publish()
-            except BaseException:
+            except BaseException as e:
                 if not resume:
                     shutil.rmtree(b.dir, ignore_errors=True)
+                full = out_of_space(e, b.dir, f"{stage}/{fp}")
+                if full is not None and full is not e:
+                    raise full from e
                 raise
 
     def building(self) -> list[str]:

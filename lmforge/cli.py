@@ -4,14 +4,20 @@
     lmforge data     [--config F] [--set k=v ...]     crawl -> clean -> tokenize -> chunk
     lmforge stage NAME [--input latest|FP] [--force]  one stage alone, on earlier artifacts
                  (pretrain --data FP; evaluate/finetune --model FP|models:/name@alias)
-    lmforge export   --model FP|latest --out DIR      a Hugging Face folder (LlamaForCausalLM)
-    lmforge generate --model SPEC "prompt" ...        continue prompts (SPEC: models:/name@alias, folder, FP)
+    lmforge export   --model SPEC --out DIR           a Hugging Face folder (LlamaForCausalLM)
+    lmforge generate --model SPEC "prompt" ...        continue prompts
     lmforge chat     --model SPEC                     talk to a model in the terminal
+                 (SPEC: latest, the newest model artifact (the chat model once fine-tuning ran);
+                  a fingerprint prefix; a model folder; models:/name@alias or models:/name/N)
     lmforge ls       [--stage S]                      artifacts in the workspace
     lmforge config   [--config F] [--set k=v ...]     print the resolved configuration
     lmforge server   [--postgres URL] [--mlflow-backend URL]  Prefect and MLflow servers on 127.0.0.1
     lmforge serve    [--config F]                     serve a deployment per flow, with the config's schedules
     lmforge deploy   [--config F] [--pool NAME]       register them to a process work pool
+
+Quiet by default: a line per stage, progress bars on a terminal, a summary that pastes; a failure
+is one `error:` line. `-v` (before or after the command) adds Prefect's run logs, MLflow's and other
+libraries' messages, and the traceback of a failure.
 
 The configuration is loaded and validated before anything else happens, and the environment
 (PREFECT_HOME inside the workspace, telemetry off) is set before Prefect is first imported.
@@ -19,39 +25,86 @@ The configuration is loaded and validated before anything else happens, and the 
 
 from __future__ import annotations
 
+import errno
 import inspect
 import json
 import os
+import shlex
 import shutil
 import signal
+import sys
+import traceback
 from datetime import datetime
+from importlib import metadata
 from pathlib import Path
 from typing import Annotated
 
 import typer
 import yaml
 from rich.console import Console
-from rich.table import Table
+from rich.text import Text
 
 from lm_core.config import Config, ConfigError, default_tracking_uri, load_config
 from lm_core.lazy import load
+from lm_core.mlflow_ui import TRAINING_VIEW
 from lm_core.secrets import mask_url, mask_urls
-from lm_core.shards import CorruptShardError
 from lm_core.stages import STAGE, STAGE_NAMES, STAGES, Stage, stages_in
-from lm_core.workspace import ArtifactError, Workspace
-from lmforge.embedded import EmbeddedServer
-from lmforge.process import collect_less_often, exit_now, imports_without_collection
+from lm_core.workspace import Workspace
+from lmforge.embedded import EmbeddedServer, announced_mlflow, announced_server
+from lmforge.process import (
+    OUR_PACKAGES,
+    collect_less_often,
+    exit_now,
+    imports_without_collection,
+    is_verbose,
+    quiet_console,
+    set_verbosity,
+    stdout_gone,
+)
 from lmforge.server import ServerError, Servers, check_tracking_server, crash_unresponsive_runs
 
 # MLflow's download progress bars would interleave with our output (and generated text).
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="lmforge: from URLs to a trained GPT-style model.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode=None,  # a docstring's lines are joined into paragraphs, as wide as the terminal
+    help="lmforge: from URLs to a trained GPT-style model.",
+)
 console = Console()
 err = Console(stderr=True)
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML run configuration")]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override a value: section.field=value")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", metavar="FILE", help="YAML run configuration")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", metavar="SECTION.FIELD=VALUE", help="override a value (repeatable), read as YAML"),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"lmforge {metadata.version('lmforge')}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def options(
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="also show Prefect's run logs, MLflow's and other libraries' messages, tracebacks"
+        ),
+    ] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print lmforge's version and exit")
+    ] = False,
+) -> None:
+    """lmforge: from URLs to a trained GPT-style model."""
+    set_verbosity(verbose)
+
+
 ForceOpt = Annotated[bool, typer.Option("--force", help="recompute even where the artifact is cached")]
 RefreshOpt = Annotated[
     bool,
@@ -97,34 +150,53 @@ def _orchestrate(cfg: Config, flow: str, tracks: bool = True, **params):
             from flows.data import with_runner  # Prefect: only once the environment is set
 
             a_flow = with_runner(load(flow), cfg)
+            quiet_console()  # Prefect's terminal handler exists now: its run logs only with -v
             server.wait()
         with server.settings():  # on leaving, the server has recorded every run it was sent
             return a_flow(config=cfg, **params)
-    except _user_errors() as e:
-        _fail(e)
+    except typer.Exit:
+        raise
+    except Exception as e:  # Prefect has logged it (with -v, in the terminal too): one line here
+        _fail_with(e)
     finally:
         server.stop(wait=False)  # it finishes shutting down on its own while this command exits
-
-
-def _user_errors() -> tuple[type[Exception], ...]:
-    """Errors that mean bad input (a config, an artifact, a model spec, a checkpoint), shown without
-    a traceback."""
-    from lm_core.model_folder import WeightsError  # torch: not for every command; CheckpointError is one
-    from lm_core.model_spec import ModelArtifactNotFound
-
-    return (ArtifactError, CorruptShardError, WeightsError, ModelArtifactNotFound, ValueError)
 
 
 def _fail(problem: Exception | str, code: int = 1) -> None:
     """Print `error: <problem>` and exit with `code` (2: a usage error, before any work)."""
     # unwrapped: names and URIs stay copyable; a URL's password never shown
-    err.print(f"[red]error:[/] {mask_urls(str(problem))}", soft_wrap=True)
+    err.print(f"[red]error:[/] {mask_urls(str(problem))}", soft_wrap=True, highlight=False)
     raise typer.Exit(code) from None
+
+
+def _fail_with(e: BaseException) -> None:
+    """Fail on an exception: its one `error:` line, its traceback above it only with -v."""
+    if is_verbose():
+        traceback.print_exception(e)
+    _fail(_describe(e))
+
+
+def _describe(e: BaseException) -> str:
+    """What an exception says to a user. lmforge's own errors (bad input, a missing artifact, a
+    server down) name the problem and the fix: their message alone. A full disk says so. Others
+    (a library's, or a bug) keep their type, and say where the traceback is."""
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        where = f" ({e.filename})" if e.filename else ""
+        return f"the disk is full{where}: free some space and run the command again; published artifacts are intact"
+    message = str(e) or type(e).__name__
+    ours = type(e).__module__.split(".")[0] in OUR_PACKAGES
+    if ours or isinstance(e, ValueError | OSError):
+        return message
+    return f"{type(e).__name__}: {message} (run with -v to see the traceback)"
 
 
 @app.command()
 def run(config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False, refresh: RefreshOpt = False) -> None:
-    """The lifecycle: crawl -> clean -> tokenize -> chunk -> stats -> pretrain -> evaluate -> register."""
+    """The whole lifecycle, from sources to a registered model.
+
+    crawl -> clean -> tokenize -> chunk -> stats -> pretrain -> evaluate -> register, then, with
+    finetune.enabled, fine-tune the model into a chat model -> evaluate -> register it. A stage whose
+    artifact is already in the workspace is not run again."""
     cfg = _load(config, set_)
     refs = _orchestrate(cfg, "flows.lifecycle:lifecycle_flow", force=force, refresh=refresh)
     data = [getattr(refs.data, s.name) for s in stages_in("data")]
@@ -132,12 +204,12 @@ def run(config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False, 
     _print_artifacts([*data, refs.pretrain, refs.evaluate, refs.registration, *chat], cfg)
     _print_model(refs.pretrain, refs.evaluate, refs.registration, cfg)
     if refs.chat_registration is not None:
-        _print_chat_model(refs.finetune, refs.chat_evaluate, refs.chat_registration)
+        _print_chat_model(refs.finetune, refs.chat_evaluate, refs.chat_registration, cfg)
 
 
 @app.command()
 def data(config: ConfigOpt = None, set_: SetOpt = None, force: ForceOpt = False, refresh: RefreshOpt = False) -> None:
-    """crawl -> clean -> tokenize -> chunk -> stats, each stage cached by fingerprint."""
+    """The data stages: crawl -> clean -> tokenize -> chunk -> stats, each cached by fingerprint."""
     cfg = _load(config, set_)
     refs = _orchestrate(cfg, "flows.data:data_flow", tracks=False, force=force, refresh=refresh)
     _print_artifacts([getattr(refs, s.name) for s in stages_in("data")], cfg)
@@ -166,7 +238,7 @@ def stage(
     nnodes: Annotated[int | None, typer.Option("--nnodes", help="pretrain: nodes (torchrun)")] = None,
     **named: str | None,
 ) -> None:
-    """Run one stage alone, on an artifact of an earlier run (its input: latest by default)."""
+    """One stage alone, on an earlier artifact (its input: latest by default)."""
     if name not in STAGE:
         _fail(f"unknown stage {name!r}; stages: {', '.join(STAGE_NAMES)}", code=2)
     chosen = _stage_input(STAGE[name], input_=input_, **named)
@@ -237,9 +309,23 @@ def _discard_partial(cfg: Config, stage: str) -> None:
 
 ModelOpt = Annotated[
     str,
-    typer.Option("--model", "-m", help="models:/<name>@<alias> or /<version>, a model folder, or a fingerprint"),
+    typer.Option(
+        "--model",
+        "-m",
+        help="latest: the workspace's newest model artifact (the chat model once fine-tuning ran); a fingerprint "
+        "(prefix); a model folder; models:/<name>@<alias> or models:/<name>/<version>",
+    ),
 ]
-MaxNewOpt = Annotated[int, typer.Option("--max-new-tokens", "-n", min=1)]
+MaxNewOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-new-tokens",
+        "-n",
+        min=1,
+        help="new tokens at most; the context holds them with the prompt (default: generate 64, chat 128, "
+        "fewer where the context leaves less)",
+    ),
+]
 TemperatureOpt = Annotated[float, typer.Option("--temperature", "-t", min=0.0, help="0: greedy")]
 TopKOpt = Annotated[int | None, typer.Option("--top-k", min=1)]
 TopPOpt = Annotated[float | None, typer.Option("--top-p", min=0.0, max=1.0)]
@@ -261,7 +347,7 @@ def _load_model(model: str, cfg: Config):
 def generate(
     prompts: Annotated[list[str], typer.Argument(help="one or more prompts, continued in one batch")],
     model: ModelOpt = "latest",
-    max_new_tokens: MaxNewOpt = 64,
+    max_new_tokens: MaxNewOpt = None,
     temperature: TemperatureOpt = 0.8,
     top_k: TopKOpt = 50,
     top_p: TopPOpt = None,
@@ -269,20 +355,27 @@ def generate(
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Continue prompts with a trained or registered model."""
+    """Continue prompts with a trained or registered model (a chat model answers each as a user
+    message). The context holds a prompt and its new tokens: --max-new-tokens (default: 64, fewer
+    when the longest prompt leaves less room) that does not fit with the prompts is refused."""
     from lm_core.textgen import GenerationSettings  # torch: only the commands that run a model
 
     cfg = _load(config, set_)
     text_model = _load_model(model, cfg)
-    settings = GenerationSettings(max_new_tokens, temperature, top_k, top_p, seed)
-    for prompt, out in zip(prompts, text_model.generate(prompts, settings), strict=True):
-        console.print(f"[bold]{prompt}[/]{out}", highlight=False)
+    try:
+        ids = [text_model.prompt_ids(p) for p in prompts]
+        new = text_model.fit(max(map(len, ids)), max_new_tokens)
+    except ValueError as e:  # a prompt that is no message (chat model), or too long for the context
+        _fail(str(e).replace("max_new_tokens", "--max-new-tokens"))
+    settings = GenerationSettings(new, temperature, top_k, top_p, seed)
+    for prompt, out in zip(prompts, text_model.generate_ids(ids, settings), strict=True):
+        console.print(Text(prompt, style="bold") + Text(out), highlight=False)  # model text is never markup
 
 
 @app.command()
 def chat(
     model: ModelOpt = "latest",
-    max_new_tokens: MaxNewOpt = 128,
+    max_new_tokens: MaxNewOpt = None,
     temperature: TemperatureOpt = 0.8,
     top_k: TopKOpt = 50,
     top_p: TopPOpt = None,
@@ -291,14 +384,23 @@ def chat(
 ) -> None:
     """Talk to a model in the terminal. A chat model (fine-tuned) answers through its chat
     template, with the whole conversation as history; a base model continues the transcript.
-    The oldest turns drop out when the context is full. Ctrl-D or an empty line ends it."""
+    The oldest turns drop out when the context is full; a reply takes at most --max-new-tokens
+    of it (default: 128, at most half the context). Ctrl-D or an empty line ends it."""
     from lm_core.textgen import GenerationSettings  # torch: only the commands that run a model
     from lm_core.tokenize.chat_template import Message
 
     cfg = _load(config, set_)
     text_model = _load_model(model, cfg)
+    if max_new_tokens is None:
+        max_new_tokens = min(128, text_model.context // 2)
+    elif max_new_tokens >= text_model.context:
+        _fail(
+            f"--max-new-tokens {max_new_tokens} leaves no room for the conversation in the model's context of "
+            f"{text_model.context} tokens: ask for fewer (default: {text_model.context // 2})",
+            code=2,
+        )
     kind = "chat model" if text_model.is_chat else "base model: it continues the transcript"
-    console.print(f"[dim]{text_model.source} ({kind}), {text_model.context}-token context. Ctrl-D to leave.[/]")
+    console.print(Text(f"{text_model.source} ({kind}), {text_model.context}-token context. Ctrl-D to leave.", "dim"))
     history: list[Message] = []
     turn = 0
     while True:
@@ -315,33 +417,37 @@ def chat(
         else:
             transcript = "".join(f"{m.content}\n" for m in history)
             reply = text_model.generate([transcript], settings)[0].strip()
-        console.print(f"[bold blue]model>[/] {reply}", highlight=False)
+        console.print(Text("model> ", style="bold blue") + Text(reply), highlight=False)
         history.append(Message("assistant", reply or "..."))
         turn += 1
 
 
 @app.command("export")
 def export(
-    model: Annotated[str, typer.Option("--model", help="a pretrain fingerprint (prefix), latest, or a model folder")],
-    out: Annotated[Path, typer.Option("--out", help="folder to write")],
+    out: Annotated[Path, typer.Option("--out", help="folder to write (a previous export there is replaced)")],
+    model: ModelOpt = "latest",
     format_: Annotated[str, typer.Option("--format", help="hf: a transformers LlamaForCausalLM folder")] = "hf",
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Export a trained model (today: as a Hugging Face `LlamaForCausalLM` folder)."""
+    """Export any model `generate` loads, pretrained or chat (today: as a Hugging Face
+    `LlamaForCausalLM` folder; a chat model with its chat template and <|end|> as its eos)."""
     if format_ != "hf":
         _fail(f"unknown export format {format_!r}; formats: hf", code=2)
-    from lm_core.export import export_hf  # torch, transformers: export alone
+    from lm_core.export import ExportError, export_hf  # torch: export alone
 
     cfg = _load(config, set_)
-    src = Path(model)
+    text_model = _load_model(model, cfg)
     try:
-        if not src.is_dir():
-            src = Workspace(cfg.workspace).resolve("pretrain", model).dir
-        written = export_hf(src, out)
-    except (ArtifactError, FileNotFoundError) as e:
+        written = export_hf(text_model, out)
+    except ExportError as e:
         _fail(e)
-    console.print(f"wrote {written}: load it with transformers.AutoModelForCausalLM.from_pretrained({str(written)!r})")
+    kind = "chat model: tokenizer.apply_chat_template renders its conversations" if text_model.is_chat else "base model"
+    console.print(
+        f"wrote {written} from {text_model.source} ({kind}): load it with "
+        f"transformers.AutoModelForCausalLM.from_pretrained({str(written)!r})",
+        highlight=False,
+    )
 
 
 @app.command("ls")
@@ -351,7 +457,7 @@ def list_artifacts(
     stage_: Annotated[str | None, typer.Option("--stage", help="only this stage")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per artifact, for scripts")] = False,
 ) -> None:
-    """Artifacts in the workspace, newest first, with the Prefect flow run that made each."""
+    """Artifacts in the workspace, newest first, and the Prefect flow run that made each."""
     cfg = _load(config, set_)
     found = Workspace(cfg.workspace).artifacts(stage_)
     if as_json:
@@ -361,27 +467,29 @@ def list_artifacts(
             print(json.dumps({"stage": a["stage"], "fingerprint": a["fingerprint"], "path": a["path"]} | {
                 k: m[k] for k in keep if k in m}))  # fmt: skip
         return
+    ws = Path(cfg.workspace).resolve()
     if not found:
-        console.print(f"no artifacts in {Path(cfg.workspace).resolve()}")
+        console.print(f"no artifacts in {ws}", highlight=False, soft_wrap=True)
         return
-    table = Table(title=f"artifacts in {Path(cfg.workspace).resolve()}")
-    for col in ("stage", "fingerprint", "created", "rows", "tokens", "size", "inputs", "made by"):
-        table.add_column(col, justify="right" if col in ("rows", "tokens", "size") else "left")
-    for a in found:
-        m = a["manifest"]
-        table.add_row(
-            a["stage"],
-            a["fingerprint"],
-            _when(m.get("created")),
-            _num(m.get("rows")),
-            _num(_tokens(m.get("stats", {}))),
-            _size(m.get("bytes")),
-            " ".join(
-                f"{k}:{v if k == 'snapshot' else v[:8]}" for k, v in m.get("inputs", {}).items() if isinstance(v, str)
-            ),
-            _made_by(m.get("origin", {})),
-        )
-    console.print(table)
+    # two lines an artifact, each under 80 columns: what it is, then where it came from
+    console.print(f"artifacts in {ws}, newest first:", highlight=False, soft_wrap=True)
+    rows = [
+        (a["stage"], a["fingerprint"], _when(m.get("created")), _num(m.get("rows")),
+         _num(_tokens(m.get("stats", {}))), _size(m.get("bytes")))
+        for a in found
+        for m in [a["manifest"]]
+    ]  # fmt: skip
+    header = ("stage", "fingerprint", "created", "rows", "tokens", "size")
+    for line, a in zip(_columns([header, *rows], right=(3, 4, 5)), [None, *found], strict=True):
+        console.print(f"[bold]{line}[/]" if a is None else line, highlight=False, soft_wrap=True)
+        if a is not None:
+            m = a["manifest"]
+            inputs = [f"{k}:{v if k == 'snapshot' else v[:8]}" for k, v in m.get("inputs", {}).items()
+                      if isinstance(v, str) and (k in STAGE or k == "snapshot")]  # fmt: skip
+            notes = [f"made by {_made_by(m.get('origin', {}))}", *(["from " + " ".join(inputs)] if inputs else [])]
+            fits = len("  " + ", ".join(notes)) <= console.width
+            for note in [", ".join(notes)] if fits else notes:
+                console.print(f"  [dim]{note}[/]", highlight=False, soft_wrap=True)
 
 
 def _made_by(origin: dict[str, str]) -> str:
@@ -461,7 +569,10 @@ def server(
         ),
     ] = None,
 ) -> None:
-    """Start a Prefect server and an MLflow tracking server on 127.0.0.1 (Ctrl-C stops both)."""
+    """The Prefect and MLflow servers with their UIs, on 127.0.0.1.
+
+    Ctrl-C stops both; so does the end of this command, however it ends. A port in use is an error,
+    naming what holds it."""
     cfg = _load(config, set_)
     prepare_environment(cfg)
     backend = mlflow_backend or _local_tracking_store(cfg)
@@ -474,6 +585,7 @@ def server(
             mlflow_port=mlflow_port,
             postgres=postgres,
         )
+        servers.check_ports()  # a port in use: fail now, naming what holds it, having started nothing
     except ServerError as e:
         _fail(e)
 
@@ -482,39 +594,52 @@ def server(
 
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGINT, interrupt)  # even when started in the background, where SIGINT is ignored
-    stopped_by_user = False
+    stopped_by_user, failure = False, None
     try:
-        console.print(
-            "starting the Prefect and MLflow servers (a fresh Prefect database takes a minute) ...", soft_wrap=True
-        )
+        _tell("starting the Prefect and MLflow servers (a fresh Prefect database takes a minute) ...")
         servers.start()
         silent_s = crash_unresponsive_runs(f"{servers.prefect_url}/api", unresponsive_after)
         width = max(map(len, servers.describe()))
         for k, v in servers.describe().items():
-            console.print(f"  {k:<{width}}  {v}", highlight=False, soft_wrap=True)
-        _print_unresponsive_after(silent_s)
-        console.print(
+            _tell(f"  {k:<{width}}  {v}")
+        if silent_s is not None:
+            _tell(f"a run whose process is gone (no heartbeat for {silent_s:g} s) is marked Crashed")
+        _tell(
             "lmforge commands on this workspace now record their runs in this Prefect server (live in its UI);\n"
             "other clients, and MLflow through its server:\n"
             f"  export PREFECT_API_URL={servers.prefect_url}/api\n"
             f"  lmforge run --config <your config> --set tracking.tracking_uri={servers.mlflow_url}\n"
-            "Ctrl-C stops both.",
-            highlight=False,
-            soft_wrap=True,
+            "the Deployments page fills once the flows are scheduled, with PREFECT_API_URL exported as above:\n"
+            "  lmforge serve --config <your config>    (from that process, until Ctrl-C)\n"
+            "  lmforge deploy --config <your config>   (to a work pool, for `prefect worker start`)\n"
+            "Ctrl-C stops both."
         )
         exited = servers.wait()
+        failure = f"the {exited} server stopped on its own; see its log in {servers.prefect_home}"
     except KeyboardInterrupt:
         stopped_by_user = True
-    except ServerError as e:
-        _fail(e)
+    except Exception as e:  # ServerError: one did not start; anything else: still stop both first
+        failure = e
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the shutdown short
-        console.print("stopping the servers ...")
+        _tell("stopping the servers ...")
         servers.stop()
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    if isinstance(failure, BaseException):
+        _fail_with(failure)
     if not stopped_by_user:
-        _fail(f"the {exited} server stopped on its own; see its log in {servers.prefect_home}")
-    console.print("stopped")
+        _fail(failure)
+    _tell("stopped")
+
+
+def _tell(text: str) -> None:
+    """A line of `lmforge server`, which outlives its reader: piped into `tee` or `head` that has
+    gone (Ctrl-C ends both), the line is dropped, and the servers still serve, or stop, as asked."""
+    try:
+        console.print(text, highlight=False, soft_wrap=True)
+    except (BrokenPipeError, SystemExit):  # rich's answer to a closed pipe is SystemExit(1): not here
+        stdout_gone()
+        console.quiet = True  # nothing more to say to anyone
 
 
 def _require_server(what: str) -> None:
@@ -602,16 +727,66 @@ def _when(iso: str | None) -> str:
     return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M")
 
 
+# The summary a run ends with is read at 80 columns and copied from: a table's lines fit in 80
+# columns, and a path or a command is printed whole on a line of its own (never cut, never split
+# by a wrap), so that it pastes as it is.
+
+
+def _columns(rows: list[tuple[str, ...]], right: tuple[int, ...] = ()) -> list[str]:
+    """`rows` as lines of aligned columns (two spaces apart), the columns numbered in `right` right-aligned."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        ).rstrip()
+        for r in rows
+    ]
+
+
+def _say(text: str = "", markup: bool = False) -> None:
+    """A line of the summary, never wrapped by rich (a terminal may fold a long one; a copy of it
+    is still one line)."""
+    console.print(text, markup=markup, highlight=False, soft_wrap=True)
+
+
 def _print_artifacts(refs, cfg: Config) -> None:
-    table = Table(title="artifacts")
-    for col in ("stage", "fingerprint", "rows", "tokens", "path"):
-        table.add_column(col)
-    for r in refs:
-        table.add_row(r.stage, r.fingerprint, _num(r.stats.get("rows")), _num(_tokens(r.stats)), r.path)
-    console.print(table)
-    console.print(
-        f"list them any time with: lmforge ls --config <your config>  (workspace: {Path(cfg.workspace).resolve()})"
-    )
+    ws = Path(cfg.workspace).resolve()
+    _say("\nartifacts, each in <workspace>/<stage>/<fingerprint>, the workspace being")
+    _say(f"  {ws}")
+    rows = [(r.stage, r.fingerprint, _num(r.stats.get("rows")), _num(_tokens(r.stats))) for r in refs]
+    for line in _columns([("stage", "fingerprint", "rows", "tokens"), *rows], right=(2, 3)):
+        _say(f"  {line}")
+    _say("list them any time with:")
+    _say(f"  {_command('lmforge', 'ls', *_where(cfg))}")
+
+
+def _command(program: str, *args: str) -> str:
+    """A command line to paste: `program` (lmforge, mlflow) as this shell finds it, or the path of
+    the one beside this Python; arguments quoted for the shell where they need it."""
+    mine = Path(sys.executable).parent / program
+    found = shutil.which(program)
+    if found and Path(found).resolve() == mine.resolve():
+        shown = program
+    else:
+        shown = os.path.relpath(mine) if mine.is_relative_to(Path.cwd()) else str(mine)
+    return " ".join([shlex.quote(shown), *(shlex.quote(a) for a in args)])
+
+
+def _where(cfg: Config) -> list[str]:
+    """The options that point a later command at this run's workspace and tracking store, unless
+    it finds them by default (the same ./workspace or LMFORGE_WORKSPACE, no tracking URI set)."""
+    args = []
+    if Path(cfg.workspace).resolve() != Path(os.environ.get("LMFORGE_WORKSPACE") or "workspace").resolve():
+        args += ["--set", f"workspace={Path(cfg.workspace).resolve()}"]
+    if cfg.tracking.tracking_uri:
+        args += ["--set", f"tracking.tracking_uri={mask_url(cfg.tracking.tracking_uri)}"]
+    return args
+
+
+def _one_line(text: str, limit: int = 150) -> str:
+    """Generated text on one line: whitespace collapsed, cut at `limit` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 def _print_model(model, evaluation, registration, cfg: Config) -> None:
@@ -619,24 +794,38 @@ def _print_model(model, evaluation, registration, cfg: Config) -> None:
     s, e, r = model.stats, evaluation.stats, registration.stats
     console.print(
         f"\n[bold]model[/] {model.fingerprint}: {s.get('params', 0) / 1e6:.1f}M parameters, {s.get('steps')} steps, "
-        f"{s.get('tokens', 0):,} tokens"
+        f"{s.get('tokens', 0):,} tokens",
+        highlight=False,
     )
     _print_scores_and_registration(e, r, ("val_", "text.", "bleu.", "chrf."))
     samples = _samples(evaluation)
     if samples:
         first = samples[0]
-        console.print(f"sample: [italic]{first['prompt']}[/]{first['generation']}", markup=True, highlight=False)
-    ws = Path(cfg.workspace).resolve()
-    name = r["name"]
-    console.print(
-        "\nnext:\n"
-        f'  generate:    .venv/bin/lmforge generate --model models:/{name}@champion "The"\n'
-        f"  serve:       .venv/bin/mlflow models serve -m models:/{name}@champion --env-manager local "
-        f"(with MLFLOW_TRACKING_URI={cfg.tracking_uri})\n"
-        f"  both UIs:    .venv/bin/lmforge server --set workspace={ws}{_backend_option(cfg)}   "
-        "-> Prefect http://127.0.0.1:4200, MLflow http://127.0.0.1:5000\n"
-        f"  export:      .venv/bin/lmforge export --model {model.fingerprint[:8]} --out hf-model"
-    )
+        console.print(f"sample: {_one_line(first['prompt'] + first['generation'])}", markup=False, highlight=False)
+    name, ws = r["name"], Path(cfg.workspace).resolve()
+    serve = _command("mlflow", "models", "serve", "-m", f"models:/{name}@champion", "--env-manager", "local")
+    _say("\nnext:")
+    _say("  continue a prompt with the model:")
+    _say(f"    {_command('lmforge', 'generate', *_where(cfg), '--model', f'models:/{name}@champion', 'The')}")
+    _say("  serve it over HTTP:")
+    _say(f"    MLFLOW_TRACKING_URI={shlex.quote(mask_url(cfg.tracking_uri))} {serve}")
+    _print_ui_hint(cfg, ws)
+    _say("  export it as a Hugging Face folder:")
+    _say(f"    {_command('lmforge', 'export', *_where(cfg), '--model', model.fingerprint[:8], '--out', 'hf-model')}")
+
+
+def _print_ui_hint(cfg: Config, ws: Path) -> None:
+    """Where the UIs are when `lmforge server` serves this workspace, else how to start them."""
+    home = Path(os.environ.get("PREFECT_HOME", ws / ".prefect"))
+    prefect_api, mlflow = announced_server(home), announced_mlflow(home)
+    if prefect_api:
+        _say("  the UIs, live:")
+        _say(f"    Prefect {prefect_api.removesuffix('/api')}")
+        if mlflow:
+            _say(f"    MLflow  {mlflow['url']}/#/experiments?{TRAINING_VIEW}")
+        return
+    _say("  the UIs (Prefect http://127.0.0.1:4200, MLflow http://127.0.0.1:5000):")
+    _say(f"    {_command('lmforge', 'server', '--set', f'workspace={ws}', *_backend_option(cfg))}")
 
 
 def _local_tracking_store(cfg: Config) -> str | None:
@@ -646,13 +835,13 @@ def _local_tracking_store(cfg: Config) -> str | None:
     return uri if uri and not uri.startswith(("http:", "https:")) else None
 
 
-def _backend_option(cfg: Config) -> str:
+def _backend_option(cfg: Config) -> list[str]:
     """`lmforge server`'s option for a tracking store set in the config (a local database)."""
     uri = _local_tracking_store(cfg)
-    return f" --mlflow-backend {mask_url(uri)}" if uri else ""
+    return ["--mlflow-backend", mask_url(uri)] if uri else []
 
 
-def _print_chat_model(model, evaluation, registration) -> None:
+def _print_chat_model(model, evaluation, registration, cfg: Config) -> None:
 
     s, e, r = model.stats, evaluation.stats, registration.stats
     console.print(
@@ -662,22 +851,38 @@ def _print_chat_model(model, evaluation, registration) -> None:
         highlight=False,
     )
     _print_scores_and_registration(e, r, ("bleu.", "chrf.", "val_bpb"))
-    console.print(f"  talk to it: .venv/bin/lmforge chat --model models:/{r['name']}@champion", highlight=False)
     chats = [x for x in _samples(evaluation) if x["set"] == "chat"]
     if chats:
-        console.print(f"sample: [bold]user>[/] {chats[0]['prompt']}\n        [bold]model>[/] {chats[0]['generation']}")
+        console.print(f"sample: user> {_one_line(chats[0]['prompt'])}", markup=False, highlight=False)
+        console.print(f"        model> {_one_line(chats[0]['generation'])}", markup=False, highlight=False)
+    _say("  talk to it:")
+    _say(f"    {_command('lmforge', 'chat', *_where(cfg), '--model', 'models:/' + r['name'] + '@champion')}")
 
 
 def _print_scores_and_registration(scores: dict, registration: dict, shown: tuple[str, ...]) -> None:
     """The evaluation's scores named by the `shown` prefixes, then the version and the gate's reason."""
     r = registration
     picked = [f"{k} {v:.4g}" for k, v in scores.items() if k.startswith(shown) and _is_num(v)]
-    console.print("evaluation: " + (", ".join(picked) or "no scores"), highlight=False)
+    for line in _wrap_items("evaluation: ", picked or ["no scores"], console.width):
+        _say(line)
     console.print(
         f"[bold]registered[/] {r['model_uri']} ({r['decision']}; aliases {', '.join('@' + a for a in r['aliases'])})\n"
         f"  {r['reason']}",
         highlight=False,
     )
+
+
+def _wrap_items(first: str, items: list[str], width: int) -> list[str]:
+    """`first` and the comma-separated `items` in lines of at most `width` columns, broken between
+    items only (a score's name and value stay on one line), the lines after the first indented."""
+    lines, line = [], first
+    for item in items:
+        if line.strip() and line != first and len(line) + 2 + len(item) > width:
+            lines.append(line + ",")
+            line = "  " + item
+        else:
+            line += (", " if line != first else "") + item
+    return [*lines, line]
 
 
 def _samples(evaluation) -> list[dict]:
@@ -693,9 +898,24 @@ def _is_num(v) -> bool:
 def main() -> None:
     collect_less_often()
     try:
-        app()
+        app(args=_verbose_first(sys.argv[1:]), prog_name="lmforge")
     except KeyboardInterrupt:
         err.print("interrupted: published artifacts are intact; re-run to resume")
         exit_now(130)
     except SystemExit as e:
         exit_now(e.code)
+    except BrokenPipeError:  # `lmforge ls | head`: the reader has all it wanted
+        stdout_gone()
+        exit_now(141)  # as a process killed by SIGPIPE
+    except Exception as e:  # one `error:` line, whatever failed; the traceback with -v
+        try:
+            _fail_with(e)
+        except typer.Exit as stop:
+            exit_now(stop.exit_code)
+
+
+def _verbose_first(args: list[str]) -> list[str]:
+    """-v/--verbose is an option of `lmforge` itself; take it after the command too (`lmforge run -v`)."""
+    end = args.index("--") if "--" in args else len(args)
+    flags = [a for a in args[:end] if a in ("-v", "--verbose")]
+    return [*(["--verbose"] if flags else []), *(a for a in args[:end] if a not in flags), *args[end:]]

@@ -33,10 +33,13 @@ import socket
 import subprocess
 import sys
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+
+from lm_core.mlflow_ui import MLFLOW_UI_ENV
+from lm_core.secrets import mask_url
 
 START_TIMEOUT_S = 300  # the first start migrates a fresh database: slow on a small machine
 
@@ -50,9 +53,10 @@ class EmbeddedServer:
         self.process: subprocess.Popen | None = None
         self.api_url: str | None = None
         self._migration_lock: int | None = None
+        self.home = Path(prefect_home)
+        self.mlflow_ui = announced_mlflow(self.home)  # links to MLflow point at it while it runs
         if os.environ.get("PREFECT_API_URL"):
             return  # a real server is configured
-        self.home = Path(prefect_home)
         self.home.mkdir(parents=True, exist_ok=True)
         self.api_url = announced_server(self.home)
         if self.api_url is not None:
@@ -128,24 +132,33 @@ class EmbeddedServer:
 
     @contextmanager
     def settings(self):
-        """Prefect settings that point the flows at this server, for the duration of a call."""
-        if self.api_url is None:
-            with nullcontext():
+        """Prefect settings that point the flows at this server, for the duration of a call; and
+        the MLflow UI that `lmforge server` runs, for the links the stages make to it."""
+        with _mlflow_ui_known(self.mlflow_ui):
+            if self.api_url is None:
                 yield
-            return
-        from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+                return
+            from prefect.settings import (
+                PREFECT_API_URL,
+                PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+                PREFECT_UI_URL,
+                temporary_settings,
+            )
 
-        updates = {PREFECT_API_URL: self.api_url}
-        if self.started_here:  # heartbeats off for this short-lived server only: `lmforge server` watches them
-            updates[PREFECT_FLOWS_HEARTBEAT_FREQUENCY] = None
-        started = datetime.now(UTC)
-        with temporary_settings(updates=updates):
-            try:
-                yield
-            finally:
-                _drain_events()
-                if self.started_here:  # about to be stopped: let it record what it was sent
-                    _wait_for_task_runs_recorded(started)
+            updates = {PREFECT_API_URL: self.api_url}
+            if self.started_here:
+                # heartbeats off for this short-lived server only: `lmforge server` watches them
+                updates[PREFECT_FLOWS_HEARTBEAT_FREQUENCY] = None
+                # it has no UI, and is gone once the command ends: no "View at" link to a dead page
+                updates[PREFECT_UI_URL] = ""
+            started = datetime.now(UTC)
+            with temporary_settings(updates=updates):
+                try:
+                    yield
+                finally:
+                    _drain_events()
+                    if self.started_here:  # about to be stopped: let it record what it was sent
+                        _wait_for_task_runs_recorded(started)
 
     def stop(self, wait: bool = True) -> None:
         """Tell the server to stop, by closing its stdin; with `wait`, until it has exited (killed
@@ -174,29 +187,67 @@ EXIT_WITH_STDIN = "LMFORGE_EXIT_WITH_STDIN"
 ANNOUNCEMENT = "lmforge-server.json"
 
 
-def announce_server(home: Path, api_url: str) -> Path:
-    """Say that this process serves `home`'s database at `api_url`; returns the file to remove."""
+def announce_server(home: Path, api_url: str, mlflow_url: str | None = None, mlflow_store: str | None = None) -> Path:
+    """Say that this process serves `home`'s database at `api_url` (and the MLflow store
+    `mlflow_store`, its password masked, with its UI at `mlflow_url`); returns the file to remove."""
     path = Path(home) / ANNOUNCEMENT
     tmp = path.with_name(f".{ANNOUNCEMENT}.{os.getpid()}")
-    tmp.write_text(json.dumps({"prefect_api_url": api_url, "pid": os.getpid()}))
+    info = {"prefect_api_url": api_url, "pid": os.getpid()}
+    if mlflow_url and mlflow_store:
+        info |= {"mlflow_url": mlflow_url, "mlflow_store": mask_url(mlflow_store)}
+    tmp.write_text(json.dumps(info))
     os.replace(tmp, path)
     return path
 
 
 def announced_server(home: Path) -> str | None:
     """The API URL of the `lmforge server` serving `home`, if one is running and answers."""
+    info = _announcement(home)
+    url = str(info.get("prefect_api_url", "")) if info else ""
+    return url if url and _answers(f"{url}/health") else None
+
+
+def announced_mlflow(home: Path) -> dict[str, str] | None:
+    """{"store": tracking URI, "url": its UI} of the MLflow server that the `lmforge server` of
+    `home` runs, if it runs and answers."""
+    info = _announcement(home)
+    store, url = (str(info.get("mlflow_store", "")), str(info.get("mlflow_url", ""))) if info else ("", "")
+    return {"store": store, "url": url} if store and url and _answers(f"{url}/health") else None
+
+
+def _announcement(home: Path) -> dict | None:
     try:
         info = json.loads((Path(home) / ANNOUNCEMENT).read_text())
         os.kill(int(info["pid"]), 0)  # gone (a server killed without cleaning up): not there
-        url = str(info["prefect_api_url"])
+        return info
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _answers(url: str) -> bool:
     import httpx  # 0.07 s: only when a server's file is found
 
     try:
-        return url if httpx.get(f"{url}/health", timeout=2.0).status_code == 200 else None
+        return httpx.get(url, timeout=2.0).status_code == 200
     except httpx.HTTPError:
-        return None
+        return False
+
+
+@contextmanager
+def _mlflow_ui_known(served: dict[str, str] | None):
+    """MLFLOW_UI_ENV set to `served` (lm_core/mlflow_ui.py reads it) for the duration, when given."""
+    if served is None:
+        yield
+        return
+    before = os.environ.get(MLFLOW_UI_ENV)
+    os.environ[MLFLOW_UI_ENV] = json.dumps(served)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(MLFLOW_UI_ENV, None)
+        else:
+            os.environ[MLFLOW_UI_ENV] = before
 
 
 def _wait_for_task_runs_recorded(since: datetime, timeout_s: float = 10.0) -> None:

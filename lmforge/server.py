@@ -1,11 +1,14 @@
 """`lmforge server`: a Prefect server and an MLflow tracking server on one machine.
 
-Both are plain child processes bound to 127.0.0.1, each in its own process group so that
-stopping one also stops the workers it spawned (uvicorn, gunicorn). By default both serve the
-workspace's own stores: Prefect's SQLite database in `PREFECT_HOME` (where embedded runs were
-recorded) and MLflow's `sqlite:///<workspace>/mlflow.db`, with artifacts in `mlartifacts/` beside
-it, where `lm_core.tracking.artifact_location` puts them. Database URLs travel in environment
-variables, never on a command line (where `ps` would show a password), and are printed masked.
+Both are child processes bound to 127.0.0.1, each in its own process group so that
+stopping one also stops the workers it spawned (uvicorn, gunicorn), and each under a guard that
+stops that group once `lmforge server` is gone, even killed outright (`lmforge/process.py`).
+Their ports are checked first: a port in use fails before anything starts, naming what holds it.
+By default both serve the workspace's own stores: Prefect's SQLite database in `PREFECT_HOME`
+(where embedded runs were recorded) and MLflow's `sqlite:///<workspace>/mlflow.db`, with artifacts
+in `mlartifacts/` beside it, where `lm_core.tracking.artifact_location` puts them. Database URLs
+travel in environment variables, never on a command line (where `ps` would show a password), and
+are printed masked.
 While they run, `lmforge-server.json` in the Prefect home tells lmforge commands on this workspace
 to send their runs to this Prefect server instead of starting an embedded one.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,8 +25,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+import psutil
+
+from lm_core.mlflow_store import ensure_store
+from lm_core.mlflow_ui import TRAINING_VIEW
 from lm_core.secrets import mask_url  # re-exported: the CLI prints URLs with it
 from lmforge.embedded import announce_server
+from lmforge.process import guarded
 
 START_TIMEOUT_S = 180  # a fresh Prefect database migrates on its first start: slow on a small machine
 STOP_TIMEOUT_S = 15
@@ -140,9 +149,40 @@ def crash_unresponsive_runs(api_url: str, after_s: float | None = None) -> float
     return after_s
 
 
+def port_free(port: int, for_what: str, option: str, host: str = "127.0.0.1") -> None:
+    """Raise a ServerError naming the port, and what holds it where that can be found, when `port`
+    cannot be bound on `host` (as the servers bind it: SO_REUSEADDR, so a closed connection's
+    TIME_WAIT does not count)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+            return
+        except OSError as e:
+            reason = e.strerror or str(e)
+    holder = port_holder(port)
+    raise ServerError(
+        f"port {port} on {host}, for {for_what}, is in use ({reason}){f' by {holder}' if holder else ''}: "
+        f"stop it, or pick another port with {option}"
+    )
+
+
+def port_holder(port: int) -> str | None:
+    """'pid 123 (command line)' of the process listening on TCP `port`, where it can be found."""
+    try:
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
+                cmd = " ".join(psutil.Process(conn.pid).cmdline())
+                return f"pid {conn.pid} ({cmd[:160]})" if cmd else f"pid {conn.pid}"
+    except Exception:  # no permission to see other users' sockets: say what we can
+        return None
+    return None
+
+
 @dataclass
 class Child:
     name: str
+    port: int
     argv: list[str]
     health_url: str
     env: dict[str, str]
@@ -152,7 +192,7 @@ class Child:
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                self.argv,
+                guarded(self.argv),  # stopped with this process, however it ends
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -217,6 +257,7 @@ class Servers:
         self.children = [
             Child(
                 "prefect",
+                prefect_port,
                 [str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port)],
                 f"{self.prefect_url}/api/health",
                 prefect_env,
@@ -224,6 +265,7 @@ class Servers:
             ),
             Child(
                 "mlflow",
+                mlflow_port,
                 [
                     str(bin_dir / "mlflow"),
                     "server",
@@ -245,7 +287,11 @@ class Servers:
         return [c.process.pid for c in self.children if c.process is not None]
 
     def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
-        """Start both and block until both answer their health checks; stop both on failure."""
+        """Start both and block until both answer their health checks; stop both on failure.
+        A port in use fails first, starting nothing: else the other server there would answer
+        the health check, and ours would die on its busy port a moment later."""
+        self.check_ports()
+        ensure_store(self.mlflow_backend)  # a new SQLite store whole before MLflow opens it (a kill can't half-make it)
         for c in self.children:
             c.start()
         deadline = time.monotonic() + timeout_s
@@ -267,10 +313,19 @@ class Servers:
                 if waiting:
                     time.sleep(0.25)
             # lmforge commands on this workspace now send their runs here rather than start their own
-            self._announcement = announce_server(self.prefect_home, f"{self.prefect_url}/api")
+            self._announcement = announce_server(
+                self.prefect_home, f"{self.prefect_url}/api", self.mlflow_url, self.mlflow_backend
+            )  # and the MLflow UI showing the runs of its store, which the Prefect UI's artifacts link to
         except BaseException:
             self.stop()
             raise
+
+    def check_ports(self) -> None:
+        """A ServerError naming the first port that is taken (both the same one included)."""
+        if self.children[0].port == self.children[1].port:
+            raise ServerError(f"the Prefect and MLflow servers cannot share port {self.children[0].port}")
+        for c in self.children:
+            port_free(c.port, f"the {c.name} server", f"--{c.name}-port")
 
     def wait(self) -> str | None:
         """Block while both run; the name of the first one that exits on its own, if any."""
@@ -305,7 +360,7 @@ class Servers:
         return {
             "Prefect UI": self.prefect_url,
             "Prefect database": mask_url(self.postgres) if self.postgres else str(self.prefect_home / "prefect.db"),
-            "MLflow UI": self.mlflow_url,
+            "MLflow UI": f"{self.mlflow_url}/#/experiments?{TRAINING_VIEW}",  # not its GenAI view
             "MLflow backend": mask_url(self.mlflow_backend),
             "PREFECT_API_URL": f"{self.prefect_url}/api",
             "MLFLOW_TRACKING_URI": self.mlflow_url,

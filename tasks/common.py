@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from prefect import Task, task
+from prefect import Task, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
@@ -18,12 +18,13 @@ from prefect.context import FlowRunContext
 from prefect.exceptions import ObjectNotFound
 from prefect.futures import as_completed
 from prefect.runtime import deployment, flow_run
+from rich import get_console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.progress import Progress as RichProgress
 
 from lm_core.progress import NullProgress, Progress
 from lm_core.workspace import ArtifactRef, Workspace
-from tasks.ui_artifacts import send_ui_artifact
+from tasks.ui_artifacts import readable_table, send_ui_artifact
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -126,10 +127,15 @@ PROGRESS_ARTIFACT_EVERY_S = 5.0
 class StageProgress:
     """`lm_core.progress.Progress` shown twice: a bar in the terminal and, for a stage that runs
     longer than PROGRESS_ARTIFACT_AFTER_S, a progress artifact in the Prefect UI (updated at most
-    every PROGRESS_ARTIFACT_EVERY_S; calls may come from several threads)."""
+    every PROGRESS_ARTIFACT_EVERY_S; calls may come from several threads). The bar shows only on a
+    terminal, and goes once the stage ends: its one line (`report_stage`) stays. Piped into a file,
+    a bar would be its last frame only, which that line says better."""
 
-    def __init__(self, stage: str):
+    def __init__(self, stage: str, inputs: dict[str, str] | None = None):
         self.stage = stage
+        # a stage run on the chat model (its inputs name a finetune artifact: evaluate, register)
+        # keeps its own progress, apart from the same stage's run on the base model
+        self._key = f"{stage}-progress" + ("-chat" if inputs and "finetune" in inputs else "")
         self._lock = threading.Lock()
         self._bar = RichProgress(
             TextColumn(f"[bold]{stage}[/] {{task.description}}"),
@@ -138,7 +144,8 @@ class StageProgress:
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             TextColumn("{task.fields[status]}"),
-            transient=False,
+            transient=True,
+            disable=not get_console().is_terminal,
         )
         self._bar_task = None
         self._artifact_id = None
@@ -195,12 +202,69 @@ class StageProgress:
         try:
             if create:
                 self._artifact_id = create_progress_artifact(
-                    pct, key=f"{self.stage}-progress", description=f"{self.stage}: {self._unit}"
+                    pct, key=self._key, description=f"{self.stage}: {self._unit}"
                 )
             else:
                 update_progress_artifact(self._artifact_id, pct)
         except Exception:  # the UI is a convenience: never fail a stage over it
             pass
+
+
+# ----------------------------------------------------------------------------- the stage's line
+
+# A stage's key figures, from its stats: (format, the stats it needs), the first that fits.
+KEY_FIGURES: dict[str, list[tuple[str, tuple[str, ...]]]] = {
+    "crawl": [("{pages_fetched:,} pages fetched, {rows:,} documents", ("pages_fetched", "rows"))],
+    "clean": [("{kept:,} of {documents_in:,} documents kept", ("kept", "documents_in"))],
+    "tokenize": [("{tokens:,} tokens, vocabulary {vocab_size:,}", ("tokens", "vocab_size"))],
+    "chunk": [("{train[blocks]:,} train, {val[blocks]:,} validation blocks of {seq_len}", ("train", "val", "seq_len"))],
+    "stats": [("{vocab_used:,} of {vocab_size:,} token ids used", ("vocab_used", "vocab_size"))],
+    "pretrain": [
+        ("{steps} steps, val loss {val_loss:.3f}, {tokens_per_s:,.0f} tokens/s", ("steps", "val_loss", "tokens_per_s"))
+    ],
+    "finetune": [
+        ("{method}, {steps} steps, held-out loss {initial_heldout_loss:.3f} -> {heldout_loss:.3f}",
+         ("method", "steps", "initial_heldout_loss", "heldout_loss"))
+    ],
+    "evaluate": [("val perplexity {val_ppl:.4g}", ("val_ppl",)), ("{rows:,} samples", ("rows",))],
+    "register": [("{model_uri} ({decision})", ("model_uri", "decision"))],
+}  # fmt: skip
+
+
+def key_figures(ref: ArtifactRef) -> str:
+    for fmt, needs in KEY_FIGURES.get(ref.stage, []):
+        if all(ref.stats.get(k) is not None for k in needs):
+            try:
+                return fmt.format(**ref.stats)
+            except (KeyError, TypeError, ValueError):
+                continue
+    rows = ref.stats.get("rows")
+    return f"{rows:,} rows" if isinstance(rows, int) else ""
+
+
+def report_stage(ref: ArtifactRef, started: float) -> None:
+    """The stage's one line in the terminal: built here or cached, its key figures, its time (since
+    `started`, a time.monotonic()), e.g. `pretrain  3fe1c2de  built   30 steps, ...  5.4 s`; also in
+    the flow run's log, for the UI."""
+    seconds = time.monotonic() - started
+    built = _built_here(ref)
+    line = f"{ref.stage:<9} {ref.fingerprint[:8]}  {'built ' if built else 'cached'}  {key_figures(ref)}"
+    line = f"{line}  ({seconds:.1f} s)" if built else line
+    get_console().print(line, markup=False, highlight=False, soft_wrap=True)
+    try:
+        get_run_logger().info(f"{ref.stage} {ref.fingerprint}: {ref.path}")
+    except Exception:  # no run context: the terminal line is enough
+        pass
+
+
+def _built_here(ref: ArtifactRef) -> bool:
+    """Whether this flow run built the artifact (its manifest names the run), not found it
+    published: cached by Prefect, or built by a concurrent run while this one waited for its lock."""
+    try:
+        made_by = ref.manifest().get("origin", {}).get("prefect_flow_run_id")
+    except (OSError, ValueError):
+        return True
+    return made_by is None or made_by == prefect_origin().get("prefect_flow_run_id")
 
 
 # ----------------------------------------------------------------------------- UI artifacts
@@ -223,7 +287,7 @@ def publish_stats(ref: ArtifactRef, breakdowns: Sequence[str] = ()) -> None:
             _flatten(k, v, rows)
     send_ui_artifact(
         create_table_artifact,
-        rows,
+        readable_table(rows),
         key=f"{ref.stage}-stats",
         description=f"{ref.stage} artifact `{ref.fingerprint}` at {ref.path}",
     )
@@ -232,5 +296,8 @@ def publish_stats(ref: ArtifactRef, breakdowns: Sequence[str] = ()) -> None:
         table = [{"key": k, "count": v} for k, v in sorted(counts.items(), key=lambda kv: -kv[1])]
         key = f"{ref.stage}-{name}".replace("_", "-").lower()
         send_ui_artifact(
-            create_table_artifact, table or [{"key": "(none)", "count": 0}], key=key, description=f"{ref.stage}: {name}"
+            create_table_artifact,
+            readable_table(table or [{"key": "(none)", "count": 0}]),
+            key=key,
+            description=f"{ref.stage}: {name}",
         )

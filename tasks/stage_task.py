@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import time
 from contextlib import nullcontext
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +20,7 @@ from prefect import Task, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.context import FlowRunContext, TaskRunContext
 from prefect.tasks import exponential_backoff
+from prefect.utilities.urls import url_for
 
 from lm_core.config import Config
 from lm_core.stages import STAGE, Inputs, Stage, StageRun, build, complete_inputs, stage_key
@@ -29,11 +31,12 @@ from tasks.common import (
     prefect_map,
     prefect_run_tags,
     publish_stats,
+    report_stage,
     training_slot,
     with_training_timeout,
     workspace_for,
 )
-from tasks.ui_artifacts import send_ui_artifact
+from tasks.ui_artifacts import readable_table, send_ui_artifact
 
 
 def run_stage(
@@ -48,8 +51,9 @@ def run_stage(
     a_task = stage_task(name).with_options(refresh_cache=force or not ws.is_published(name, key.fingerprint))
     if stage.trains:
         a_task = with_training_timeout(a_task, config.schedules.training_timeout_h)
+    started = time.monotonic()
     ref = a_task(config=config, inputs=inputs, key=key, force=force)
-    print(f"{name} {ref.fingerprint}: {ref.path}")
+    report_stage(ref, started)  # its one line: built or cached, key figures, time
     return ref
 
 
@@ -84,14 +88,27 @@ def stage_task(name: str) -> Task:
 
     def build_artifact(config: Config, inputs: dict[str, ArtifactRef], key: StageKey, force: bool = False):
         ws = workspace_for(str(config.workspace), name, force)
-        with training_slot() if stage.trains else nullcontext(), StageProgress(name) as progress:
-            run = StageRun(progress=progress, map_shards=prefect_map(name), run_tags=prefect_run_tags())
+        with training_slot() if stage.trains else nullcontext(), StageProgress(name, key.inputs) as progress:
+            tags = with_prefect_link(prefect_run_tags())
+            run = StageRun(progress=progress, map_shards=prefect_map(name), run_tags=tags)
             ref = build(stage, config, inputs, ws, key, run)
         publish(stage, config, ref)
         return ref
 
     build_artifact.__name__ = build_artifact.__qualname__ = f"{name}_task"
     return task(**options)(build_artifact)
+
+
+def with_prefect_link(tags: dict[str, str]) -> dict[str, str]:
+    """An MLflow run's tags naming its Prefect flow run, plus a link to the run's page when a
+    Prefect UI shows it (a server's; the embedded API has none): as a tag, and as the run's
+    description, which MLflow's UI shows as Markdown, the link clickable."""
+    run_id = tags.get("prefect.flow_run_id")
+    url = url_for("flow-run", obj_id=run_id) if run_id else None
+    if not url:
+        return tags
+    note = f"Made by the Prefect flow run [{tags.get('prefect.flow_run_name') or run_id}]({url})."
+    return tags | {"prefect.flow_run_url": url, "mlflow.note.content": note}
 
 
 _CREATE = {"table": create_table_artifact, "markdown": create_markdown_artifact, "link": create_link_artifact}
@@ -103,7 +120,8 @@ def publish(stage: Stage, config: Config, ref: ArtifactRef) -> None:
         publish_stats(ref, stage.breakdowns)
     for shown in stage.function("ui")(config, ref) if stage.ui else []:
         extra = {"link_text": shown.link_text} if shown.kind == "link" else {}
-        send_ui_artifact(_CREATE[shown.kind], shown.data, key=shown.key, description=shown.description, **extra)
+        data = readable_table(shown.data) if shown.kind == "table" else shown.data
+        send_ui_artifact(_CREATE[shown.kind], data, key=shown.key, description=shown.description, **extra)
 
 
 def refresh_label() -> str:

@@ -9,6 +9,9 @@ returns only once the UI shows everything its stages published; a command waits 
 before its API server stops, and a process for what is left before it exits.
 
 The UI is a convenience: an artifact that cannot be sent is logged, and never fails a stage.
+
+Prefect's UI renders each text cell of a table as Markdown: `readable_table` escapes them (and
+rounds numbers) so that a cell shows what the data holds.
 """
 
 from __future__ import annotations
@@ -20,6 +23,11 @@ import queue
 import threading
 from collections.abc import Callable
 from typing import Any
+
+from prefect.artifacts import create_markdown_artifact
+from prefect.context import FlowRunContext
+
+from lm_core.ui_text import md_escape, rounded
 
 logger = logging.getLogger("lmforge.ui_artifacts")
 
@@ -39,6 +47,32 @@ def send_ui_artifact(create: Callable[..., Any], *args: Any, **kwargs: Any) -> N
             _sender = threading.Thread(target=_send_forever, name="lmforge-ui-artifacts", daemon=True)
             _sender.start()
     _outbox.put((contextvars.copy_context(), create, args, kwargs))
+
+
+SCHEDULE_HINT = (
+    "**Started by hand, not by a deployment.** To run the flows on the config's `schedules` (the "
+    "*Deployments* page lists them then, each with a *Run* button): `lmforge serve` serves them from "
+    "its own process until Ctrl-C; `lmforge deploy` registers them with a work pool, whose workers "
+    "(`prefect worker start --pool lmforge`) run them. See docs/servers-and-schedules.md."
+)
+
+
+def send_schedule_hint() -> None:
+    """On a flow run started by hand (no deployment, no parent run): where deployments come from,
+    for a user who looks for them. Keyless: shown with the run, not in the Artifacts list."""
+    ctx = FlowRunContext.get()
+    run = ctx.flow_run if ctx is not None else None
+    if run is not None and run.deployment_id is None and run.parent_task_run_id is None:
+        send_ui_artifact(create_markdown_artifact, SCHEDULE_HINT, description="how to schedule this flow")
+
+
+def readable_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Table rows as the Prefect UI shows them as they are: text escaped (the UI renders it as
+    Markdown), on one line; floats rounded. Columns keep the order of the first row's keys."""
+    return [
+        {col: md_escape(v) if isinstance(v, str) else rounded(v) if isinstance(v, float) else v for col, v in r.items()}
+        for r in rows
+    ]
 
 
 def ui_artifacts_sent(*_hook_args: Any, timeout_s: float = 30.0) -> bool:

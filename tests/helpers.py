@@ -64,6 +64,18 @@ def write_topic_docs(folder, topics: list[str], sentences: int, seed: int = 0) -
         (folder / f"{topic}.md").write_text(text)
 
 
+# a model trained in seconds on a few topic documents
+TINY_SETTINGS = [
+    "clean.dedup.near=false",
+    "tokenize.vocab_size=512",
+    "chunk.seq_len=32",
+    "chunk.val_fraction=0.25",
+    "model.preset=tiny",
+    "pretrain.micro_batch=4",
+    "tracking.system_metrics=false",
+]
+
+
 def pretrained_workspace(root, topics: list[str], sentences: int, *overrides: str, run_tags=None):
     """A workspace whose data stages ran on topic documents and which holds a tiny pretrained
     model: (config, workspace, chunk artifact, pretrain artifact)."""
@@ -82,13 +94,7 @@ def pretrained_workspace(root, topics: list[str], sentences: int, *overrides: st
         [
             f"workspace={root / 'ws'}",
             f"crawl.files=[{{path: {docs}}}]",
-            "clean.dedup.near=false",
-            "tokenize.vocab_size=512",
-            "chunk.seq_len=32",
-            "chunk.val_fraction=0.25",
-            "model.preset=tiny",
-            "pretrain.micro_batch=4",
-            "tracking.system_metrics=false",
+            *TINY_SETTINGS,
             *overrides,
         ],
     )

@@ -57,9 +57,9 @@ def test_mlflow_has_params_step_metrics_artifacts_and_lineage(trained):
     assert run.data.params["pretrain.max_steps"] == "30" and run.data.params["model.preset"] == "tiny"
     assert int(run.data.params["plan.params"]) == model.stats["params"]
     assert run.data.params["gpt.n_embd"] == "64"
-    losses = client.get_metric_history(run.info.run_id, "loss")
+    losses = client.get_metric_history(run.info.run_id, "train/loss")
     assert [m.step for m in losses] == [5, 10, 15, 20, 25, 30]
-    assert {m.step for m in client.get_metric_history(run.info.run_id, "val_bpb")} == {10, 20, 30}
+    assert {m.step for m in client.get_metric_history(run.info.run_id, "val/bpb")} == {10, 20, 30}
     tags = run.data.tags
     assert tags["lmforge.chunk"] == chunk.fingerprint
     assert tags["lmforge.tokenizer"] == chunk.manifest()["inputs"]["tokenize"]
@@ -116,7 +116,7 @@ def test_two_process_pretraining_through_torchrun_publishes_and_logs_once(traine
     assert run.info.status == "FINISHED"
     assert run.data.params["plan.world_size"] == "2"
     # one writer: each logged step appears once, not once per rank
-    steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
     assert steps == sorted(set(steps)) and steps[-1] == 6
 
 

@@ -63,3 +63,40 @@ print(freed() is None, gc.get_threshold()[0] > 700)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "True"]
+
+
+def test_a_guarded_command_and_its_children_stop_when_their_parent_is_killed_outright():
+    """What keeps `lmforge server`'s servers from outliving it: a kill -9 of the parent stops the
+    guarded command's whole process group (here a shell and the sleep it started)."""
+    import signal
+    import time
+
+    import psutil
+
+    parent_script = (
+        "import subprocess, sys, time\n"
+        "from lmforge.process import guarded\n"
+        "p = subprocess.Popen(guarded(['sh', '-c', 'sleep 300; echo never']), start_new_session=True)\n"
+        "print(p.pid, flush=True)\n"
+        "time.sleep(300)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", parent_script], stdout=subprocess.PIPE, text=True)
+    group: list[psutil.Process] = []
+    try:
+        guard = psutil.Process(int(parent.stdout.readline()))
+        deadline = time.monotonic() + 60
+        while len(guard.children(recursive=True)) < 2 and time.monotonic() < deadline:  # sh, then its sleep
+            time.sleep(0.1)
+        group = [guard, *guard.children(recursive=True)]
+        assert len(group) >= 3, group
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        gone, alive = psutil.wait_procs(group, timeout=20)
+        assert not alive, f"outlived their parent: {[p.cmdline() for p in alive]}"
+    finally:
+        parent.kill()
+        for p in group:  # only what this test started
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass

@@ -10,13 +10,22 @@ import mlflow
 import pandas as pd
 import pytest
 import torch
+from helpers import Interrupted
 from mlflow import MlflowClient
 
 from lm_core.config import RegistryConfig
 from lm_core.model import GPT, GPTConfig
 from lm_core.model_folder import save_weights
 from lm_core.registry.gate import decide
-from lm_core.registry.register import CHALLENGER, CHAMPION, DECISION_TAG, REASON_TAG, current_champion, register_model
+from lm_core.registry.register import (
+    CHALLENGER,
+    CHAMPION,
+    DECISION_TAG,
+    FINGERPRINT_TAG,
+    REASON_TAG,
+    current_champion,
+    register_model,
+)
 from lm_core.registry.resolve import ModelNotFound, load_text_model
 from lm_core.textgen import GenerationSettings, TextModel
 from lm_core.tokenize.bpe import train_tokenizer
@@ -139,6 +148,20 @@ def test_an_unscored_champion_is_compared_by_its_recorded_metrics(store: Store, 
     assert current_champion(store.uri, name).version == "1"
 
 
+def test_the_registered_model_and_its_versions_are_described(store: Store, models: list[Path]):
+    name = "described"
+    about = "A GPT-style language model, 1,234 parameters.\n\nTrained on chunk ab12: 4,000 tokens."
+    register(store, models[0], name, bpb=2.0, bleu=10.0, about=about, model_description="described: test models.")
+    assert store.client.get_registered_model(name).description == "described: test models."
+    version = store.client.get_model_version(name, "1")
+    assert version.description.startswith(about + "\n\nScores: bleu.heldout 10, val_bpb 2.")
+    assert "Gate: no champion yet" in version.description
+    # what a user wrote in MLflow's UI stays: a later registration describes its version only
+    store.client.update_registered_model(name, description="Our demo model.")
+    register(store, models[1], name, bpb=1.5, bleu=10.0, about=about, model_description="described: test models.")
+    assert store.client.get_registered_model(name).description == "Our demo model."
+
+
 @pytest.mark.parametrize(
     ("metrics", "champion", "promoted", "says"),
     [
@@ -246,3 +269,178 @@ def test_what_does_not_exist_is_named_with_what_does(store: Store, lineage: str,
     assert "no folder" in fails(str(tmp_path / "missing"))
     (tmp_path / "empty").mkdir()
     assert "is neither a model folder" in fails(str(tmp_path / "empty"))
+
+
+# ----------------------------------------------------------------------------- interrupted registrations
+
+TRAIN_STATS = {"train": {"documents": 40, "tokens": 4000, "blocks": 60}, "val": {"documents": 5, "tokens": 500}}
+
+
+def chat_model_workspace(root: Path, model: Path) -> tuple:
+    """A workspace holding what the register stage reads of a fine-tuned chat model with an int8
+    copy (its chunk, the model, its evaluation), with no training: (config, workspace, evaluation)."""
+    from lm_core.config import load_config
+    from lm_core.model_folder import CONFIG, TOKENIZER, mark_chat_model
+    from lm_core.quantize import save_int8
+
+    ws = Workspace(root / "workspace")
+    tokenize_fp, chunk_fp, finetune_fp, evaluate_fp = "1" * 16, "2" * 16, "3" * 16, "4" * 16
+    with ws.build("chunk", chunk_fp, config={}, inputs={"tokenize": tokenize_fp}) as b:
+        (b.dir / "tokenizer.json").write_bytes((model / TOKENIZER).read_bytes())
+        b.stats = {**TRAIN_STATS, "seq_len": 64}
+    with ws.build("finetune", finetune_fp, config={}, inputs={"pretrain": "5" * 16, "chunk": chunk_fp}) as b:
+        for f in model.iterdir():
+            (b.dir / f.name).write_bytes(f.read_bytes())
+        mark_chat_model(b.dir)
+        (b.dir / "int8").mkdir()
+        save_int8(TextModel.load(model).model, b.dir / "int8")
+        for f in (CONFIG, TOKENIZER, "chat.json"):
+            (b.dir / "int8" / f).write_bytes((b.dir / f).read_bytes())
+        report = {"size_ratio": 3.1, "generate_speedup": 1.2, "float_loss": 2.5, "int8_loss": 2.51}
+        (b.dir / "int8" / "compression.json").write_text(json.dumps(report))
+        b.stats = {"method": "sft", "base": f"pretrain:{'5' * 16}", "params": 50000, "steps": 20, "source": "qa"}
+        b.stats |= {"train_examples": 90, "heldout_examples": 10}
+    with ws.build("evaluate", evaluate_fp, config={}, inputs={"finetune": finetune_fp, "chunk": chunk_fp}) as b:
+        metrics = {"val_loss": 3.0, "val_bpb": 2.0, "val_tokens": 500, "bleu.chat": 5.0, "pairs.chat": 4}
+        (b.dir / "metrics.json").write_text(json.dumps(metrics))
+    cfg = load_config(None, [f"workspace={ws.root}", "name=kills"])
+    return cfg, ws, ws.ref("evaluate", evaluate_fp)
+
+
+def registry_state(cfg) -> dict:
+    """What a user sees of registered model kills-chat: each version's decision, key, quantization
+    and float version; the aliases; the runs and logged models made for it."""
+    client = MlflowClient(cfg.tracking_uri, registry_uri=cfg.tracking_uri)
+    name = "kills-chat"
+    versions = {
+        str(v.version): {
+            "decision": v.tags.get("lmforge.decision"),
+            "quantized": v.tags.get("lmforge.quantized"),
+            "key": v.tags[FINGERPRINT_TAG].replace(v.tags[FINGERPRINT_TAG][:16], "<fp>"),  # the store is in the fp
+            "description": v.description.split("\n\n")[0],
+        }
+        for v in client.search_model_versions(f"name = '{name}'")
+    }
+    model = client.get_registered_model(name)
+    experiment = client.get_experiment_by_name(cfg.experiment).experiment_id
+    runs = client.search_runs([experiment])
+    logged = client.search_logged_models([experiment])
+    return {
+        "versions": versions,
+        "aliases": {a: str(v) for a, v in model.aliases.items()},
+        "model description": bool(model.description),
+        "runs": len(runs),
+        "logged models": sorted((m.name, str(m.status)) for m in logged),
+    }
+
+
+def published_registration(ws: Workspace) -> dict:
+    [found] = ws.artifacts("register")
+    folder = Path(found["path"])
+    registration = json.loads((folder / "registration.json").read_text())
+    registration.pop("mlflow_run_id"), registration.pop("tracking_uri")  # the store's own: one per workspace
+    return {"registration": registration, "comparison": json.loads((folder / "comparison.json").read_text())}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, models: list[Path]):
+    from lm_core.registry.stage import run_register
+
+    cfg, ws, evaluation = chat_model_workspace(tmp_path_factory.mktemp("straight"), models[0])
+    run_register(cfg, evaluation, ws)
+    return registry_state(cfg), published_registration(ws)
+
+
+def interrupt_at(monkeypatch, point: str) -> None:
+    """Make the register stage stop at `point` as a crash would: the steps before it done."""
+    from lm_core.registry import register, stage
+
+    def stop(*args, **kwargs):
+        raise Interrupted(point)
+
+    if point == "logged model, no version":
+        monkeypatch.setattr(register, "_ensure_registered_model", stop)
+    elif point == "version, no aliases":
+        monkeypatch.setattr(register, "_set_aliases", stop)
+    elif point == "aliases, no int8 version":
+        monkeypatch.setattr(stage, "_register_int8", stop)
+    elif point == "int8 version, no @int8":
+        set_aliases = register._set_aliases
+        monkeypatch.setattr(
+            register,
+            "_set_aliases",
+            lambda client, name, version, aliases: (
+                stop() if aliases == ("int8",) else set_aliases(client, name, version, aliases)
+            ),
+        )
+    elif point == "registered, not published":
+        monkeypatch.setattr(stage, "write_json_atomic", stop)
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        "logged model, no version",
+        "version, no aliases",
+        "aliases, no int8 version",
+        "int8 version, no @int8",
+        "registered, not published",
+    ],
+)
+def test_a_registration_interrupted_anywhere_converges_on_rerun(tmp_path, models, uninterrupted, monkeypatch, point):
+    from lm_core.registry.stage import run_register
+
+    cfg, ws, evaluation = chat_model_workspace(tmp_path, models[0])
+    with monkeypatch.context() as patched:
+        interrupt_at(patched, point)
+        with pytest.raises(Interrupted):
+            run_register(cfg, evaluation, ws)
+    assert ws.artifacts("register") == [], "an interrupted registration publishes nothing"
+    run_register(cfg, evaluation, ws)
+    state, published = uninterrupted
+    assert registry_state(cfg) == state
+    assert published_registration(ws) == published
+    assert state["aliases"] == {"champion": "1", "challenger": "1", "int8": "2"}
+    assert published["registration"]["aliases"] == ["challenger", "champion"]
+    assert published["registration"]["int8_version"] == "2"
+
+
+KILLED_REGISTRATION = """
+import os, signal, sys
+from lm_core.config import load_config
+from lm_core.registry import register
+from lm_core.registry.stage import run_register
+from lm_core.workspace import Workspace
+
+def killed(*args, **kwargs):  # MLflow has made the version; its aliases are next
+    os.kill(os.getpid(), signal.SIGKILL)
+
+register._set_aliases = killed
+ws = Workspace(sys.argv[1])
+run_register(load_config(None, [f"workspace={ws.root}", "name=kills"]), ws.resolve("evaluate"), ws)
+"""
+
+
+def test_a_registration_killed_after_mlflow_made_the_version_converges_on_rerun(tmp_path, models, uninterrupted):
+    """kill -9 between MLflow's version and its aliases: the rerun publishes the champion that
+    the registry holds, and registers the int8 copy."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from lm_core.registry.stage import run_register
+
+    cfg, ws, evaluation = chat_model_workspace(tmp_path, models[0])
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    proc = subprocess.run([sys.executable, "-c", KILLED_REGISTRATION, str(ws.root)], env=env, timeout=300)
+    assert proc.returncode == -signal.SIGKILL
+    client = MlflowClient(cfg.tracking_uri, registry_uri=cfg.tracking_uri)
+    assert [str(v.version) for v in client.search_model_versions("name = 'kills-chat'")] == ["1"]
+    assert client.get_registered_model("kills-chat").aliases == {}
+
+    run_register(cfg, evaluation, ws)
+    state, published = uninterrupted
+    assert registry_state(cfg) == state and published_registration(ws) == published
+    reg = published["registration"]
+    assert (reg["decision"], reg["aliases"], reg["int8_version"]) == ("champion", ["challenger", "champion"], "2")

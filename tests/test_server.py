@@ -135,18 +135,20 @@ def test_server_serves_both_uis_and_ctrl_c_stops_both(tmp_path):
         assert (ws / "mlflow.db").is_file()
 
         # the Prefect UI's register-decision artifact links to that run's page in the MLflow UI
-        from lm_core.tracking import mlflow_ui_links
+        from lm_core.mlflow_ui import TRAINING_VIEW, mlflow_links
 
-        links = mlflow_ui_links(mlflow_url, run.info.run_id, "lmforge-demo", 3)
+        links = mlflow_links(mlflow_url, run.info.run_id, "lmforge-demo", 3)
+        exp, run_id = run.info.experiment_id, run.info.run_id
         assert links == {
-            "MLflow run": f"{mlflow_url}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}",
-            "registered version": f"{mlflow_url}/#/models/lmforge-demo/versions/3",
+            "MLflow run": f"{mlflow_url}/#/experiments/{exp}/runs/{run_id}?{TRAINING_VIEW}",
+            "MLflow experiment": f"{mlflow_url}/#/experiments/{exp}/runs?{TRAINING_VIEW}&compareRunsMode=CHART",
+            "registered version": f"{mlflow_url}/#/models/lmforge-demo/versions/3?{TRAINING_VIEW}",
         }
         assert httpx.get(links["MLflow run"]).status_code == 200
         # credentials in the tracking URI reach the server, never a link in the Prefect UI
         with_password = mlflow_url.replace("http://", "http://alice:s3cret@")
-        assert mlflow_ui_links(with_password, run.info.run_id, "lmforge-demo", 3) == links
-        assert mlflow_ui_links(f"sqlite:///{ws / 'mlflow.db'}", run.info.run_id) == {}  # no UI to link to
+        assert mlflow_links(with_password, run.info.run_id, "lmforge-demo", 3) == links
+        assert mlflow_links(f"sqlite:///{ws / 'mlflow.db'}", run.info.run_id) == {}  # no UI told to show it
 
         stop_with_ctrl_c(proc, log, prefect_url, mlflow_url)
         assert not (ws / ".prefect" / ANNOUNCEMENT).exists(), "commands would look for a server that is gone"
@@ -384,3 +386,112 @@ def test_lmforge_server_marks_a_run_whose_process_died_crashed_and_leaves_finish
         stop_with_ctrl_c(proc, log, prefect_url, _)
     finally:
         kill_with_its_servers(proc)
+
+
+def server_command(tmp_path: Path, prefect_port: int, mlflow_port: int) -> list[str]:
+    return [LMFORGE, "server", "--set", f"workspace={tmp_path / 'ws'}",
+            "--prefect-port", str(prefect_port), "--mlflow-port", str(mlflow_port)]  # fmt: skip
+
+
+def server_env() -> dict[str, str]:
+    env = {**os.environ, "DO_NOT_TRACK": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    env.pop("PREFECT_HOME", None)
+    return env
+
+
+def error_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if "error:" in line]
+
+
+def read_until(fd: int, text: str, proc: subprocess.Popen, timeout_s: float) -> str:
+    """Read the pipe `fd` until `text` shows (or the process ends, or time is up)."""
+    import select
+
+    seen = b""
+    deadline = time.monotonic() + timeout_s
+    while text.encode() not in seen:
+        assert time.monotonic() < deadline, f"no {text!r} after {timeout_s} s:\n{seen.decode()}"
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if ready:
+            chunk = os.read(fd, 65536)
+            assert chunk or proc.poll() is None, f"lmforge server exited with {proc.poll()}:\n{seen.decode()}"
+            seen += chunk
+    return seen.decode()
+
+
+def test_a_port_in_use_fails_at_once_naming_the_port_and_what_holds_it(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = subprocess.run(server_command(tmp_path, port, free_port()), env=server_env(), capture_output=True,
+                             text=True, timeout=120, stdin=subprocess.DEVNULL)  # fmt: skip
+    printed = out.stdout + out.stderr
+    assert out.returncode == 1, printed
+    assert error_lines(printed) == [
+        f"error: port {port} on 127.0.0.1, for the prefect server, is in use (Address already in use) by "
+        f"pid {os.getpid()} ({' '.join(psutil.Process().cmdline())[:160]}): stop it, or pick another port with "
+        "--prefect-port"
+    ]
+    assert "starting" not in printed and "Traceback" not in printed  # nothing was started
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_server_outlives_a_closed_pipe_refuses_taken_ports_and_leaves_no_server_when_killed(tmp_path):
+    """`lmforge server | tee log`, then Ctrl-C (which ends tee first): exit 0, both servers gone. A
+    second start on the same ports fails before starting anything. A `kill -9` of lmforge server
+    takes its servers down with it."""
+    prefect_port, mlflow_port = free_port(), free_port()
+    command = server_command(tmp_path, prefect_port, mlflow_port)
+    health = (f"http://127.0.0.1:{prefect_port}/api/health", f"http://127.0.0.1:{mlflow_port}/health")
+    read_end, write_end = os.pipe()
+    proc = subprocess.Popen(command, env=server_env(), stdout=write_end, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL)  # fmt: skip
+    os.close(write_end)
+    servers: list[psutil.Process] = []
+    try:
+        read_until(read_end, "Ctrl-C stops both", proc, timeout_s=240)
+        servers = psutil.Process(proc.pid).children(recursive=True)
+        assert len(servers) >= 4  # a guard and a server each, and the servers' workers
+
+        second = subprocess.run(command, env=server_env(), capture_output=True, text=True, timeout=120,
+                                stdin=subprocess.DEVNULL)  # fmt: skip
+        printed = second.stdout + second.stderr
+        assert second.returncode == 1 and len(error_lines(printed)) == 1, printed
+        assert f"port {prefect_port} on 127.0.0.1" in printed and "by pid " in printed, printed
+        assert "Ctrl-C stops both" not in printed
+
+        os.close(read_end)  # the reader is gone (tee ended by the same Ctrl-C)
+        read_end = -1
+        for url in health:
+            assert httpx.get(url, timeout=10).status_code == 200
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+        gone, alive = psutil.wait_procs(servers, timeout=15)
+        assert not alive, f"left running: {alive}"
+
+        with open(tmp_path / "second.out", "wb") as out:  # killed outright, this time
+            proc = subprocess.Popen(command, env=server_env(), stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL)  # fmt: skip
+        wait_for_line(proc, tmp_path / "second.out", "Ctrl-C stops both", timeout_s=240)
+        servers = psutil.Process(proc.pid).children(recursive=True)
+        proc.kill()
+        proc.wait()
+        gone, alive = psutil.wait_procs(servers, timeout=30)
+        assert not alive, f"left running after kill -9: {[p.pid for p in alive]}"
+        for url in health:
+            with pytest.raises(httpx.HTTPError):
+                httpx.get(url, timeout=2)
+    finally:
+        if read_end >= 0:
+            os.close(read_end)
+        kill_with_its_servers(proc)
+        for p in servers:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass

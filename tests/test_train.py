@@ -1,9 +1,14 @@
-"""Pretraining: it learns, batches add up, resume is exact, ranks split the data, checkpoints are
-plain tensors, and broken checkpoints are named."""
+"""Pretraining: it learns, batches add up, resume is exact (weights, metrics, samples, MLflow
+steps), ranks split the data, checkpoints are plain tensors, broken checkpoints are named,
+throughput is MFU only against a published peak, and a full disk is one clear error."""
 
 from __future__ import annotations
 
+import errno
+import json
 import os
+import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,18 +19,23 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
+from helpers import TINY_SETTINGS, write_topic_docs
 from safetensors.torch import load_file
 
 from lm_core import schemas
 from lm_core.config import load_config
 from lm_core.model import GPT, GPTConfig
-from lm_core.model_folder import WeightsError
+from lm_core.model_folder import WeightsError, save_tensors
 from lm_core.shards import write_shard
+from lm_core.tracking import chart_name
 from lm_core.train import checkpoint as ckpt
+from lm_core.train import loop
 from lm_core.train.loader import BlockStore, TrainLoader
 from lm_core.train.loop import TrainData, train
 from lm_core.train.optim import Schedule, adamw
-from lm_core.workspace import write_json_atomic
+from lm_core.train.plan import published_peak
+from lm_core.train.stage import run_pretrain
+from lm_core.workspace import DiskFullError, Workspace, write_json_atomic
 
 V, T = 64, 16
 REPO = Path(__file__).parent.parent
@@ -67,6 +77,24 @@ def cfg_with(*overrides: str):
 def run(chunk_dir: Path, out: Path, *overrides: str, **kwargs):
     cfg = cfg_with(*overrides)
     return train(cfg.pretrain, cfg.model, TrainData.from_chunk(chunk_dir), out, seed=7, **kwargs)
+
+
+def tiny_samples(model, step: int) -> list[dict]:
+    """A greedy continuation at each evaluation: it changes as the weights do."""
+    return [{"step": step, "prompt": [1, 2, 3], "text": model.generate([[1, 2, 3]], 6, temperature=0)[0]}]
+
+
+TIMINGS = {"tokens_per_s", "loader_wait_fraction", "matmul_share", "mfu"}  # differ from run to run
+
+
+def same_report(a, b) -> None:
+    """Two trainings report alike: the same logged steps with the same keys, the same figures but
+    timings, the same last evaluation and the same samples (what metrics.json/samples.json hold)."""
+    assert [sorted(r) for r in a.history] == [sorted(r) for r in b.history]
+    figures = [[{k: v for k, v in r.items() if k not in TIMINGS} for r in x.history] for x in (a, b)]
+    assert figures[0] == figures[1]
+    assert a.final == b.final and a.final
+    assert a.samples == b.samples
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
@@ -139,12 +167,14 @@ from pathlib import Path
 sys.path.insert(0, {tests!r})
 import test_train as t
 t.run(Path(sys.argv[1]), Path(sys.argv[2]), "pretrain.max_steps=20", "pretrain.checkpoint_every=2",
-      "pretrain.keep_checkpoints=3")
+      "pretrain.keep_checkpoints=3", "pretrain.eval_every=4", sample_fn=t.tiny_samples)
 """
 
 
 def test_killed_and_resumed_run_equals_an_uninterrupted_one(chunk_dir, tmp_path):
-    straight = run(chunk_dir, tmp_path / "straight", "pretrain.max_steps=20")
+    straight = run(
+        chunk_dir, tmp_path / "straight", "pretrain.max_steps=20", "pretrain.eval_every=4", sample_fn=tiny_samples
+    )
     out = tmp_path / "killed"
     script = KILLABLE_TRAIN.format(tests=str(Path(__file__).parent))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -155,18 +185,33 @@ def test_killed_and_resumed_run_equals_an_uninterrupted_one(chunk_dir, tmp_path)
     proc.send_signal(signal.SIGKILL)  # at whatever moment: mid-step or mid-checkpoint
     proc.wait()
     assert not (out / ckpt.WEIGHTS).exists(), "the run was meant to be killed before finishing"
-    resumed = run(chunk_dir, out, "pretrain.max_steps=20", "pretrain.checkpoint_every=2", "pretrain.keep_checkpoints=3")
+    resumed = run(
+        chunk_dir, out, "pretrain.max_steps=20", "pretrain.checkpoint_every=2", "pretrain.keep_checkpoints=3",
+        "pretrain.eval_every=4", sample_fn=tiny_samples,
+    )  # fmt: skip
     assert resumed.resumed_from is not None and 8 <= resumed.resumed_from < 20
     assert same_weights(weights(tmp_path / "straight"), weights(out)), "resume must be exact on CPU"
     assert straight.steps_done == resumed.steps_done == 20
     assert len(ckpt.step_dirs(out / "checkpoints")) <= 3
+    # the history, evaluations and samples logged before the checkpoint came back with it
+    same_report(straight, resumed)
+    assert [s["step"] for s in resumed.samples] == [4, 8, 12, 16, 20]
 
 
 def test_stop_and_resume_in_process_is_exact(chunk_dir, tmp_path):
-    run(chunk_dir, tmp_path / "a", "pretrain.max_steps=12", "pretrain.schedule=wsd")
-    half = run(chunk_dir, tmp_path / "b", "pretrain.max_steps=12", "pretrain.schedule=wsd", stop_after=5)
+    args = ("pretrain.max_steps=12", "pretrain.schedule=wsd", "pretrain.eval_every=3", "pretrain.log_every=2")
+    straight = run(chunk_dir, tmp_path / "a", *args, sample_fn=tiny_samples)
+    half = run(chunk_dir, tmp_path / "b", *args, sample_fn=tiny_samples, stop_after=5)
     assert half.steps_done == 5 and not (tmp_path / "b" / ckpt.WEIGHTS).exists()
-    run(chunk_dir, tmp_path / "b", "pretrain.max_steps=12", "pretrain.schedule=wsd")
+    resumed = run(chunk_dir, tmp_path / "b", *args, sample_fn=tiny_samples)
+    assert same_weights(weights(tmp_path / "a"), weights(tmp_path / "b"))
+    same_report(straight, resumed)  # no extra row where the first process stopped (step 5)
+    # a process killed after its final checkpoint, before publishing: the next one has nothing
+    # to train, and reports the same all the same
+    (tmp_path / "b" / ckpt.WEIGHTS).unlink()
+    again = run(chunk_dir, tmp_path / "b", *args, sample_fn=tiny_samples)
+    assert again.resumed_from == 12 and again.steps_done == 12
+    same_report(straight, again)
     assert same_weights(weights(tmp_path / "a"), weights(tmp_path / "b"))
 
 
@@ -321,3 +366,209 @@ def test_kv_cache_generation_equals_recomputing_the_prefix(n_kv_head, wrapped):
             assert all(len(row) == 30 for row in out[True]) or "stop_tokens" in kw
             if "stop_tokens" in kw:  # rows end before their first stop token, which is not returned
                 assert any(len(row) < 30 for row in out[True]) and not any(set(row) & set(stops) for row in out[True])
+
+
+# ----------------------------------------------------------------------------- the stage, killed
+
+
+STAGE_ARGS = [
+    *TINY_SETTINGS,
+    "pretrain.lr=0.01",
+    "pretrain.max_steps=30",
+    "pretrain.eval_every=10",
+    "pretrain.checkpoint_every=2",
+    "pretrain.keep_checkpoints=3",
+    "pretrain.log_every=1",
+    "pretrain.sample_tokens=8",
+]
+
+KILLABLE_STAGE = """
+import json, sys
+from lm_core.config import load_config
+from lm_core.tracking import chart_name
+from lm_core.train.stage import run_pretrain
+from lm_core.workspace import Workspace
+cfg = load_config(None, json.loads(sys.argv[1]))
+ws = Workspace(cfg.workspace)
+run_pretrain(cfg, ws.resolve("chunk"), ws)
+"""
+
+
+@pytest.fixture(scope="module")
+def data_stages(tmp_path_factory) -> Path:
+    """A workspace whose data stages ran (crawl -> chunk) and nothing else; copied per test."""
+    from lm_core.chunk.stage import run_chunk
+    from lm_core.clean.stage import run_clean
+    from lm_core.crawl.stage import run_crawl
+    from lm_core.tokenize.stage import run_tokenize
+
+    root = tmp_path_factory.mktemp("data")
+    write_topic_docs(root / "docs", ["arrow", "parquet", "crawler", "optimizer"], 60)
+    cfg = load_config(None, [f"workspace={root / 'ws'}", f"crawl.files=[{{path: {root / 'docs'}}}]", *STAGE_ARGS])
+    ws = Workspace(cfg.workspace)
+    run_chunk(cfg.chunk, run_tokenize(cfg.tokenize, run_clean(cfg.clean, run_crawl(cfg.crawl, ws), ws), ws), ws)
+    return root
+
+
+def stage_workspace(data_stages: Path, where: Path):
+    shutil.copytree(data_stages / "ws", where / "ws", ignore=shutil.ignore_patterns("mlflow.db", "mlartifacts"))
+    args = [f"workspace={where / 'ws'}", f"crawl.files=[{{path: {data_stages / 'docs'}}}]", *STAGE_ARGS]
+    return args, load_config(None, args), Workspace(where / "ws")
+
+
+def published_report(ref) -> tuple:
+    metrics = json.loads((ref.dir / "metrics.json").read_text())
+    history = [{k: v for k, v in r.items() if k not in TIMINGS} for r in metrics["history"]]
+    return metrics["final"], history, [sorted(r) for r in metrics["history"]], (ref.dir / "samples.json").read_text()
+
+
+def logged_once(cfg, ref) -> dict[str, list[int]]:
+    """Every metric's logged steps in the artifact's MLflow run, each step at most once."""
+    from mlflow import MlflowClient
+
+    client, run_id = MlflowClient(cfg.tracking_uri), ref.stats["mlflow_run_id"]
+    steps = {k: [m.step for m in client.get_metric_history(run_id, k)] for k in client.get_run(run_id).data.metrics}
+    for key, logged in steps.items():
+        assert len(logged) == len(set(logged)), f"{key} logged twice at a step: {sorted(logged)}"
+    return steps
+
+
+def test_a_pretrain_killed_after_a_checkpoint_publishes_what_an_uninterrupted_one_does(
+    data_stages, tmp_path, monkeypatch
+):
+    _, cfg, ws = stage_workspace(data_stages, tmp_path / "straight")
+    straight = run_pretrain(cfg, ws.resolve("chunk"), ws)
+    expected = published_report(straight)
+    assert expected[0] and json.loads(expected[3]), "final metrics and samples are published"
+
+    # killed after a checkpoint, mid-training; then run again
+    args, cfg, ws = stage_workspace(data_stages, tmp_path / "killed")
+    partial = ws.partial_dir("pretrain", straight.fingerprint)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLABLE_STAGE, json.dumps(args)], env={**os.environ, "PYTHONPATH": str(REPO)}
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and not any(int(p.name[5:]) >= 8 for p in ckpt.step_dirs(partial / "checkpoints")):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not ws.is_published("pretrain", straight.fingerprint), "the run was meant to be killed before finishing"
+    resumed = run_pretrain(cfg, ws.resolve("chunk"), ws)
+    assert 8 <= resumed.stats["resumed_from"] < 30
+    assert published_report(resumed) == expected
+    steps = logged_once(cfg, resumed)
+    assert sorted(steps[chart_name("loss")]) == list(range(1, 31))
+    assert sorted(steps[chart_name("val_loss")]) == [10, 20, 30]
+
+    # died after its final checkpoint, before publishing: the next run resumes from step 30
+    _, cfg, ws = stage_workspace(data_stages, tmp_path / "final")
+    from lm_core.train import stage
+
+    finish = stage._finish
+
+    def crash(*a, **k):
+        raise RuntimeError("killed while publishing")
+
+    monkeypatch.setattr(stage, "_finish", crash)
+    with pytest.raises(RuntimeError, match="killed while publishing"):
+        run_pretrain(cfg, ws.resolve("chunk"), ws)
+    monkeypatch.setattr(stage, "_finish", finish)
+    again = run_pretrain(cfg, ws.resolve("chunk"), ws)
+    assert again.stats["resumed_from"] == 30
+    assert published_report(again) == expected
+    assert sorted(logged_once(cfg, again)[chart_name("loss")]) == list(range(1, 31))
+
+
+# ----------------------------------------------------------------------------- throughput
+
+
+def test_throughput_on_a_cpu_is_a_share_of_a_measured_matmul_never_mfu(chunk_dir, tmp_path, monkeypatch):
+    r = run(chunk_dir, tmp_path / "a", "pretrain.max_steps=3")
+    rows = [row for row in r.history if "tokens_per_s" in row]
+    assert rows and all(0 < row["matmul_share"] <= 1 and "mfu" not in row for row in rows)
+    assert r.peak == "measured matmul peak" and not r.matmul_share_clamped
+    # a probe that under-measured the device (here: 1 kFLOP/s) never shows a share above 1
+    monkeypatch.setattr(loop, "measure_matmul_flops", lambda *a, **k: 1e3)
+    r = run(chunk_dir, tmp_path / "b", "pretrain.max_steps=3")
+    assert all(row["matmul_share"] == 1.0 for row in r.history if "tokens_per_s" in row)
+    assert r.matmul_share_clamped
+
+
+def test_mfu_is_against_the_published_peak_of_the_card_torch_names():
+    assert published_peak("NVIDIA H100 80GB HBM3", "bf16").label == "H100 SXM bf16 peak"
+    assert published_peak("NVIDIA H100 80GB HBM3", "bf16").flops == 989e12
+    assert published_peak("NVIDIA H100 PCIe", "fp16").flops == 756e12
+    assert published_peak("NVIDIA H200", "bf16").label == "H200 SXM bf16 peak"
+    assert published_peak("NVIDIA GH200 480GB", "bf16").label == "GH200 bf16 peak"
+    assert published_peak("NVIDIA A100-SXM4-80GB", "bf16").flops == 312e12
+    assert published_peak("NVIDIA L4", "bf16").flops == 121e12
+    assert published_peak("NVIDIA L40S", "bf16").flops == 362e12
+    # fp32, or a card not in the table: no published peak, so no MFU (a measured share instead)
+    assert published_peak("NVIDIA H100 80GB HBM3", "fp32") is None
+    assert published_peak("Tesla T4", "fp16") is None
+
+
+# ----------------------------------------------------------------------------- a full disk
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 1 MB filesystem (tmpfs): room for the tiny model's weights (0.44 MB), not for a
+    checkpoint (weights and two optimizer moments, 1.3 MB)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_full_disk_stops_a_checkpoint_with_one_clear_error(chunk_dir, small_disk):
+    out = small_disk / "run"
+    with pytest.raises(DiskFullError) as e:
+        run(chunk_dir, out, "pretrain.max_steps=4", "pretrain.checkpoint_every=2")
+    message = str(e.value)
+    assert str(out / "checkpoints") in message and "needs 1.3 MB" in message and "free" in message, message
+    assert e.value.errno == errno.ENOSPC
+    assert not list((out / "checkpoints").iterdir()), "no checkpoint, whole or partial, is left"
+
+
+def test_a_write_cut_short_by_a_file_size_limit_is_named_and_leaves_nothing(tmp_path):
+    """safetensors and torch.save fail mid-write (EFBIG past RLIMIT_FSIZE, as ENOSPC on a disk
+    that fills while writing): the error names the folder and no torn file stays."""
+    tensors = {"w": torch.zeros(64, 1024)}  # 256 KB
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, hard))
+    try:
+        with pytest.raises(DiskFullError, match=f"weights model.safetensors in {tmp_path}.*ulimit") as e:
+            save_tensors(tensors, tmp_path / ckpt.WEIGHTS)
+        with pytest.raises(DiskFullError, match=f"checkpoint step-000003 in {tmp_path / 'ckpts'}"):
+            ckpt.save_checkpoint(tmp_path / "ckpts", 3, {"w": torch.zeros(4)}, {"m": tensors["w"]}, {}, keep=2)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert e.value.errno == errno.EFBIG
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["ckpts"], "no partial weights or checkpoint folder"
+
+
+def test_a_forced_rebuild_on_a_full_disk_leaves_the_published_artifact_whole(small_disk):
+    ws = Workspace(small_disk / "ws")
+    small = {"w": torch.ones(16, 1024)}  # 64 KB
+    with ws.build("pretrain", "ab" * 8, config={}, inputs={}) as b:
+        save_tensors(small, b.dir / ckpt.WEIGHTS)
+    published = ws.artifact_dir("pretrain", "ab" * 8)
+    before = {p.name: p.read_bytes() for p in published.iterdir()}
+    rebuild = Workspace(small_disk / "ws", rebuild=("pretrain",))
+    with pytest.raises(DiskFullError, match="no space left to write weights model.safetensors in .*partial"):
+        with rebuild.build("pretrain", "ab" * 8, config={}, inputs={}) as b:
+            save_tensors({"w": torch.ones(512, 1024)}, b.dir / ckpt.WEIGHTS)  # 2 MB
+    assert {p.name: p.read_bytes() for p in published.iterdir()} == before
+    assert not rebuild.partial_dir("pretrain", "ab" * 8).exists()
+    # a write the check could not foresee (other files fill the disk meanwhile) is named too
+    (small_disk / "filler").write_bytes(b"x" * (shutil.disk_usage(small_disk).free - 16 * 1024))
+    with pytest.raises(DiskFullError, match=f"no space left to write pretrain/{'ab' * 8} in"):
+        with rebuild.build("pretrain", "ab" * 8, config={}, inputs={}) as b:
+            (b.dir / "metrics.json").write_text(json.dumps(list(range(10_000))))
+    assert {p.name: p.read_bytes() for p in published.iterdir()} == before

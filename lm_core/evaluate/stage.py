@@ -36,7 +36,9 @@ from lm_core.progress import NullProgress, Progress
 from lm_core.stages import Inputs, StageRun, UiArtifact
 from lm_core.textgen import TextModel
 from lm_core.tokenize.bpe import load_tokenizer
+from lm_core.tokenize.chat_template import END, END_OF_TEXT
 from lm_core.tokenize.stage import TOKENIZER_FILE
+from lm_core.ui_text import md_escape
 from lm_core.workspace import ArtifactRef, StageKey, Workspace, write_json_atomic
 
 
@@ -123,22 +125,63 @@ def evaluate_stage(cfg: Config, inputs: Inputs, ws: Workspace, key: StageKey, ru
     return run_evaluate(cfg.evaluate, inputs["model"], inputs["chunk"], ws, run.progress, key=key)
 
 
+SAMPLE_COLUMNS = ("set", "prompt", "generation", "reference")
+
+
 def evaluate_ui(cfg: Config, ref: ArtifactRef) -> list[UiArtifact]:
-    """The metrics, the samples, and both as one markdown document."""
-    results = ref.stats.get("results", {})
-    model = ", ".join(f"{k} `{v}`" for k, v in ref.manifest()["inputs"].items() if k in ("pretrain", "finetune"))
-    shown = [
-        UiArtifact(
-            "table",
-            "evaluate-metrics",
-            results.get("metrics") or [{"metric": "(none)", "value": ""}],
-            description=f"evaluate `{ref.fingerprint}` of {model}",
-        )
-    ]
-    if results.get("samples"):
-        shown.append(UiArtifact("table", "evaluate-samples", results["samples"], "prompt, generation, reference"))
-    text = f"**evaluate** `{ref.fingerprint}` of {model}\n\n" + results.get("markdown", "")
-    return [*shown, UiArtifact("markdown", "evaluate-results", text)]
+    """The metrics, samples of every set (a chat model's chats first), and both as one markdown
+    document; keyed by the model scored, `base` or `chat`: a lifecycle evaluates both."""
+    inputs = ref.manifest()["inputs"]
+    label = "chat" if "finetune" in inputs else "base"
+    model = ", ".join(f"{k} `{v}`" for k, v in inputs.items() if k in ("pretrain", "finetune"))
+    about = f"evaluate `{ref.fingerprint}` of the {label} model ({model})"
+    metrics = [{"metric": r["metric"], "value": r["value"]} for r in ref.stats.get("results", {}).get("metrics", [])]
+    samples = shown_samples(ref, cfg.evaluate.table_rows, first=CHAT if label == "chat" else None)
+    shown = [UiArtifact("table", f"evaluate-metrics-{label}", metrics or [{"metric": "(none)", "value": ""}], about)]
+    if samples:
+        what = f"{len(samples)} samples of the {label} model: prompt, its generation (to its end token), reference"
+        clipped = [{k: _clipped(v) for k, v in s.items()} for s in samples]  # whole in evaluate-results
+        shown.append(UiArtifact("table", f"evaluate-samples-{label}", clipped, what))
+    text = _results_markdown(about, metrics, samples)
+    return [*shown, UiArtifact("markdown", f"evaluate-results-{label}", text, about)]
+
+
+def shown_samples(ref: ArtifactRef, rows: int, first: str | None = None) -> list[dict[str, str]]:
+    """Up to `rows` samples, as many of each set (set `first` first), generations cut at the end
+    token: what follows it is what the model says after it is done."""
+    path = ref.dir / "samples.jsonl"
+    if rows <= 0 or not path.is_file():
+        return []
+    by_set: dict[str, list[dict[str, str]]] = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            sample = json.loads(line)
+            by_set.setdefault(sample["set"], []).append(sample)
+    order = sorted(by_set, key=lambda name: name != first)  # stable: the others keep their order
+    each = max(1, rows // len(order)) if order else 0
+    picked = [s for name in order for s in by_set[name][:each]][:rows]
+    return [{k: _until_end(s[k]) if k == "generation" else s[k] for k in SAMPLE_COLUMNS} for s in picked]
+
+
+def _clipped(text: str, chars: int = 100) -> str:
+    """A table cell short enough that the table's four columns fit a screen."""
+    return text if len(text) <= chars else text[: chars - 1].rstrip() + "…"
+
+
+def _until_end(text: str) -> str:
+    for end in (END, END_OF_TEXT):
+        text = text.split(end, 1)[0]
+    return text.strip()
+
+
+def _results_markdown(about: str, metrics: list[dict[str, str]], samples: list[dict[str, str]]) -> str:
+    """The metrics and the samples as one markdown document, every cell escaped."""
+    lines = [f"**{about}**", "", "| metric | value |", "| --- | --- |"]
+    lines += [f"| {md_escape(r['metric'])} | {md_escape(r['value'])} |" for r in metrics]
+    if samples:
+        lines += ["", "| " + " | ".join(SAMPLE_COLUMNS) + " |", "| --- " * len(SAMPLE_COLUMNS) + "|"]
+        lines += ["| " + " | ".join(md_escape(s[k]) for k in SAMPLE_COLUMNS) + " |" for s in samples]
+    return "\n".join(lines) + "\n"
 
 
 def run_evaluate(

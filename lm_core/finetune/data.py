@@ -95,7 +95,8 @@ def _type(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def _messages(value: Any, where: str) -> tuple[Message, ...]:
+def parse_messages(value: Any, where: str) -> tuple[Message, ...]:
+    """A JSON `messages` value as Messages; ChatDataError names `where` and what is wrong."""
     if not isinstance(value, list):
         raise ChatDataError(f"{where}: `messages` must be a list of {{role, content}} objects, is {_type(value)}")
     out = []
@@ -126,7 +127,7 @@ def chat_example(record: Any, where: str) -> Conversation:
     if messages is not None and (prompt is not None or response is not None):
         raise ChatDataError(f"{where}: has both `messages` and `prompt`/`response`: use one shape")
     if messages is not None:
-        return Conversation(_checked(_messages(messages, where), where, for_training=True), where)
+        return Conversation(_checked(parse_messages(messages, where), where, for_training=True), where)
     if prompt is not None or response is not None:
         user = _text(prompt, "`prompt`", where)
         assistant = _text(response, "`response`", where)
@@ -142,7 +143,7 @@ def chat_example(record: Any, where: str) -> Conversation:
 
 def _reply(value: Any, what: str, where: str) -> str:
     if isinstance(value, list):  # [{"role": "assistant", "content": ...}]
-        turns = _messages(value, where)
+        turns = parse_messages(value, where)
         if len(turns) != 1 or turns[0].role != "assistant":
             raise ChatDataError(f"{where}: {what} as a list must hold exactly one assistant message")
         value = turns[0].content
@@ -161,7 +162,7 @@ def preference_example(record: Any, where: str) -> PreferenceExample:
         )
     prompt = _field(record, "prompt")
     if isinstance(prompt, list):
-        turns = _checked(_messages(prompt, where), where, for_training=False)
+        turns = _checked(parse_messages(prompt, where), where, for_training=False)
         if turns[-1].role != "user":
             raise ChatDataError(f"{where}: the prompt's last message is from {turns[-1].role}, not user")
     else:

@@ -27,6 +27,7 @@ from typing import Any
 
 from lm_core.config import Config
 from lm_core.finetune.artifact import DATA_DIR, FinetuneError
+from lm_core.mlflow_ui import mlflow_links
 from lm_core.model_spec import ModelArtifactNotFound, find_model_artifact
 from lm_core.progress import NullProgress, Progress
 from lm_core.stages import Inputs, StageRun, UiArtifact
@@ -144,14 +145,24 @@ def finetune_stage(cfg: Config, inputs: Inputs, ws: Workspace, key: StageKey, ru
 
 
 def finetune_ui(cfg: Config, ref: ArtifactRef) -> list[UiArtifact]:
+    """What it learned from, its held-out figures before and after, and its MLflow run, linked
+    when a UI shows it."""
     s = ref.stats
     shown = ", ".join(f"{k} {v:.4g}" for k, v in s.items() if k.startswith(("heldout_", "initial_heldout_")))
+    run_id = s.get("mlflow_run_id") or ""
+    link = mlflow_links(cfg.tracking_uri, run_id).get("MLflow run")
+    run = f"[{run_id}]({link})" if link else f"`{run_id}`"
     summary = (
-        f"**finetune** ({s.get('method')}) `{ref.fingerprint}` from {s.get('base')}\n\n"
+        f"**finetune** ({s.get('method')}) `{ref.fingerprint}` from `{s.get('base')}`\n\n"
         f"- {s.get('train_examples')} training examples ({s.get('source')}), {s.get('heldout_examples')} held out\n"
-        f"- {s.get('steps')} steps; held-out: {shown}\n- MLflow run: `{s.get('mlflow_run_id')}`\n"
+        f"- {s.get('steps')} steps; held-out: {shown}\n- MLflow run: {run}\n"
     )
-    return [UiArtifact("markdown", "finetune-summary", summary)]
+    what = "the chat model, its held-out figures, its MLflow run"
+    artifacts = [UiArtifact("markdown", "finetune-summary", summary, what)]
+    if link:
+        text = f"MLflow run of finetune {ref.fingerprint}"
+        artifacts.append(UiArtifact("link", "finetune-mlflow-run", link, link_text=text))
+    return artifacts
 
 
 def run_finetune(
@@ -170,12 +181,14 @@ def run_finetune(
         if b.published:
             return b.ref
         from lm_core.finetune import build  # torch, MLflow: only when there is training to do
+        from lm_core.tracking import log_example_files
 
         t0 = time.perf_counter()
         examples = build.examples(cfg.finetune, ws, inputs, cfg.seed)
         build.write_examples(b.dir / DATA_DIR, examples)
         tracker = build.tracker(cfg, fp, base, inputs, run_tags or {})
         try:
+            log_example_files(tracker, b.dir / DATA_DIR, ws.artifact_dir(STAGE, fp) / DATA_DIR)
             model, result, report = build.train(cfg, base, examples, b.dir, tracker, progress)
             stats = build.finish(cfg, b.dir, base, model, result, report, examples, tracker)
         except BaseException:

@@ -52,10 +52,7 @@ RUNTIME_DISTRIBUTIONS = (
 
 _DTYPES = {"max_new_tokens": "long", "temperature": "double", "top_k": "long", "top_p": "double", "seed": "long"}
 SIGNATURE = ModelSignature(
-    # Per-row settings are doubles so that a column with some null cells (NaN) still passes.
-    inputs=Schema(
-        [ColSpec("string", pyfunc_model.PROMPT)] + [ColSpec("double", k, required=False) for k in pyfunc_model.SETTINGS]
-    ),
+    inputs=pyfunc_model.INPUT_SCHEMA,  # prompt or messages, and per-row settings
     outputs=Schema([ColSpec("string", pyfunc_model.TEXT)]),
     params=ParamSchema([ParamSpec(k, _DTYPES[k], v) for k, v in pyfunc_model.SETTINGS.items()]),
 )
@@ -68,9 +65,11 @@ def pip_requirements() -> list[str]:
     return [f"{dist}=={metadata.version(dist).split('+')[0]}" for dist in RUNTIME_DISTRIBUTIONS]
 
 
-def log_text_model(tracking_uri: str, run_id: str, model_dir: str | Path, name: str = "model") -> str:
+def log_text_model(
+    tracking_uri: str, run_id: str, model_dir: str | Path, name: str = "model", tags: dict[str, str] | None = None
+) -> str:
     """Log the model folder `model_dir` (model.safetensors, model_config.json, tokenizer.json)
-    into run `run_id` as a pyfunc named `name`; returns its URI, `models:/<model_id>`."""
+    into run `run_id` as a pyfunc named `name`, with `tags`; returns its URI, `models:/<model_id>`."""
     model_dir = Path(model_dir)
     missing = missing_files(model_dir)
     if missing:
@@ -78,7 +77,7 @@ def log_text_model(tracking_uri: str, run_id: str, model_dir: str | Path, name: 
     client = MlflowClient(tracking_uri)
     run = client.get_run(run_id)
     logged = client.create_logged_model(
-        experiment_id=run.info.experiment_id, name=name, source_run_id=run_id, model_type="text-generation"
+        experiment_id=run.info.experiment_id, name=name, source_run_id=run_id, model_type="text-generation", tags=tags
     )
     try:
         with tempfile.TemporaryDirectory(prefix="lmforge-log-") as tmp:

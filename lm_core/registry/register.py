@@ -2,20 +2,30 @@
 
 Every new version gets the alias `challenger`; it also takes `champion` when the gate
 (`gate.py`) says so. Each version carries, as tags, its lineage (the fingerprints the caller
-passes), its metrics (`metric.<name>`) and the gate's decision and reason (`lmforge.decision`,
-`lmforge.reason`), so the registry alone tells why the champion is the champion.
+passes), its metrics (`metric.<name>`), the gate's decision and reason (`lmforge.decision`,
+`lmforge.reason`) and the champion's scores it was compared with, so the registry alone tells
+why the champion is the champion.
 
 The caller orchestrates: `current_champion` → score the champion on the challenger's sets →
 `register_model` with both models' metrics.
+
+A registration given a `key` (the register stage's fingerprint) can be interrupted anywhere and
+run again: its logged model, its version and its variants carry the key as a tag, so a rerun
+finds what the first run made (`find_registration`) and completes it (the aliases its decision
+gives) instead of making it twice. MLflow makes a version and its aliases in separate calls: a
+kill between them leaves a version without aliases, which only its decision tag can complete.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 from mlflow import MlflowClient
+from mlflow.entities import LoggedModelStatus
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST, ErrorCode
 
@@ -28,6 +38,8 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 METRIC_TAG = "metric."
 DECISION_TAG, REASON_TAG = "lmforge.decision", "lmforge.reason"
 COMPARED_TAG = "lmforge.compared_with"  # the champion version the gate compared against
+CHAMPION_SCORES_TAG = "lmforge.champion_scores"  # its scores on the same sets, as JSON
+FINGERPRINT_TAG = "lmforge.register_fingerprint"  # the registration's key: what finds it again
 
 
 @dataclass(frozen=True)
@@ -39,6 +51,8 @@ class RegistrationResult:
     aliases: tuple[str, ...]
     champion: bool
     reason: str
+    compared_with: str | None = None  # the champion version at the time, if there was one
+    champion_scores: dict[str, float] | None = None  # its scores on the same sets, if it was scored
 
     @property
     def decision(self) -> str:
@@ -77,6 +91,9 @@ def register_model(
     tags: dict[str, str],
     name: str,
     champion_version: str | None = None,
+    key: str | None = None,
+    about: str = "",
+    model_description: str = "",
 ) -> RegistrationResult:
     """Log `model_dir` into run `run_id`, register it as a new version of `name`, and set its
     aliases by the gate.
@@ -85,10 +102,17 @@ def register_model(
     `champion_version` the version they belong to. Whether a champion exists is read from the
     registry, not inferred from `champion_metrics`: when a champion exists but was not scored
     (or another version became champion since it was), the metrics recorded at its
-    registration stand in, and the reason says so.
+    registration stand in, and the reason says so. `key`: makes the registration resumable
+    (see the module's docstring). `about`: what this model is and what it learned from, the
+    start of the version's description; `model_description`: the registered model's, when it
+    has none (`registry.description` replaces both).
     """
+    if key is not None:
+        found = find_registration(tracking_uri, name, key)
+        if found is not None:
+            return found
     client = registry_client(tracking_uri)
-    logged_uri = log_text_model(tracking_uri, run_id, model_dir, name=name)
+    logged_uri = _logged_model(tracking_uri, run_id, model_dir, name, key)
 
     champion = current_champion(tracking_uri, name)
     basis, compared = "", None
@@ -100,13 +124,15 @@ def register_model(
     decision = decide(cfg, metrics, compared)
     reason = decision.reason + basis
 
-    _ensure_registered_model(client, name, cfg.description)
+    _ensure_registered_model(client, name, cfg.description or model_description, replace=bool(cfg.description))
     version_tags = {
         **{k: str(v) for k, v in tags.items()},
         **{f"{METRIC_TAG}{k}": repr(float(v)) for k, v in metrics.items() if v is not None},
         DECISION_TAG: CHAMPION if decision.champion else CHALLENGER,
         REASON_TAG: reason,
         **({COMPARED_TAG: champion.version} if champion else {}),
+        **({CHAMPION_SCORES_TAG: json.dumps(champion_metrics)} if champion and champion_metrics is not None else {}),
+        **({FINGERPRINT_TAG: key} if key else {}),
     }
     model_id = logged_uri.removeprefix("models:/")
     mv = client.create_model_version(
@@ -116,55 +142,137 @@ def register_model(
         source=client.get_logged_model(model_id).artifact_location,
         run_id=run_id,
         tags=version_tags,
-        description=_describe(cfg, metrics, reason),
+        description=_describe(cfg, about, metrics, reason),
         model_id=model_id,
     )
-    version = str(mv.version)
-    aliases = (CHALLENGER, CHAMPION) if decision.champion else (CHALLENGER,)
-    for alias in aliases:
-        client.set_registered_model_alias(name, alias, version)
-    return RegistrationResult(
-        name=name,
-        version=version,
-        model_uri=f"models:/{name}/{version}",
-        logged_model_uri=logged_uri,
-        aliases=aliases,
-        champion=decision.champion,
-        reason=reason,
-    )
+    result = _result(name, mv, version_tags)
+    _set_aliases(client, name, result.version, result.aliases)
+    return result
 
 
-def _ensure_registered_model(client: MlflowClient, name: str, description: str | None) -> None:
-    try:
-        client.create_registered_model(name, description=description)
-    except MlflowException as e:
-        if e.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
-            raise
-        if description:
-            client.update_registered_model(name, description=description)
-
-
-def _describe(cfg: RegistryConfig, metrics: dict[str, float], reason: str) -> str:
-    scores = ", ".join(f"{k} {float(v):.4g}" for k, v in sorted(metrics.items()) if v is not None)
-    lines = [cfg.description or "", f"Scores: {scores or 'none'}.", f"Gate: {reason}."]
-    return "\n\n".join(line for line in lines if line)
+def find_registration(tracking_uri: str, name: str, key: str) -> RegistrationResult | None:
+    """The version a registration with `key` made, if any, with the aliases its decision gave it
+    set again where a kill may have cut that short (unless a later registration of `name` has
+    come since: its aliases stand)."""
+    client = registry_client(tracking_uri)
+    mv = _version_by_key(client, name, key)
+    if mv is None:
+        return None
+    result = _result(name, mv, mv.tags)
+    if not _newer_versions(client, name, result.version, key):
+        _set_aliases(client, name, result.version, result.aliases)
+    return result
 
 
 def register_variant(
-    tracking_uri: str, run_id: str, model_dir: str | Path, name: str, alias: str, tags: dict[str, str], description: str
+    tracking_uri: str,
+    run_id: str,
+    model_dir: str | Path,
+    name: str,
+    alias: str,
+    tags: dict[str, str],
+    description: str,
+    key: str | None = None,
 ) -> str:
     """Register another form of a registered model (an int8 copy, say) as its own version, under
-    `alias` only: a variant never takes the champion or challenger aliases. Returns its version."""
+    `alias` only: a variant never takes the champion or challenger aliases. Returns its version.
+    With `key` (the variant's own: `<registration key>-<alias>`) a rerun finds it again."""
     client = registry_client(tracking_uri)
-    logged_uri = log_text_model(tracking_uri, run_id, model_dir, name=f"{name}-{alias}")
+    found = _version_by_key(client, name, key) if key else None
+    if found is not None:
+        version = str(found.version)
+        if not _newer_versions(client, name, version, key):
+            _set_aliases(client, name, version, (alias,))
+        return version
+    logged_uri = _logged_model(tracking_uri, run_id, model_dir, f"{name}-{alias}", key)
     model_id = logged_uri.removeprefix("models:/")
     mv = client.create_model_version(
         name,
         source=client.get_logged_model(model_id).artifact_location,
         run_id=run_id,
-        tags={k: str(v) for k, v in tags.items()},
+        tags={**{k: str(v) for k, v in tags.items()}, **({FINGERPRINT_TAG: key} if key else {})},
         description=description,
         model_id=model_id,
     )
-    client.set_registered_model_alias(name, alias, str(mv.version))
+    _set_aliases(client, name, str(mv.version), (alias,))
     return str(mv.version)
+
+
+# ----------------------------------------------------------------------------- steps
+
+
+def _logged_model(tracking_uri: str, run_id: str, model_dir: str | Path, name: str, key: str | None) -> str:
+    """The model logged into the run: the one an interrupted registration with the same key
+    logged completely, else a new one. A logging that a kill cut short stays PENDING: marked
+    FAILED here, so that MLflow's UI does not show it as in progress for good."""
+    if key is None:
+        return log_text_model(tracking_uri, run_id, model_dir, name=name)
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_run(run_id).info.experiment_id
+    found = client.search_logged_models(
+        [experiment],
+        filter_string=f"tags.`{FINGERPRINT_TAG}` = '{key}' AND source_run_id = '{run_id}' AND name = '{name}'",
+    )
+    for logged in found:
+        if logged.status == LoggedModelStatus.READY:
+            return f"models:/{logged.model_id}"
+    for logged in found:
+        if logged.status == LoggedModelStatus.PENDING:
+            client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
+    return log_text_model(tracking_uri, run_id, model_dir, name=name, tags={FINGERPRINT_TAG: key})
+
+
+def _set_aliases(client: MlflowClient, name: str, version: str, aliases: tuple[str, ...]) -> None:
+    for alias in aliases:
+        client.set_registered_model_alias(name, alias, version)
+
+
+def _version_by_key(client: MlflowClient, name: str, key: str) -> ModelVersion | None:
+    try:
+        versions = client.search_model_versions(f"name = '{name}' and tag.`{FINGERPRINT_TAG}` = '{key}'")
+    except MlflowException:  # no such registered model yet
+        return None
+    return max(versions, key=lambda v: int(v.version)) if versions else None
+
+
+def _newer_versions(client: MlflowClient, name: str, version: str, key: str) -> bool:
+    """Whether a registration other than `key`'s (and its variants') made a version after `version`."""
+    for mv in client.search_model_versions(f"name = '{name}'"):
+        if int(mv.version) > int(version) and not mv.tags.get(FINGERPRINT_TAG, "").startswith(key):
+            return True
+    return False
+
+
+def _result(name: str, mv: ModelVersion, tags: dict[str, str]) -> RegistrationResult:
+    """What a version's tags say of its registration: its decision makes its aliases."""
+    champion = tags.get(DECISION_TAG) == CHAMPION
+    scores = tags.get(CHAMPION_SCORES_TAG)
+    return RegistrationResult(
+        name=name,
+        version=str(mv.version),
+        model_uri=f"models:/{name}/{mv.version}",
+        logged_model_uri=f"models:/{mv.model_id}" if getattr(mv, "model_id", None) else "",
+        aliases=(CHALLENGER, CHAMPION) if champion else (CHALLENGER,),
+        champion=champion,
+        reason=tags.get(REASON_TAG, ""),
+        compared_with=tags.get(COMPARED_TAG),
+        champion_scores=json.loads(scores) if scores else None,
+    )
+
+
+def _ensure_registered_model(client: MlflowClient, name: str, description: str, replace: bool) -> None:
+    """Create registered model `name` with `description`; an existing one gets it when `replace`
+    (the config names one) or when it has none (a description written in MLflow's UI stays)."""
+    try:
+        client.create_registered_model(name, description=description or None)
+    except MlflowException as e:
+        if e.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+            raise
+        if description and (replace or not client.get_registered_model(name).description):
+            client.update_registered_model(name, description=description)
+
+
+def _describe(cfg: RegistryConfig, about: str, metrics: dict[str, float], reason: str) -> str:
+    scores = ", ".join(f"{k} {float(v):.4g}" for k, v in sorted(metrics.items()) if v is not None)
+    lines = [cfg.description or "", about, f"Scores: {scores or 'none'}.", f"Gate: {reason}."]
+    return "\n\n".join(line for line in lines if line)

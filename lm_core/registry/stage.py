@@ -10,9 +10,17 @@ scored on; log the model as a pyfunc and register it with the champion/challenge
 
 The fingerprint (`fingerprint.py`, light: a cached run imports neither MLflow nor torch) covers
 the evaluate artifact (hence the model and its data), the gate, the
-registered name and the store: an unchanged run registers nothing new. A registration that was
-interrupted after MLflow created the version (but before the artifact was published) is found
-again by its fingerprint tag and not registered twice.
+registered name and the store: an unchanged run registers nothing new. The fingerprint is also
+the registration's key in MLflow (`register.py`): a registration killed at any point (after
+MLflow made the version, before its aliases, before the int8 version, before the artifact was
+published) is completed by the next run, which ends with the same versions, aliases and
+artifact as a run never interrupted, the champion's scores read back from the version's tags
+rather than measured again.
+
+The evaluation's scores go into the model's run as `eval.<name>` metrics (MLflow's charts show
+them after the training curves: `lm_core.tracking`); its counts (pairs, tokens scored) as
+`eval.<name>` tags. Versions and the registered model get descriptions: what the model is, what
+it learned from, its scores.
 """
 
 from __future__ import annotations
@@ -30,17 +38,25 @@ from lm_core.evaluate.errors import EvalSetError
 from lm_core.evaluate.preferences import published_preference_sets
 from lm_core.evaluate.sets import published_pair_sets, read_text_sets
 from lm_core.evaluate.stage import check_tokenizer, evaluate_model
+from lm_core.mlflow_ui import mlflow_links
 from lm_core.model_spec import registry_client
 from lm_core.progress import NullProgress, Progress
+from lm_core.registry.describe import describe_model, describe_registered_model
 from lm_core.registry.fingerprint import STAGE, model_name, register_key, scored_stage
-from lm_core.registry.register import CHAMPION, RegistrationResult, current_champion, register_model, register_variant
+from lm_core.registry.register import (
+    RegistrationResult,
+    current_champion,
+    find_registration,
+    register_model,
+    register_variant,
+)
 from lm_core.registry.resolve import load_text_model
 from lm_core.secrets import mask_url
 from lm_core.stages import Inputs, StageRun, UiArtifact
-from lm_core.tracking import MlflowTracker, mlflow_ui_links
+from lm_core.tracking import MlflowTracker
+from lm_core.ui_text import md_escape, ordered
 from lm_core.workspace import ArtifactRef, StageKey, Workspace, fingerprint, read_manifest, write_json_atomic
 
-FINGERPRINT_TAG = "lmforge.register_fingerprint"
 EVAL_PREFIX = "eval."  # evaluation metrics in the model's run, apart from training's own val_*
 EVAL_FILES = ("metrics.json", "signatures.json", "samples.jsonl")
 
@@ -50,32 +66,42 @@ def register_stage(cfg: Config, inputs: Inputs, ws: Workspace, key: StageKey, ru
 
 
 def register_ui(cfg: Config, ref: ArtifactRef) -> list[UiArtifact]:
-    """The challenger's and the champion's scores side by side, the decision, and links to MLflow's UI."""
+    """The challenger's and the champion's scores side by side, the decision, and links to MLflow's
+    UI when one shows the store; keyed by the model registered, `base` or `chat`: a lifecycle
+    registers both."""
     s = ref.stats
+    label = "chat" if scored_stage(ref.manifest()["inputs"]) == "finetune" else "base"
     rows = s.get("comparison", {}).get("rows", [])
     champion_v = s.get("comparison", {}).get("champion_version")
-    table = [{**r, "champion": "" if r["champion"] is None else r["champion"]} for r in rows]
+    table = ordered(
+        ({**r, "champion": "" if r["champion"] is None else r["champion"]} for r in rows),
+        ("metric", "challenger", "champion"),
+    )
     against = f"champion v{champion_v}, scored on the same sets" if champion_v else "no champion"
     # the configured URI (the stats hold it masked), so that the run is found on a server with a password
-    links = mlflow_ui_links(cfg.tracking_uri, s["mlflow_run_id"], s["name"], s["version"])
+    links = mlflow_links(cfg.tracking_uri, s["mlflow_run_id"], s["name"], s["version"])
     decision = (
         f"**{s['name']} v{s['version']}**: {s['decision']} (aliases: {', '.join('@' + a for a in s['aliases'])})\n\n"
-        f"{s['reason']}\n\n- model URI: `{s['model_uri']}`\n- MLflow run: `{s['mlflow_run_id']}` in "
+        f"{md_escape(s['reason'])}\n\n- model URI: `{s['model_uri']}`\n- MLflow run: `{s['mlflow_run_id']}` in "
         f"`{s['tracking_uri']}`\n- serve: `mlflow models serve -m models:/{s['name']}@champion --env-manager local`\n"
         + "".join(f"- [{text}]({url})\n" for text, url in links.items())
     )
     shown = [
         UiArtifact(
             "table",
-            "register-comparison",
+            f"register-comparison-{label}",
             table or [{"metric": "(none)", "challenger": "", "champion": ""}],
-            description=f"v{s['version']} (challenger) against {against}",
+            description=f"{s['name']} v{s['version']} (challenger) against {against}",
         ),
-        UiArtifact("markdown", "register-decision", decision),
+        UiArtifact("markdown", f"register-decision-{label}", decision, f"{s['name']} v{s['version']}: {s['decision']}"),
     ]
+    if "registered version" in links:
+        text = f"{s['name']} v{s['version']} in the MLflow model registry"
+        version_page = links["registered version"]
+        shown.append(UiArtifact("link", f"register-mlflow-version-{label}", version_page, link_text=text))
     if "MLflow run" in links:
         text = f"MLflow run of {s['name']} v{s['version']}"
-        shown.append(UiArtifact("link", "mlflow-run", links["MLflow run"], link_text=text))
+        shown.append(UiArtifact("link", f"register-mlflow-run-{label}", links["MLflow run"], link_text=text))
     return shown
 
 
@@ -101,25 +127,26 @@ def run_register(
         metrics = json.loads((evaluation.dir / "metrics.json").read_text())
         _log_evaluation(cfg.tracking_uri, run_id, evaluation, metrics)
 
-        existing = _registered_by_fingerprint(cfg.tracking_uri, inputs["name"], fp)
-        if existing is not None:
-            # interrupted after MLflow registered it: the champion's scores went with that run
-            result, comparison = existing, _comparison(metrics, None, None)
-        else:
+        # a run killed after MLflow made the version finds it, completed; else the champion is scored
+        result = find_registration(cfg.tracking_uri, inputs["name"], fp)
+        if result is None:
             champion, champion_metrics = _score_champion(cfg, inputs["name"], evaluation, chunk, progress)
-            comparison = _comparison(metrics, champion_metrics, champion)
             result = register_model(
                 cfg.registry,
                 cfg.tracking_uri,
                 run_id,
                 model.dir,
-                metrics,
+                scores(metrics),
                 champion_metrics,
-                tags=_lineage(model, chunk, evaluation, fp) | _base_versions(cfg, model),
+                tags=_lineage(model, chunk, evaluation) | _base_versions(cfg, model),
                 name=inputs["name"],
                 champion_version=champion.version if champion else None,
+                key=fp,
+                about=describe_model(ws, model, chunk),
+                model_description=describe_registered_model(ws, inputs["name"], model, chunk),
             )
-        int8_version = _register_int8(cfg, run_id, model, result, fp) if existing is None else None
+        comparison = _comparison(metrics, result.champion_scores, result.compared_with)
+        int8_version = _register_int8(cfg, run_id, model, result, fp)
         registration = {
             **({"int8_version": int8_version} if int8_version else {}),
             "name": result.name,
@@ -145,30 +172,47 @@ def run_register(
 def _model_run(cfg: Config, model: ArtifactRef, run_tags: dict[str, str]) -> str:
     """The MLflow run that trained the model; a new run in the experiment when the model was
     trained against another tracking store (its run is not in this one)."""
+    client = MlflowClient(cfg.tracking_uri)
     run_id = model.stats.get("mlflow_run_id")
     if run_id:
         try:
-            MlflowClient(cfg.tracking_uri).get_run(run_id)
+            client.get_run(run_id)
             return run_id
         except MlflowException:
             pass
-    tracker = MlflowTracker(
-        cfg.tracking_uri,
-        cfg.experiment,
-        f"register-{model.fingerprint[:8]}",
-        {"lmforge.stage": STAGE, f"lmforge.{model.stage}": model.fingerprint, **run_tags},
-    )
+    tags = {"lmforge.stage": STAGE, f"lmforge.{model.stage}": model.fingerprint}
+    experiment = client.get_experiment_by_name(cfg.experiment)
+    if experiment is not None:  # one made by an earlier, interrupted registration of this model
+        found = client.search_runs(
+            [experiment.experiment_id], " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items()), max_results=1
+        )
+        if found:
+            return found[0].info.run_id
+    tracker = MlflowTracker(cfg.tracking_uri, cfg.experiment, f"register-{model.fingerprint[:8]}", {**tags, **run_tags})
     tracker.finish()
     return tracker.run_id
 
 
+def is_count(name: str) -> bool:
+    """How many pairs or tokens an evaluation scored: what its scores rest on, not a score."""
+    return name.startswith("pairs.") or name.endswith(("_tokens", ".tokens"))
+
+
+def scores(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if not is_count(k)}
+
+
 def _log_evaluation(tracking_uri: str, run_id: str, evaluation: ArtifactRef, metrics: dict[str, float]) -> None:
+    """Scores as metrics, counts as tags. Logged again by a rerun: the same metric at the same
+    time and step is stored once."""
     client = MlflowClient(tracking_uri)
     stamp = int(Path(evaluation.dir / "metrics.json").stat().st_mtime * 1000)
+    counts = {k: v for k, v in metrics.items() if is_count(k)}
     client.log_batch(
         run_id,
-        metrics=[Metric(EVAL_PREFIX + k, float(v), stamp, 0) for k, v in metrics.items()],
-        tags=[RunTag("lmforge.evaluate", evaluation.fingerprint)],
+        metrics=[Metric(EVAL_PREFIX + k, float(v), stamp, 0) for k, v in scores(metrics).items()],
+        tags=[RunTag("lmforge.evaluate", evaluation.fingerprint)]
+        + [RunTag(EVAL_PREFIX + k, f"{v:g}") for k, v in counts.items()],
     )
     for name in EVAL_FILES:
         if (evaluation.dir / name).is_file():
@@ -178,24 +222,26 @@ def _log_evaluation(tracking_uri: str, run_id: str, evaluation: ArtifactRef, met
         client.log_text(run_id, results, "evaluation/results.md")
 
 
-def _lineage(model: ArtifactRef, chunk: ArtifactRef, evaluation: ArtifactRef, fp: str) -> dict[str, str]:
+def _lineage(model: ArtifactRef, chunk: ArtifactRef, evaluation: ArtifactRef) -> dict[str, str]:
+    """The fingerprints a version comes from; the tokenizer's once, as `lmforge.tokenizer` (a
+    model's manifest names it too, by its stage: `tokenize`)."""
     chunk_inputs = read_manifest(chunk.dir)["inputs"]
     model_manifest = read_manifest(model.dir)
     return {
+        **{f"lmforge.{k}": str(v) for k, v in model_manifest["inputs"].items() if k not in ("chunk", "tokenize")},
         f"lmforge.{model.stage}": model.fingerprint,
         "lmforge.chunk": chunk.fingerprint,
         "lmforge.tokenizer": chunk_inputs.get("tokenize", ""),
         "lmforge.config": fingerprint("config", model_manifest.get("config", {}), {}, 0),
         "lmforge.evaluate": evaluation.fingerprint,
-        FINGERPRINT_TAG: fp,
-        **{f"lmforge.{k}": str(v) for k, v in model_manifest.get("inputs", {}).items() if k not in ("chunk",)},
         **({"lmforge.method": str(model.stats.get("method"))} if model.stage == "finetune" else {}),
     }
 
 
-def _register_int8(cfg: Config, run_id: str, model: ArtifactRef, result, fp: str) -> str | None:
+def _register_int8(cfg: Config, run_id: str, model: ArtifactRef, result: RegistrationResult, fp: str) -> str | None:
     """A fine-tuned model compressed to int8 (`finetune.quantize`) becomes its own version, tagged
-    `lmforge.quantized=int8` and aliased `@int8`, with its size, speed and loss change."""
+    `lmforge.quantized=int8` and aliased `@int8`, with its size, speed and loss change; its key
+    `<fp>-int8` finds it again after an interruption."""
     folder = model.dir / "int8"
     if not folder.is_dir():
         return None
@@ -204,7 +250,6 @@ def _register_int8(cfg: Config, run_id: str, model: ArtifactRef, result, fp: str
         "lmforge.quantized": "int8",
         "lmforge.float_version": result.version,
         f"lmforge.{model.stage}": model.fingerprint,
-        FINGERPRINT_TAG: f"{fp}-int8",
         **{f"int8.{k}": f"{v:.6g}" for k, v in report.items() if isinstance(v, int | float)},
     }
     description = (
@@ -212,7 +257,7 @@ def _register_int8(cfg: Config, run_id: str, model: ArtifactRef, result, fp: str
         f"{report['generate_speedup']:.2f}x faster on CPU, "
         f"loss {report['float_loss']:.4f} -> {report['int8_loss']:.4f}."
     )
-    return register_variant(cfg.tracking_uri, run_id, folder, result.name, "int8", tags, description)
+    return register_variant(cfg.tracking_uri, run_id, folder, result.name, "int8", tags, description, f"{fp}-int8")
 
 
 def _base_versions(cfg: Config, model: ArtifactRef) -> dict[str, str]:
@@ -229,28 +274,6 @@ def _base_versions(cfg: Config, model: ArtifactRef) -> dict[str, str]:
         return {}
     versions = sorted(str(v.version) for v in found)
     return {"lmforge.base_model": f"models:/{name}/{versions[0]}"} if versions else {}
-
-
-def _registered_by_fingerprint(tracking_uri: str, name: str, fp: str):
-    """The registration an interrupted run already made for this fingerprint, if any."""
-    client = registry_client(tracking_uri)
-    try:
-        versions = client.search_model_versions(f"name = '{name}' and tag.`{FINGERPRINT_TAG}` = '{fp}'")
-    except Exception:  # no such registered model yet
-        return None
-    if not versions:
-        return None
-    mv = max(versions, key=lambda v: int(v.version))
-    aliases = tuple(sorted(mv.aliases or []))
-    return RegistrationResult(
-        name=name,
-        version=str(mv.version),
-        model_uri=f"models:/{name}/{mv.version}",
-        logged_model_uri=f"models:/{mv.model_id}" if getattr(mv, "model_id", None) else "",
-        aliases=aliases,
-        champion=CHAMPION in aliases,
-        reason=mv.tags.get("lmforge.reason", ""),
-    )
 
 
 # ----------------------------------------------------------------------------- the champion
@@ -275,7 +298,9 @@ def _score_champion(cfg: Config, name: str, evaluation: ArtifactRef, chunk: Arti
     return champion, result.metrics
 
 
-def _comparison(metrics: dict[str, float], champion_metrics: dict[str, float] | None, champion) -> dict[str, Any]:
+def _comparison(
+    metrics: dict[str, float], champion_metrics: dict[str, float] | None, champion_version: str | None
+) -> dict[str, Any]:
     """Rows metric | challenger | champion, for the side-by-side table."""
     rows = [{"metric": k, "challenger": v, "champion": (champion_metrics or {}).get(k)} for k, v in metrics.items()]
-    return {"champion_version": champion.version if champion else None, "rows": rows}
+    return {"champion_version": champion_version, "rows": rows}

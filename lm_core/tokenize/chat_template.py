@@ -33,6 +33,23 @@ END = "<|end|>"
 END_OF_TEXT = "<|endoftext|>"
 PAD = "<|pad|>"
 
+# The same template in Jinja, for `transformers`' `apply_chat_template` (an exported chat model
+# carries it in tokenizer_config.json). The role tokens are rendered as text, which the exported
+# tokenizer splits out as their ids before it encodes what lies between them, so each content is
+# encoded on its own, as above, and the ids are the same. One difference is left: a content that
+# holds a role token's string becomes that token there, where lmforge encodes it as plain text.
+JINJA_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{%- if message['role'] not in ['system', 'user', 'assistant'] -%}"
+    "{{- raise_exception('unknown role ' + message['role'] + ': expected system, user or assistant') -}}"
+    "{%- elif message['role'] == 'system' and not loop.first -%}"
+    "{{- raise_exception('a system message may only come first') -}}"
+    "{%- endif -%}"
+    "{{- '<|' + message['role'] + '|>' + message['content'] + '" + END + "' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '" + ROLE_TOKENS["assistant"] + "' -}}{%- endif -%}"
+)
+
 
 class ChatDataError(ValueError):
     """Fine-tuning data or a tokenizer that cannot be used; the message says where and why."""

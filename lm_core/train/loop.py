@@ -8,12 +8,19 @@
 
 Exact resume: a checkpoint holds the weights, the optimizer, the step, every RNG state and the
 data loader's position, so a run killed and resumed computes the same weights as one that never
-stopped (bit for bit on CPU).
+stopped (bit for bit on CPU); and the logged history, the samples and the last evaluation (JSON
+in its meta.json), so it also reports the same metrics and samples.
+
+Throughput is shown against the card's published peak (MFU) where the card is known
+(`plan.GPU_PEAK_TFLOPS`, bf16/fp16), and otherwise as a share of a matmul's FLOP/s measured here
+at the model's shapes (`matmul_share`, never above 1): a CPU has no published peak to trust.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -38,8 +45,10 @@ from lm_core.token_loss import Perplexity, loss_totals
 from lm_core.train import checkpoint as ckpt
 from lm_core.train.loader import TrainLoader, eval_batches
 from lm_core.train.optim import adamw, set_lr
-from lm_core.train.plan import TrainPlan, make_plan
+from lm_core.train.plan import Peak, TrainPlan, make_plan, published_peak
 from lm_core.workspace import read_manifest
+
+log = logging.getLogger(__name__)
 
 
 class Tracker(Protocol):
@@ -78,6 +87,8 @@ class TrainResult:
     samples: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     loader_wait_fraction: float = 0.0
+    peak: str = ""  # what `mfu` or `matmul_share` is a share of
+    matmul_share_clamped: bool = False  # a step ran faster than the measured matmul peak: shown as 1
 
 
 # ----------------------------------------------------------------------------- devices and ranks
@@ -157,22 +168,40 @@ def evaluate(model: nn.Module, data: TrainData, micro_batch: int, max_batches: i
     return {f"val_{k}": v for k, v in score.metrics().items() if k != "tokens"}
 
 
-def measure_peak_flops(device: torch.device, dtype: torch.dtype | None, seconds: float = 1.0) -> float:
-    """The matmul FLOP/s this device reaches here and now: the MFU denominator."""
-    n = 2048 if device.type == "cpu" else 8192
+@functools.cache  # one probe per process and shape: a test session or a lifecycle pays it once
+def measure_matmul_flops(
+    device: torch.device, dtype: torch.dtype | None, m: int, k: int, n: int, runs: int = 3, seconds: float = 0.4
+) -> float:
+    """The FLOP/s of an (m x k) @ (k x n) matmul on this device, here and now: the best of `runs`
+    timings of `seconds` each, so that one slice of time lost to another process does not set it."""
     dt = dtype or torch.float32
-    a, b = torch.randn(n, n, device=device, dtype=dt), torch.randn(n, n, device=device, dtype=dt)
+    a, b = torch.randn(m, k, device=device, dtype=dt), torch.randn(k, n, device=device, dtype=dt)
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
     for _ in range(2):
         a @ b
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    runs, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        a @ b
-        runs += 1
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-    return 2 * n**3 * runs / (time.perf_counter() - t0)
+    sync()
+    best = 0.0
+    for _ in range(runs):
+        count, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            a @ b
+            count += 1
+            if count % 8 == 0:
+                sync()
+        sync()
+        best = max(best, 2 * m * k * n * count / (time.perf_counter() - t0))
+    return best
+
+
+def throughput_peak(rt: Runtime, plan: TrainPlan) -> Peak:
+    """The card's published peak when it is known; else the FLOP/s of the model's widest matmul
+    (a micro-batch's tokens through the MLP's up-projection) measured on this device."""
+    precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[rt.autocast_dtype]
+    if rt.device.type == "cuda" and (peak := published_peak(torch.cuda.get_device_name(rt.device), precision)):
+        return peak
+    # at least 2048 rows: a tiny micro-batch's matmul measures call overhead, not the device
+    m, k, n = max(2048, plan.micro_batch * plan.model.seq_len), plan.model.n_embd, plan.model.mlp_hidden
+    return Peak(measure_matmul_flops(rt.device, rt.autocast_dtype, m, k, n), "measured matmul peak", published=False)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -213,6 +242,8 @@ def train(
 
     start_step, resumed_from, loader_state = 0, None, None
     history: list[dict[str, float]] = []
+    samples: list[dict[str, Any]] = []
+    final: dict[str, float] = {}
     done = ckpt.step_dirs(ckpt_root)
     if done:
         last = done[-1]
@@ -233,7 +264,7 @@ def train(
         loader_state = state["loader"][rt.rank] if rt.rank < len(state["loader"]) else None
         meta = ckpt.read_meta(last)
         start_step = resumed_from = meta["step"]
-        history = meta.get("history", [])
+        history, samples, final = meta.get("history", []), meta.get("samples", []), meta.get("final", {})
     if cfg.compile:
         train_model = torch.compile(train_model)
 
@@ -242,12 +273,11 @@ def train(
     )
     if rt.is_main and tracker is not None:
         tracker.log_params(plan.to_params())
-    peak = measure_peak_flops(rt.device, rt.autocast_dtype, 0.5) if rt.is_main else 0.0
+    peak = throughput_peak(rt, plan) if rt.is_main else None
+    clamped = False
 
     progress.start(plan.steps, "steps")
     progress.advance(start_step)
-    samples: list[dict[str, Any]] = []
-    final: dict[str, float] = {}
     step = start_step
     window_t, window_tokens, wait_before = time.perf_counter(), 0, 0.0
     stop_at = plan.steps if stop_after is None else min(plan.steps, start_step + stop_after)
@@ -277,7 +307,7 @@ def train(
             window_tokens += plan.total_batch_tokens
             progress.advance()
 
-            if step % cfg.log_every == 0 or step == stop_at:
+            if step % cfg.log_every == 0 or step == plan.steps:  # not at stop_at: a stopped run logs the same steps
                 loss_value = loss_sum / plan.grad_accum
                 if rt.world_size > 1:
                     dist.all_reduce(loss_value, op=dist.ReduceOp.AVG)
@@ -292,27 +322,38 @@ def train(
                     "tokens": step * plan.total_batch_tokens,
                     "loader_wait_fraction": (loader.wait_seconds - wait_before) / elapsed,
                 }
-                if peak:
-                    row["mfu"] = plan.flops_per_token * tok_s / rt.world_size / peak
+                if peak is not None:
+                    share = plan.flops_per_token * tok_s / rt.world_size / peak.flops
+                    if share > 1 and not peak.published:
+                        if not clamped:
+                            log.info(  # the progress line says "(clamped)"; a note, not a fault
+                                "training ran at %.0f%% of the %s: the probe under-measured this device "
+                                "(another process took it?); matmul_share is clamped to 1",
+                                100 * share,
+                                peak.label,
+                            )
+                        share, clamped = 1.0, True
+                    row[peak.metric] = share
                 history.append(row)
                 if rt.is_main and tracker is not None:
                     tracker.log_metrics({k: v for k, v in row.items() if k != "step"}, step)
-                _describe(progress, row)
+                _describe(progress, row, peak, clamped)
                 window_t, window_tokens, wait_before = time.perf_counter(), 0, loader.wait_seconds
 
             if step % cfg.eval_every == 0 or step == plan.steps:
                 final = evaluate(train_model, data, plan.micro_batch, cfg.eval_batches, rt)
                 if rt.is_main and tracker is not None and final:
                     tracker.log_metrics(final, step)
-                if history:
-                    history[-1].update(final) if history[-1]["step"] == step else history.append(
-                        {"step": step, "tokens": step * plan.total_batch_tokens, **final}
-                    )
+                if history and history[-1]["step"] == step:
+                    history[-1].update(final)
+                else:
+                    history.append({"step": step, "tokens": step * plan.total_batch_tokens, **final})
                 if rt.is_main and sample_fn is not None and not fsdp:  # FSDP ranks hold shards, not the model
                     samples.extend(sample_fn(model, step))
 
             if step % cfg.checkpoint_every == 0 or step == stop_at:
-                _checkpoint(ckpt_root, step, train_model, optimizer, scaler, loader, plan, cfg, rt, history)
+                progress_so_far = {"history": history, "samples": samples, "final": final}
+                _checkpoint(ckpt_root, step, train_model, optimizer, scaler, loader, plan, cfg, rt, progress_so_far)
     finally:
         loader.close()
 
@@ -332,13 +373,18 @@ def train(
         samples=samples,
         seconds=total_time,
         loader_wait_fraction=loader.wait_seconds / max(total_time, 1e-9),
+        peak=peak.label if peak is not None else "",
+        matmul_share_clamped=clamped,
     )
 
 
-def _describe(progress: Progress, row: dict[str, float]) -> None:
+def _describe(progress: Progress, row: dict[str, float], peak: Peak | None, clamped: bool) -> None:
+    """e.g. "loss 3.120 | 41,200 tok/s | MFU 41% of H100 SXM bf16 peak", or on a CPU
+    "... | 62% of measured matmul peak"."""
     text = f"loss {row['loss']:.3f} | {row['tokens_per_s']:,.0f} tok/s"
-    if "mfu" in row:
-        text += f" | MFU {100 * row['mfu']:.0f}%"
+    if peak is not None and peak.metric in row:
+        share = f"{100 * row[peak.metric]:.0f}% of {peak.label}"
+        text += f" | MFU {share}" if peak.published else f" | {share}" + (" (clamped)" if clamped else "")
     progress.describe(text)
 
 
@@ -356,7 +402,8 @@ def full_state(train_model: nn.Module, optimizer) -> tuple[dict, dict]:
     return weights, optim
 
 
-def _checkpoint(root, step, train_model, optimizer, scaler, loader, plan, cfg, rt, history) -> None:
+def _checkpoint(root, step, train_model, optimizer, scaler, loader, plan, cfg, rt, so_far: dict[str, Any]) -> None:
+    """`so_far`: the history, samples and last evaluation until `step`, kept in meta.json (JSON)."""
     loader_states = [loader.state.to_dict()]
     if rt.world_size > 1:  # each rank's data position; rank 0 writes them all
         gathered: list[dict] = [None] * rt.world_size  # type: ignore[list-item]
@@ -370,7 +417,7 @@ def _checkpoint(root, step, train_model, optimizer, scaler, loader, plan, cfg, r
             "rng": rng_state(),
             "loader": loader_states,
         }
-        meta = {"tokens": step * plan.total_batch_tokens, "model": plan.model.to_dict(), "history": history}
+        meta = {"tokens": step * plan.total_batch_tokens, "model": plan.model.to_dict(), **so_far}
         ckpt.save_checkpoint(root, step, weights, state, meta, cfg.keep_checkpoints)
     if rt.world_size > 1:
         dist.barrier()

@@ -7,6 +7,7 @@ a run can be read back without re-deriving anything.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass
 
 from lm_core.config import ModelConfig, PretrainConfig
@@ -88,3 +89,50 @@ def make_plan(
         params=params,
         flops_per_token=fpt,
     )
+
+
+# ----------------------------------------------------------------------------- throughput peaks
+
+# Dense (no sparsity) bf16/fp16 tensor-core peaks in TFLOP/s, from NVIDIA's data sheets: the
+# denominator of MFU. The first row whose words all appear among the words of
+# `torch.cuda.get_device_name()` names the card ("NVIDIA H100 80GB HBM3" is the SXM card).
+GPU_PEAK_TFLOPS: tuple[tuple[tuple[str, ...], str, float], ...] = (
+    (("H100", "PCIe"), "H100 PCIe", 756),
+    (("H100", "NVL"), "H100 NVL", 835),
+    (("H100",), "H100 SXM", 989),
+    (("GH200",), "GH200", 989),
+    (("H200", "NVL"), "H200 NVL", 835),
+    (("H200",), "H200 SXM", 989),
+    (("B200",), "B200", 2250),
+    (("A100",), "A100", 312),
+    (("L40S",), "L40S", 362),
+    (("L40",), "L40", 181),
+    (("L4",), "L4", 121),
+    (("A10",), "A10", 125),
+)
+
+
+@dataclass(frozen=True)
+class Peak:
+    """What a training's FLOP/s are compared with: a card's published peak (then the share is
+    MFU), or a matmul's FLOP/s measured on this device (then it is a share of that, not MFU)."""
+
+    flops: float  # FLOP/s of one device
+    label: str  # "H100 SXM bf16 peak" or "measured matmul peak"
+    published: bool
+
+    @property
+    def metric(self) -> str:
+        return "mfu" if self.published else "matmul_share"
+
+
+def published_peak(device_name: str, precision: str) -> Peak | None:
+    """The published dense peak of a GPU named `device_name` at `precision` ("bf16"/"fp16");
+    None for fp32, a CPU, or a card not in GPU_PEAK_TFLOPS."""
+    if precision not in ("bf16", "fp16"):
+        return None
+    words = set(re.split(r"[^A-Za-z0-9]+", device_name))
+    for needed, card, tflops in GPU_PEAK_TFLOPS:
+        if words.issuperset(needed):
+            return Peak(tflops * 1e12, f"{card} {precision} peak", published=True)
+    return None

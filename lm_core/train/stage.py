@@ -10,7 +10,9 @@
         loss_curve.png
 
 The run builds in `pretrain/.partial-<fp>/` with its checkpoints; a run killed at any moment
-resumes from the last checkpoint on the next call, in the same MLflow run.
+resumes from the last checkpoint on the next call, in the same MLflow run, and publishes what an
+uninterrupted run would have (the checkpoints keep the history and samples). A metric the killed
+process logged already at a step is not logged at that step again.
 """
 
 from __future__ import annotations
@@ -28,13 +30,14 @@ from typing import Any
 import torch
 
 from lm_core.config import Config
+from lm_core.mlflow_ui import mlflow_links
 from lm_core.model_folder import CONFIG, TOKENIZER, write_config
 from lm_core.progress import NullProgress, Progress
 from lm_core.secrets import mask_url
 from lm_core.stages import Inputs, StageRun, UiArtifact
 from lm_core.tokenize.bpe import load_tokenizer
 from lm_core.tokenize.stage import TOKENIZER_FILE
-from lm_core.tracking import MlflowTracker, flatten, loss_curve_png
+from lm_core.tracking import MlflowTracker, chart_name, flatten, log_chunk_data, loss_curve_png
 from lm_core.train import checkpoint as ckpt
 from lm_core.train.checkpoint import RUN_ID_FILE
 from lm_core.train.fingerprint import pretrain_key
@@ -53,13 +56,23 @@ def pretrain_stage(cfg: Config, inputs: Inputs, ws: Workspace, key: StageKey, ru
 
 
 def pretrain_ui(cfg: Config, ref: ArtifactRef) -> list[UiArtifact]:
+    """The weights, the validation figures, and the MLflow run, linked when a UI shows it."""
     s = ref.stats
+    run_id = s.get("mlflow_run_id", "")
+    links = mlflow_links(cfg.tracking_uri, run_id)
+    link = links.get("MLflow run")
+    run = f"[{run_id}]({link})" if link else f"`{run_id}` in `{mask_url(cfg.tracking_uri)}`"
+    if "MLflow experiment" in links:
+        run += f" (the experiment's loss curves: [{cfg.experiment}]({links['MLflow experiment']}))"
     summary = (
-        f"**pretrain** `{ref.fingerprint}`\n\n- weights: `{ref.path}/model.safetensors`\n"
-        f"- MLflow run: `{s.get('mlflow_run_id', '')}` in `{mask_url(cfg.tracking_uri)}`\n"
+        f"**pretrain** `{ref.fingerprint}`\n\n- weights: `{ref.path}/model.safetensors`\n- MLflow run: {run}\n"
         f"- validation: loss {s.get('val_loss', float('nan')):.4f}, bits/byte {s.get('val_bpb', float('nan')):.4f}\n"
     )
-    return [UiArtifact("markdown", "pretrain-summary", summary)]
+    shown = [UiArtifact("markdown", "pretrain-summary", summary, "the model, its validation figures, its MLflow run")]
+    if link:
+        text = f"MLflow run of pretrain {ref.fingerprint}"
+        shown.append(UiArtifact("link", "pretrain-mlflow-run", link, link_text=text))
+    return shown
 
 
 def run_pretrain(
@@ -92,14 +105,17 @@ def run_pretrain(
                     TrainData.from_chunk(chunk.dir),
                     b.dir,
                     cfg.seed,
-                    tracker=tracker,
+                    tracker=NewStepsOnly(tracker),
                     progress=progress,
                     sample_fn=sampler(cfg, chunk.dir),
                 )
                 result = _summary(result)
             b.stats = _finish(b.dir, chunk, result, tracker, fp)
         except BaseException:
-            tracker.finish(failed=True)
+            try:
+                tracker.finish(failed=True)
+            except Exception as e:  # a full disk fails MLflow's store too: the first error is the one to show
+                log.warning("could not mark MLflow run %s failed: %s", tracker.run_id, e)
             raise
         tracker.finish()
     assert b.ref is not None
@@ -142,7 +158,31 @@ def _tracker(cfg: Config, partial: Path, fp: str, chunk: ArtifactRef, run_tags: 
         tracker.log_json(cfg.model_dump(mode="json"), "config.json")
     else:
         tracker.set_tags({"lmforge.resumed": "true"})
+    log_chunk_data(tracker, chunk.dir, chunk.fingerprint, chunk.stats)  # again on resume: a no-op if logged
     return tracker
+
+
+class NewStepsOnly:
+    """The training loop's tracker for a run that may resume: a metric already logged at a step
+    (by a process killed after its last checkpoint, which the resumed run repeats from there) is
+    not logged again at that step, so MLflow holds each step of each metric once."""
+
+    def __init__(self, tracker: MlflowTracker):
+        self.tracker = tracker
+        client, run_id = tracker.client, tracker.run_id
+        self.logged = {
+            key: max(m.step for m in client.get_metric_history(run_id, key))
+            for key in client.get_run(run_id).data.metrics
+            if not key.startswith("system/")
+        }
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        self.tracker.log_params(params)
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        new = {k: v for k, v in metrics.items() if step > self.logged.get(chart_name(k), -1)}  # as MLflow names it
+        if new:
+            self.tracker.log_metrics(new, step)
 
 
 def _data_lineage(chunk: ArtifactRef) -> str:
@@ -189,7 +229,10 @@ def _summary(result: TrainResult) -> dict[str, Any]:
         "seconds": result.seconds,
         "loader_wait_fraction": result.loader_wait_fraction,
         "tokens_per_s": last.get("tokens_per_s"),
-        "mfu": last.get("mfu"),
+        "mfu": last.get("mfu"),  # of the card's published peak
+        "matmul_share": last.get("matmul_share"),  # of a matmul measured on the device (a CPU)
+        "peak": result.peak,
+        "matmul_share_clamped": result.matmul_share_clamped or None,
     }
 
 
@@ -197,12 +240,6 @@ def _finish(out: Path, chunk: ArtifactRef, summary: dict[str, Any], tracker: Mlf
     """Lay out the published artifact, log its files to MLflow, and return its stats."""
     if not (out / ckpt.WEIGHTS).is_file():
         raise RuntimeError(f"training ended without final weights in {out}")
-    last = ckpt.step_dirs(out / "checkpoints")
-    if last:
-        shutil.move(str(last[-1] / ckpt.STATE), out / ckpt.STATE)
-    shutil.rmtree(out / "checkpoints", ignore_errors=True)
-    for stray in (RUN_ID_FILE, SPEC_FILE, "_summary.json", *(p.name for p in out.glob(NODE_SPEC_FILE.format("*")))):
-        (out / stray).unlink(missing_ok=True)
     plan = {k.removeprefix("plan."): v for k, v in summary["plan"].items() if k.startswith("plan.")}
     model_cfg = {k.removeprefix("gpt."): v for k, v in summary["plan"].items() if k.startswith("gpt.")}
     write_config(out, model_cfg)
@@ -213,6 +250,13 @@ def _finish(out: Path, chunk: ArtifactRef, summary: dict[str, Any], tracker: Mlf
     for name in (CONFIG, "metrics.json", "samples.json", "loss_curve.png"):
         if (out / name).is_file():
             tracker.log_artifact(out / name)
+    # The checkpoints go last: a run killed before this point resumes from its final checkpoint.
+    last = ckpt.step_dirs(out / "checkpoints")
+    if last:
+        shutil.copy2(last[-1] / ckpt.STATE, out / ckpt.STATE)
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    for stray in (RUN_ID_FILE, SPEC_FILE, "_summary.json", *(p.name for p in out.glob(NODE_SPEC_FILE.format("*")))):
+        (out / stray).unlink(missing_ok=True)
     stats = {
         "rows": None,
         "params": plan["params"],
@@ -220,7 +264,10 @@ def _finish(out: Path, chunk: ArtifactRef, summary: dict[str, Any], tracker: Mlf
         "tokens": plan["token_budget"],
         "seconds": round(summary["seconds"], 1),
         "tokens_per_s": summary["tokens_per_s"],
-        "mfu": summary["mfu"],
+        "mfu": summary.get("mfu"),
+        "matmul_share": summary.get("matmul_share"),
+        "throughput_peak": summary.get("peak") or None,
+        "matmul_share_clamped": summary.get("matmul_share_clamped"),
         "loader_wait_fraction": summary["loader_wait_fraction"],
         "mlflow_run_id": tracker.run_id,
         "resumed_from": summary["resumed_from"],

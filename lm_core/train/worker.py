@@ -16,7 +16,7 @@ import torch.distributed as dist
 from lm_core.config import Config
 from lm_core.tracking import MlflowTracker
 from lm_core.train.loop import TrainData, train
-from lm_core.train.stage import _summary, sampler
+from lm_core.train.stage import NewStepsOnly, _summary, sampler
 from lm_core.workspace import write_json_atomic
 
 
@@ -25,7 +25,7 @@ def main(spec_path: str) -> None:
     cfg = Config.model_validate(spec["config"])
     rank = int(os.environ.get("RANK", "0"))
     chunk_dir, out = Path(spec["chunk_dir"]), Path(spec["out_dir"])
-    tracker = MlflowTracker(spec["tracking_uri"], "", "", run_id=spec["run_id"]) if rank == 0 else None
+    tracker = NewStepsOnly(MlflowTracker(spec["tracking_uri"], "", "", run_id=spec["run_id"])) if rank == 0 else None
     result = train(
         cfg.pretrain,
         cfg.model,
