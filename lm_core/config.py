@@ -688,6 +688,22 @@ class RegistryConfig(Section):
     bleu_tolerance: float = Field(0.0, ge=0, description="...and BLEU is not worse by more than this")
 
 
+class ReviewConfig(Section):
+    """Human review rounds (`lmforge review`): how a round's answers are generated, the port its
+    page is served on, and what the promotion gate asks of its votes. No stage reads it."""
+
+    prompts: int = Field(50, ge=1, description="prompts in a new round (all the source has, if fewer)")
+    max_new_tokens: int = Field(128, ge=1, description="tokens per answer at most (fewer if the context is short)")
+    temperature: float = Field(0.8, ge=0, description="0: greedy")
+    top_k: int | None = Field(50, ge=1, description="sample from the k likeliest tokens only")
+    seed: int = Field(0, description="seeds a new round: its prompts, answers, blind order, results' bootstrap")
+    min_votes: int = Field(20, ge=1, description="the gate waits for this many votes before it decides")
+    min_win_rate: float = Field(
+        0.5, ge=0, le=1, description="the gate approves a challenger whose win rate (ties half) is above this"
+    )
+    port: int = Field(8765, ge=0, le=65535, description="`lmforge review serve`'s port on 127.0.0.1; 0: any free")
+
+
 # ----------------------------------------------------------------------------- schedules
 
 _CRON_MACROS = {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
@@ -804,6 +820,7 @@ class Config(BaseModel):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     schedules: SchedulesConfig = Field(default_factory=SchedulesConfig)
+    review: ReviewConfig = Field(default_factory=ReviewConfig)
 
     @property
     def tracking_uri(self) -> str:

@@ -14,6 +14,7 @@
     lmforge server   [--postgres URL] [--mlflow-backend URL]  Prefect and MLflow servers on 127.0.0.1
     lmforge serve    [--config F]                     serve a deployment per flow, with the config's schedules
     lmforge deploy   [--config F] [--pool NAME]       register them to a process work pool
+    lmforge review   new|serve|close|pairs            human review rounds: a local page, votes, DPO pairs
 
 Quiet by default: a line per stage, progress bars on a terminal, a summary that pastes; a failure
 is one `error:` line. `-v` (before or after the command) adds Prefect's run logs, MLflow's and other
@@ -919,3 +920,151 @@ def _verbose_first(args: list[str]) -> list[str]:
     end = args.index("--") if "--" in args else len(args)
     flags = [a for a in args[:end] if a in ("-v", "--verbose")]
     return [*(["--verbose"] if flags else []), *(a for a in args[:end] if a not in flags), *args[end:]]
+
+
+# ----------------------------------------------------------------------------- review rounds
+
+review_cli = typer.Typer(
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="Human review: people compare a challenger's and a champion's answers on a local page; "
+    "their votes give a win rate and the next DPO/SFT data (docs/review.md).",
+)
+app.add_typer(review_cli, name="review")
+RoundArg = Annotated[str, typer.Argument(metavar="ROUND", help="a round's id (or a prefix of it)")]
+
+
+@review_cli.command("new")
+def review_new(
+    challenger: Annotated[
+        str, typer.Option("--challenger", metavar="SPEC", help="the model under review: a spec as --model takes")
+    ],
+    champion: Annotated[str, typer.Option("--champion", metavar="SPEC", help="the model it is compared with")],
+    prompts: Annotated[
+        str | None,
+        typer.Option(
+            "--prompts",
+            metavar="FILE",
+            help='a JSONL file of {"prompt": ...} or {"messages": [...]} lines; or heldout, evaluation '
+            "(default: the held-out chats, else the evaluation's prompts)",
+        ),
+    ] = None,
+    items: Annotated[
+        int | None, typer.Option("-n", "--items", min=1, metavar="N", help="prompts in the round (review.prompts)")
+    ] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Make a review round: both models answer the same prompts once; each item gets a blind order."""
+    from lm_core.review.make import new_round  # torch: only the command that runs the models
+
+    cfg = _load(config, [*(set_ or []), *([f"review.prompts={items}"] if items else [])])
+    rnd = new_round(Workspace(cfg.workspace), challenger, champion, cfg.review, prompts, cfg.tracking.tracking_uri)
+    m = rnd.meta
+    _say(f"review round {rnd.id}: {len(rnd)} prompts ({m['prompts']['source']})")
+    for role in ("challenger", "champion"):
+        _say(f"  {role:<10}  {m[role]['stage']}/{m[role]['fingerprint']}  ({m[role]['spec']})")
+    _say(f"  in {rnd.dir}")
+    _say("serve it to reviewers (http://127.0.0.1, Ctrl-C stops):")
+    _say(f"  {_command('lmforge', 'review', 'serve', *_where(cfg), rnd.id)}")
+
+
+@review_cli.command("serve")
+def review_serve(
+    round_: Annotated[
+        str | None, typer.Argument(metavar="ROUND", help="a round's id (prefix); default: the newest open round")
+    ] = None,
+    host: Annotated[str, typer.Option("--host", metavar="ADDRESS", help="the address to listen on")] = "127.0.0.1",
+    port: Annotated[
+        int | None, typer.Option("--port", min=0, max=65535, metavar="PORT", help="default: review.port; 0: any free")
+    ] = None,
+    allow_remote: Annotated[
+        bool, typer.Option("--allow-remote", help="allow a --host beyond this machine (anyone reaching it can vote)")
+    ] = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Serve a round's review page until Ctrl-C. Votes are stored as they arrive."""
+    from lm_core.review.round import find_round  # pyarrow (0.1 s): for review commands only
+    from lmforge.review_app import listen, serve_round  # uvicorn, Starlette: this command only
+
+    cfg = _load(config, set_)
+    rnd = find_round(cfg.workspace, round_, open_only=round_ is None)
+    if rnd.closed_at:
+        _fail(f"review round {rnd.id} is closed (its votes are published): make a new one with `lmforge review new`")
+    sock = listen(host, cfg.review.port if port is None else port, allow_remote)
+    shown = f"[{host}]" if ":" in host else host
+    _say(f"review round {rnd.id} ({len(rnd)} items): http://{shown}:{sock.getsockname()[1]}/  (Ctrl-C stops)")
+    sys.stdout.flush()
+    serve_round(rnd, sock, allow_remote)
+
+
+@review_cli.command("close")
+def review_close(round_: RoundArg, config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Close a round (no more votes) and publish its votes and results as a `votes` artifact."""
+    from lm_core.review.gate import review_decision  # pyarrow (0.1 s): for review commands only
+    from lm_core.review.results import RESULTS_FILE, VOTES_TABLE, close_round
+    from lm_core.review.round import find_round
+    from lm_core.review.votes import CRITERIA
+
+    cfg = _load(config, set_)
+    rnd = find_round(cfg.workspace, round_)
+    ref = close_round(rnd, Workspace(cfg.workspace))
+    r = json.loads((ref.dir / RESULTS_FILE).read_text(encoding="utf-8"))
+    _say(f"closed review round {rnd.id}: {r['votes']} votes on {r['items_voted']} of {r['items']} items")
+    _say(f"  reviewers: {', '.join(f'{k} ({v})' for k, v in r['reviewers'].items()) or 'none'}")
+    if r["win_rate"] is not None:
+        lo, hi = r["ci"]
+        p = r["preferred"]
+        _say(
+            f"  challenger win rate {r['win_rate']:.2f} ({round(100 * r['confidence'])}% CI {lo:.2f}-{hi:.2f}, "
+            f"ties half): preferred {p['challenger']}, champion {p['champion']}, tie {p['tie']}"
+        )
+        rows = [("ratings 1-5", *CRITERIA)]
+        for model in ("challenger", "champion"):
+            means = [r["ratings"][model][c] for c in CRITERIA]
+            rows.append((f"  {model}", *("-" if v is None else f"{v:.2f}" for v in means)))
+        for line in _columns(rows, right=(1, 2, 3)):
+            _say(f"  {line}")
+        a = r["agreement"]
+        if a["items"]:
+            kappa = "undefined" if a["fleiss_kappa"] is None else f"{a['fleiss_kappa']:.2f}"
+            _say(
+                f"  agreement on {a['items']} items judged by 2+ reviewers: {a['pairwise']:.0%} of pairs agree, "
+                f"Fleiss' kappa {kappa}"
+            )
+    d = review_decision(r, cfg.review.min_votes, cfg.review.min_win_rate)
+    _say(f"  gate: {d.decision} ({d.reason})")
+    _say(f"published {ref.stage}/{ref.fingerprint}; read it with datasets:")
+    _say(f"  datasets.Dataset.from_file({str(ref.dir / VOTES_TABLE)!r})")
+    _say("its votes as DPO pairs and chat examples:")
+    _say(f"  {_command('lmforge', 'review', 'pairs', *_where(cfg), rnd.id, '--out', 'review-data')}")
+
+
+@review_cli.command("pairs")
+def review_pairs(
+    round_: RoundArg,
+    out: Annotated[Path, typer.Option("--out", metavar="DIR", help="where to write preferences.jsonl, chats.jsonl")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """A closed round's votes as fine-tuning data: DPO pairs (finetune.preference_files) and the
+    written answers as chat examples (finetune.chat_files). Ties and split votes are dropped."""
+    from lm_core.review.results import STAGE as VOTES  # pyarrow (0.1 s): for review commands only
+    from lm_core.review.round import find_round
+    from lm_core.review.training_data import write_training_data
+
+    cfg = _load(config, set_)
+    ws = Workspace(cfg.workspace)
+    rnd = find_round(cfg.workspace, round_)
+    fp = rnd.store.state("artifact")
+    if not fp or not ws.is_published(VOTES, fp):
+        _fail(f"review round {rnd.id} is not closed: close it first with `lmforge review close {rnd.id}`")
+    s = write_training_data(ws.artifact_dir(VOTES, fp), out)
+    d = s["dropped"]
+    _say(f"{s['pairs']} preference pairs and {s['chats']} chat examples from {s['items_voted']} items voted on")
+    _say(f"  dropped: {d['ties']} ties, {d['disagreement']} without a majority, {d['unusable']} with unusable answers")
+    if "preference_file" in s:
+        _say(f"  finetune.preference_files (method dpo): {s['preference_file']}")
+    if "chat_file" in s:
+        _say(f"  finetune.chat_files (method sft): {s['chat_file']}")
