@@ -16,6 +16,9 @@ The model stages take the chunk artifact as a reference read afresh from the wor
 the `data` subflow's result: Prefect records a subflow's result passed to a task as a `flow_run`
 input, which its UI cannot show (the run's Task Runs tab then lists none, and the task's page
 stays blank).
+
+With `registry.human_review`, a registration the gate would make champion pauses the run after
+`register` until people decide (flows/review_gate.py); without it the run never pauses.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pydantic import BaseModel
 
 from flows.common import STAGE_FLOW, ConfigParameter
 from flows.data import DataArtifacts, data_flow, with_runner
+from flows.review_gate import review_gate
 from lm_core.finetune.stage import resolve_base
 from lm_core.workspace import ArtifactRef, Workspace
 from tasks.stage_task import run_stage
@@ -49,10 +53,12 @@ def lifecycle_flow(config: ConfigParameter, force: bool = False, refresh: bool =
     model = run_stage("pretrain", config, {"chunk": chunk}, force)
     scores = run_stage("evaluate", config, {"model": model}, force)  # on the blocks it was trained on
     version = run_stage("register", config, {"evaluate": scores}, force)
+    review_gate(config, version)  # registry.human_review: waits for people when the gate says champion
     out = LifecycleArtifacts(data=data, pretrain=model, evaluate=scores, registration=version)
     if config.finetune.enabled:
         base = resolve_base(config, model, Workspace(config.workspace))  # finetune.base: `pretrain` is this model
         out.finetune = run_stage("finetune", config, {"base": base}, force)
         out.chat_evaluate = run_stage("evaluate", config, {"model": out.finetune}, force)
         out.chat_registration = run_stage("register", config, {"evaluate": out.chat_evaluate}, force)
+        review_gate(config, out.chat_registration)
     return out

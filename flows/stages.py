@@ -10,6 +10,7 @@ import inspect
 from prefect import Flow, flow
 
 from flows.common import STAGE_FLOW, ConfigParameter
+from flows.review_gate import review_gate
 from lm_core.stages import STAGES, Stage, resolve_input
 from lm_core.workspace import ArtifactRef, Workspace
 from tasks.stage_task import run_stage
@@ -24,7 +25,10 @@ def stage_flow(stage: Stage) -> Flow:
         if stage.inputs:
             spec = params[stage.input_param]
             given[stage.inputs[0]] = resolve_input(stage, config, spec, Workspace(config.workspace))
-        return run_stage(stage.name, config, given, params["force"], params.get("refresh", False))
+        ref = run_stage(stage.name, config, given, params["force"], params.get("refresh", False))
+        if stage.name == "register":
+            review_gate(config, ref)  # registry.human_review: waits for people when the gate says champion
+        return ref
 
     # Prefect reads a flow's parameters (its deployment's form in the UI) from its signature.
     keyword = inspect.Parameter.KEYWORD_ONLY

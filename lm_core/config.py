@@ -681,11 +681,27 @@ class EvaluateConfig(Section):
 class RegistryConfig(Section):
     """Where a model is registered in MLflow, and the gate a challenger must pass to be champion."""
 
-    PERFORMANCE_ONLY = frozenset({"model_name", "description"})
+    # review_timeout_h: how long the flow waits for people, decided after the artifact is published
+    PERFORMANCE_ONLY = frozenset({"model_name", "description", "review_timeout_h"})
     model_name: str | None = Field(None, description="registered model name; default: the run's name")
     description: str | None = Field(None, description="the registered model's description")
     min_bpb_gain: float = Field(0.0, ge=0, description="champion if val bits-per-byte is lower by more than this")
     bleu_tolerance: float = Field(0.0, ge=0, description="...and BLEU is not worse by more than this")
+    human_review: bool = Field(
+        False,
+        description="a challenger the gate would make champion stays challenger until people approve it: the "
+        "register flow makes a review round and pauses for its votes or a decision in Prefect's UI (docs/review.md). "
+        "Hashed only when true: registrations made without it keep their fingerprints",
+    )
+    review_timeout_h: float = Field(
+        72.0, gt=0, description="hours the register flow waits for the review; then the challenger stays challenger"
+    )
+
+    def fingerprint_fields(self) -> dict[str, Any]:
+        fields = super().fingerprint_fields()
+        if not self.human_review:  # off: the registrations' fingerprints from before the gate existed
+            del fields["human_review"]
+        return fields
 
 
 class ReviewConfig(Section):

@@ -1035,6 +1035,13 @@ def review_close(round_: RoundArg, config: ConfigOpt = None, set_: SetOpt = None
             )
     d = review_decision(r, cfg.review.min_votes, cfg.review.min_win_rate)
     _say(f"  gate: {d.decision} ({d.reason})")
+    from lm_core.registry.promote import log_review_run, registered_challenger  # MLflow: this command only
+
+    registered = registered_challenger(cfg.tracking_uri, rnd.meta)
+    if registered is not None:  # the results beside the challenger's training and evaluation
+        name, version, run_id = registered
+        log_review_run(cfg.tracking_uri, run_id, r, ref.dir)
+        _say(f"  logged to MLflow: the run {run_id} of {name} v{version} (metrics review/*, review/{rnd.id}/)")
     _say(f"published {ref.stage}/{ref.fingerprint}; read it with datasets:")
     _say(f"  datasets.Dataset.from_file({str(ref.dir / VOTES_TABLE)!r})")
     _say("its votes as DPO pairs and chat examples:")

@@ -9,4 +9,5 @@ register it with the champion/challenger gate, and load any model a user names.
     resolve.py       load a model from models:/..., a folder, a checkpoint or a fingerprint
                      (what a spec names: `lm_core.model_spec`)
     stage.py         the `register` artifact: log the evaluation, score the champion, register
+    promote.py       what people decided in a review (registry.human_review): champion moves on approval
 """

@@ -14,6 +14,11 @@ run again: its logged model, its version and its variants carry the key as a tag
 finds what the first run made (`find_registration`) and completes it (the aliases its decision
 gives) instead of making it twice. MLflow makes a version and its aliases in separate calls: a
 kill between them leaves a version without aliases, which only its decision tag can complete.
+
+With `registry.human_review`, a version the gate would make champion (when there is a champion
+to compare it with) is registered as challenger only, tagged `lmforge.review.status=awaiting`
+and `lmforge.gate_decision=champion`; `lm_core.registry.promote.apply_review` records what people
+decide, and moves `champion` when they approve.
 """
 
 from __future__ import annotations
@@ -40,6 +45,10 @@ DECISION_TAG, REASON_TAG = "lmforge.decision", "lmforge.reason"
 COMPARED_TAG = "lmforge.compared_with"  # the champion version the gate compared against
 CHAMPION_SCORES_TAG = "lmforge.champion_scores"  # its scores on the same sets, as JSON
 FINGERPRINT_TAG = "lmforge.register_fingerprint"  # the registration's key: what finds it again
+# registry.human_review: a version the gate would make champion waits for people as challenger
+REVIEW_STATUS_TAG = "lmforge.review.status"  # awaiting, then approved / rejected / timed_out
+GATE_DECISION_TAG = "lmforge.gate_decision"  # what the automatic gate said: champion
+AWAITING = "awaiting"
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,7 @@ class RegistrationResult:
     reason: str
     compared_with: str | None = None  # the champion version at the time, if there was one
     champion_scores: dict[str, float] | None = None  # its scores on the same sets, if it was scored
+    review: str | None = None  # registry.human_review: awaiting, approved, rejected, timed_out
 
     @property
     def decision(self) -> str:
@@ -123,13 +133,18 @@ def register_model(
         basis = f"; compared with champion v{champion.version}, {how}"
     decision = decide(cfg, metrics, compared)
     reason = decision.reason + basis
+    # people have the last word on replacing a champion; the first model has nothing to be compared with
+    awaits_review = cfg.human_review and decision.champion and champion is not None
+    if awaits_review:
+        reason += "; awaits human review (registry.human_review): challenger until people approve it"
 
     _ensure_registered_model(client, name, cfg.description or model_description, replace=bool(cfg.description))
     version_tags = {
         **{k: str(v) for k, v in tags.items()},
         **{f"{METRIC_TAG}{k}": repr(float(v)) for k, v in metrics.items() if v is not None},
-        DECISION_TAG: CHAMPION if decision.champion else CHALLENGER,
+        DECISION_TAG: CHAMPION if decision.champion and not awaits_review else CHALLENGER,
         REASON_TAG: reason,
+        **({GATE_DECISION_TAG: CHAMPION, REVIEW_STATUS_TAG: AWAITING} if awaits_review else {}),
         **({COMPARED_TAG: champion.version} if champion else {}),
         **({CHAMPION_SCORES_TAG: json.dumps(champion_metrics)} if champion and champion_metrics is not None else {}),
         **({FINGERPRINT_TAG: key} if key else {}),
@@ -257,6 +272,7 @@ def _result(name: str, mv: ModelVersion, tags: dict[str, str]) -> RegistrationRe
         reason=tags.get(REASON_TAG, ""),
         compared_with=tags.get(COMPARED_TAG),
         champion_scores=json.loads(scores) if scores else None,
+        review=tags.get(REVIEW_STATUS_TAG),
     )
 
 

@@ -44,6 +44,7 @@ from lm_core.progress import NullProgress, Progress
 from lm_core.registry.describe import describe_model, describe_registered_model
 from lm_core.registry.fingerprint import STAGE, model_name, register_key, scored_stage
 from lm_core.registry.register import (
+    AWAITING,
     RegistrationResult,
     current_champion,
     find_registration,
@@ -156,6 +157,8 @@ def run_register(
             "champion": result.champion,
             "decision": result.decision,
             "reason": result.reason,
+            # registry.human_review: the gate said champion; people decide (lm_core.registry.promote)
+            **({"awaiting_review": True, "gate_decision": "champion"} if result.review == AWAITING else {}),
             "mlflow_run_id": run_id,
             "tracking_uri": mask_url(cfg.tracking_uri),
         }
