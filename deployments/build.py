@@ -7,6 +7,8 @@ parameters and cron schedule (`schedules.<flow>`) from the config:
     <stage>    each stage that runs alone (pretrain, finetune, evaluate, register), on the
                latest (or a given) input                         on demand by default
     lifecycle  all of the above (data as a subflow)             weekly by default, Sunday 03:00
+    review     a review round: the latest model against its      on demand by default
+               registered champion (flows/review.py)
 
 Every deployment is named after the config (`data/lmforge-small`) and carries the whole
 resolved config as its `config` parameter (with an absolute workspace, so a run finds the same
@@ -38,10 +40,15 @@ from flows.data import with_runner
 from lm_core.config import Config
 from lm_core.stages import SCHEDULED_FLOWS
 
-# name -> (module, flow function): the two recipes, and the flow of each stage that runs alone.
-RECIPES = {"data": ("flows.data", "data_flow"), "lifecycle": ("flows.lifecycle", "lifecycle_flow")}
+# name -> (module, flow function): the two recipes, the flow of each stage that runs alone, and
+# `review`, which makes a review round (no stage: not in SCHEDULED_FLOWS).
+RECIPES = {
+    "data": ("flows.data", "data_flow"),
+    "lifecycle": ("flows.lifecycle", "lifecycle_flow"),
+    "review": ("flows.review", "review_flow"),
+}
 FLOWS: dict[str, tuple[str, str]] = {
-    name: RECIPES.get(name, ("flows.stages", f"{name}_flow")) for name in SCHEDULED_FLOWS
+    name: RECIPES.get(name, ("flows.stages", f"{name}_flow")) for name in (*SCHEDULED_FLOWS, "review")
 }
 
 DEFAULT_POOL = "lmforge"

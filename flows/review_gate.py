@@ -84,7 +84,7 @@ def review_gate(config: Config, registration: ArtifactRef) -> dict[str, str] | N
     send_ui_artifact(
         create_markdown_artifact,
         how_to_review(config, reg, rnd, problem),
-        key=f"review-{_key(name)}",
+        key=f"review-{artifact_key(name)}",
         description=f"{name} v{version} awaits human review",
     )
     ctx = FlowRunContext.get()
@@ -132,14 +132,14 @@ def review_gate(config: Config, registration: ArtifactRef) -> dict[str, str] | N
     send_ui_artifact(
         create_markdown_artifact,
         decision_markdown(reg, tags, votes),
-        key=f"review-decision-{_key(name)}",
+        key=f"review-decision-{artifact_key(name)}",
         description=f"{name} v{version}: {tags['status']}",
     )
     if results is not None and results["votes"]:
         send_ui_artifact(
             create_table_artifact,
             readable_table(_results_rows(results)),
-            key=f"review-results-{_key(name)}",
+            key=f"review-results-{artifact_key(name)}",
             description=f"review round {results['round']}: the challenger against the champion",
         )
     say(f"review    {name} v{version} {tags['status']} by {by}: {evidence['reason']}")
@@ -152,11 +152,8 @@ def review_gate(config: Config, registration: ArtifactRef) -> dict[str, str] | N
 def review_round(config: Config, registration: ArtifactRef, reg: dict[str, Any], ws: Workspace):
     """(the round that compares the registered model with the current champion, None) or, when
     none can be made (no champion any more, a champion not in this workspace), (None, why)."""
-    from lm_core.model_spec import find_model_artifact
-    from lm_core.registry.fingerprint import scored_stage
+    from lm_core.registry.fingerprint import scored_stage  # MLflow: only for a registration awaiting review
     from lm_core.registry.register import current_champion
-    from lm_core.review.make import new_round
-    from lm_core.review.round import rounds
 
     inputs = registration.manifest()["inputs"]
     challenger = inputs[scored_stage(inputs)]
@@ -164,17 +161,26 @@ def review_round(config: Config, registration: ArtifactRef, reg: dict[str, Any],
     if champion is None:
         return None, f"{reg['name']} has no champion to compare with"
     try:
-        champion_fp = find_model_artifact(champion.model_uri, ws, config.tracking_uri).fingerprint
-        for rnd in rounds(ws.root):  # newest first: the open round of a run that did not finish
-            m = rnd.meta
-            if not rnd.closed_at and (m["challenger"]["fingerprint"], m["champion"]["fingerprint"]) == (
-                challenger,
-                champion_fp,
-            ):
-                return rnd, None
-        return new_round(ws, challenger, champion.model_uri, config.review, tracking_uri=config.tracking_uri), None
+        return open_or_new_round(config, ws, challenger, champion.model_uri), None
     except (LookupError, ValueError) as e:  # a model not in this workspace, no prompts
         return None, f"no review round could be made: {e}"
+
+
+def open_or_new_round(
+    config: Config, ws: Workspace, challenger: str, champion: str, prompts: str | None = None
+) -> Round:
+    """The open round between the models two specs name (left by a run that did not finish: its
+    votes stay), else a new one (`lm_core.review.make.new_round`). Shared with flows/review.py."""
+    from lm_core.model_spec import find_model_artifact  # torch, pyarrow: only when a round is made
+    from lm_core.review.make import new_round
+    from lm_core.review.round import rounds
+
+    pair = tuple(find_model_artifact(spec, ws, config.tracking_uri).fingerprint for spec in (challenger, champion))
+    for rnd in rounds(ws.root):  # newest first
+        m = rnd.meta
+        if not rnd.closed_at and (m["challenger"]["fingerprint"], m["champion"]["fingerprint"]) == pair:
+            return rnd
+    return new_round(ws, challenger, champion, config.review, prompts, tracking_uri=config.tracking_uri)
 
 
 class RoundWatcher:
@@ -193,7 +199,7 @@ class RoundWatcher:
         self._thread.start()
 
     def _watch(self) -> None:
-        from lm_core.review.results import round_results
+        from lm_core.review.results import round_results  # pyarrow: only while a review is open
 
         while not self._stop.wait(WATCH_EVERY_S):
             try:
@@ -303,6 +309,6 @@ def duration(hours: float) -> str:
     return f"{hours:g} h" if hours >= 1 else f"{seconds / 60:.3g} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
-def _key(name: str) -> str:
+def artifact_key(name: str) -> str:
     """An artifact key: lowercase letters, digits and dashes."""
     return "".join(c if c.isalnum() else "-" for c in name.lower())

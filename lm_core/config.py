@@ -751,6 +751,10 @@ class _Schedules(Section):
         description="fail a pretrain/finetune task that runs longer (hours); null: no limit. A training "
         "resumes from its last checkpoint when run again",
     )
+    # Not a stage's flow: review rounds (flows/review.py), on demand unless a team schedules them.
+    review: Annotated[str | None, AfterValidator(_is_cron)] = Field(
+        None, description="when the review flow makes a review round (flows/review.py); null: on demand"
+    )
 
     @field_validator("timezone")
     @classmethod

@@ -43,6 +43,7 @@ def test_a_deployment_per_flow_with_the_configs_schedules_and_parameters(tmp_pat
         "evaluate": [],
         "register": [],
         "lifecycle": [],  # switched off above
+        "review": [],  # on demand by default
     }
     for d in deployments:
         # the whole config travels as a parameter, with the workspace made absolute
@@ -53,12 +54,15 @@ def test_a_deployment_per_flow_with_the_configs_schedules_and_parameters(tmp_pat
         assert d.description, d.flow_name
         # and the artifact parameters are the flow's own: re-run one stage on a given fingerprint from the UI
         props = d._parameter_openapi_schema.properties
-        assert "config" in props and "force" in props
+        assert "config" in props and ("force" in props or d.flow_name == "review")
     # the nightly data run crawls the sources again; the weekly lifecycle trains on the newest crawl
     assert {d.flow_name for d in deployments if d.parameters.get("refresh")} == {"data"}
     params = {d.flow_name: set(d._parameter_openapi_schema.properties) for d in deployments}
     assert "data" in params["pretrain"] and "model" in params["evaluate"] and "base" in params["finetune"]
     assert "evaluation" in params["register"]
+    # a review round from the UI: which models, which prompts, how many
+    assert params["review"] == {"config", "challenger", "champion", "prompts", "items"}
+    assert "review/lmforge-tiny" in {f"{d.flow_name}/{d.name}" for d in deployments}
 
 
 def test_a_bad_schedule_is_a_config_error():
