@@ -223,7 +223,7 @@ KEY_FIGURES: dict[str, list[tuple[str, tuple[str, ...]]]] = {
         ("{steps} steps, val loss {val_loss:.3f}, {tokens_per_s:,.0f} tokens/s", ("steps", "val_loss", "tokens_per_s"))
     ],
     "finetune": [
-        ("{method}, {steps} steps, held-out loss {initial_heldout_loss:.3f} -> {heldout_loss:.3f}",
+        ("{method}, {steps} steps, held-out {initial_heldout_loss:.3f} -> {heldout_loss:.3f}",
          ("method", "steps", "initial_heldout_loss", "heldout_loss"))
     ],
     "evaluate": [("val perplexity {val_ppl:.4g}", ("val_ppl",)), ("{rows:,} samples", ("rows",))],
