@@ -22,6 +22,8 @@ from prefect.artifacts import create_markdown_artifact
 from flows.common import STAGE_FLOW, ConfigParameter
 from flows.review_gate import artifact_key, open_or_new_round, say
 from lm_core.config import Config
+from lm_core.model_spec import find_model_artifact, registered_model_name, store_uri
+from lm_core.registry.fingerprint import model_name
 from lm_core.review.round import ReviewError, Round
 from lm_core.ui_text import md_escape
 from lm_core.workspace import Workspace
@@ -37,8 +39,6 @@ def review_flow(
     items: int | None = None,
 ) -> str:
     """Make (or take up) a review round between two models and announce it; its id."""
-    from lm_core.model_spec import find_model_artifact  # flows are imported by every command: load on use
-
     send_schedule_hint()
     if items is not None:
         if items < 1:
@@ -61,17 +61,12 @@ def review_flow(
 
 def registered_name(config: Config, spec: str, stage: str) -> str:
     """The name the challenger is (or would be) registered under."""
-    from lm_core.registry.fingerprint import model_name  # loaded on use, as above
-
-    if spec.startswith("models:/"):
-        return spec.removeprefix("models:/").split("@")[0].split("/")[0]
-    return model_name(config, stage)
+    return registered_model_name(spec) or model_name(config, stage)
 
 
 def champion_of(config: Config, challenger: str, stage: str) -> str:
     """`models:/<name>@champion` for the challenger's registered name, if that alias exists."""
-    from lm_core.model_spec import store_uri  # MLflow: only when a run asks for the champion
-    from lm_core.registry.register import current_champion
+    from lm_core.registry.register import current_champion  # MLflow: only when a run asks for the champion
 
     name = registered_name(config, challenger, stage)
     try:

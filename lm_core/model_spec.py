@@ -106,6 +106,12 @@ def _registered(spec: str, ws: Workspace, tracking_uri: str | None, stages: tupl
 # ----------------------------------------------------------------------------- registered models
 
 
+def registered_model_name(spec: str) -> str | None:
+    """The name in a `models:/<name>@<alias>` or `models:/<name>/<version>` spec, else None."""
+    m = _REGISTERED.match(spec)
+    return m["name"] if m else None
+
+
 def registry_client(tracking_uri: str) -> MlflowClient:
     """A client whose registry is the tracking store (never a process-wide registry URI)."""
     from mlflow import MlflowClient

@@ -29,6 +29,12 @@ def rounded(value: Any) -> Any:
     return round(value) if abs(value) >= 10_000 else float(f"{value:.{SIGNIFICANT_DIGITS}g}")
 
 
+def model_label(inputs: Mapping[str, str]) -> str:
+    """`chat` or `base`: the model a stage run is about (its inputs name a finetune artifact or
+    not), which keys its UI artifacts apart: a lifecycle evaluates and registers both."""
+    return "chat" if "finetune" in inputs else "base"
+
+
 def ordered(rows: Iterable[Mapping[str, Any]], columns: Iterable[str]) -> list[dict[str, Any]]:
     """Rows with `columns` first, in that order, then any others (the UI takes the order of the first
     row's keys, and a manifest stores its keys sorted)."""

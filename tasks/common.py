@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 from rich.progress import Progress as RichProgress
 
 from lm_core.progress import NullProgress, Progress
+from lm_core.ui_text import model_label
 from lm_core.workspace import ArtifactRef, Workspace
 from tasks.ui_artifacts import readable_table, send_ui_artifact
 
@@ -135,7 +136,7 @@ class StageProgress:
         self.stage = stage
         # a stage run on the chat model (its inputs name a finetune artifact: evaluate, register)
         # keeps its own progress, apart from the same stage's run on the base model
-        self._key = f"{stage}-progress" + ("-chat" if inputs and "finetune" in inputs else "")
+        self._key = f"{stage}-progress" + ("-chat" if model_label(inputs or {}) == "chat" else "")
         self._lock = threading.Lock()
         self._bar = RichProgress(
             TextColumn(f"[bold]{stage}[/] {{task.description}}"),

@@ -38,7 +38,7 @@ from lm_core.textgen import TextModel
 from lm_core.tokenize.bpe import load_tokenizer
 from lm_core.tokenize.chat_template import END, END_OF_TEXT
 from lm_core.tokenize.stage import TOKENIZER_FILE
-from lm_core.ui_text import md_escape
+from lm_core.ui_text import md_escape, model_label
 from lm_core.workspace import ArtifactRef, StageKey, Workspace, write_json_atomic
 
 
@@ -132,7 +132,7 @@ def evaluate_ui(cfg: Config, ref: ArtifactRef) -> list[UiArtifact]:
     """The metrics, samples of every set (a chat model's chats first), and both as one markdown
     document; keyed by the model scored, `base` or `chat`: a lifecycle evaluates both."""
     inputs = ref.manifest()["inputs"]
-    label = "chat" if "finetune" in inputs else "base"
+    label = model_label(inputs)
     model = ", ".join(f"{k} `{v}`" for k, v in inputs.items() if k in ("pretrain", "finetune"))
     about = f"evaluate `{ref.fingerprint}` of the {label} model ({model})"
     metrics = [{"metric": r["metric"], "value": r["value"]} for r in ref.stats.get("results", {}).get("metrics", [])]

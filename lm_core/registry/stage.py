@@ -55,7 +55,7 @@ from lm_core.registry.resolve import load_text_model
 from lm_core.secrets import mask_url
 from lm_core.stages import Inputs, StageRun, UiArtifact
 from lm_core.tracking import MlflowTracker
-from lm_core.ui_text import md_escape, ordered
+from lm_core.ui_text import md_escape, model_label, ordered
 from lm_core.workspace import ArtifactRef, StageKey, Workspace, fingerprint, read_manifest, write_json_atomic
 
 EVAL_PREFIX = "eval."  # evaluation metrics in the model's run, apart from training's own val_*
@@ -71,7 +71,7 @@ def register_ui(cfg: Config, ref: ArtifactRef) -> list[UiArtifact]:
     UI when one shows the store; keyed by the model registered, `base` or `chat`: a lifecycle
     registers both."""
     s = ref.stats
-    label = "chat" if scored_stage(ref.manifest()["inputs"]) == "finetune" else "base"
+    label = model_label(ref.manifest()["inputs"])
     rows = s.get("comparison", {}).get("rows", [])
     champion_v = s.get("comparison", {}).get("champion_version")
     table = ordered(
