@@ -463,8 +463,10 @@ class ModelConfig(Section):
     n_head: int | None = Field(None, ge=1, description="attention heads; default: heads of 128 (of 64 below width 512)")
     n_kv_head: int | None = Field(None, ge=1, description="fewer than n_head: grouped-query attention")
     mlp_hidden: int | None = Field(None, ge=8, description="SwiGLU width; default: about 8/3 of the width")
-    tie_embeddings: bool = Field(True, description="the output layer shares the token embeddings' weights")
+    tie_embeddings: bool = Field(False, description="the output layer shares the token embeddings' weights")
     rope_theta: float = Field(10000.0, gt=0, description="base of the rotary embeddings")
+    qk_norm: bool = Field(True, description="RMS-normalise each head's queries and keys (exports as Qwen3)")
+    zero_init_out: bool = Field(True, description="the blocks' output projections start at zero")
 
     def shape(self) -> dict[str, Any]:
         """depth and the explicit overrides, preset first, then the fields set here."""
@@ -516,13 +518,27 @@ class PretrainConfig(Section):
         description="tokens per optimizer step, all ranks; default: micro_batch x seq_len x ranks (no accumulation)",
     )
     micro_batch: int = Field(8, ge=1, description="sequences per forward pass per rank")
-    lr: float | None = Field(None, gt=0, description="peak learning rate; default: 0.02 / sqrt(n_embd)")
-    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="the last learning rate, as a share of the peak")
-    schedule: Literal["cosine", "wsd"] = Field(
-        "cosine", description="after warmup: cosine decay, or warmup-stable-decay"
+    optimizer: Literal["adamw", "muon"] = Field(
+        "muon",
+        description="muon: Muon for the blocks' matrices, AdamW with rates of their own for embedding, head and "
+        "gains (nanochat's recipe); adamw: one AdamW and one rate for all",
     )
-    warmup_steps: int | None = Field(None, ge=0, description="default: 5% of the steps, at most 200")
-    decay_fraction: float = Field(0.2, gt=0, le=1, description="wsd: the share of steps spent decaying")
+    lr: float | None = Field(
+        None, gt=0, description="peak learning rate (muon: the matrices'); default: adamw 0.02/sqrt(n_embd), muon 0.02"
+    )
+    embedding_lr: float | None = Field(
+        None, gt=0, description="muon: the embedding's rate; default 0.2 sqrt(768/n_embd)"
+    )
+    head_lr: float | None = Field(
+        None, gt=0, description="muon: the output layer's rate; default 0.004 sqrt(768/n_embd)"
+    )
+    gain_lr: float | None = Field(None, gt=0, description="muon: the norms' gains' rate; default: the head's")
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="the last learning rate, as a share of the peak")
+    schedule: Literal["cosine", "wsd"] = Field(
+        "wsd", description="after warmup: warmup-stable-decay (flat, then linear down), or cosine decay"
+    )
+    warmup_steps: int | None = Field(None, ge=0, description="default: muon none, adamw 5% of the steps (at most 200)")
+    decay_fraction: float = Field(0.4, gt=0, le=1, description="wsd: the share of steps spent decaying")
     weight_decay: float = Field(0.1, ge=0, description="AdamW's")
     beta1: float = Field(0.9, ge=0, lt=1, description="AdamW's")
     beta2: float = Field(0.95, ge=0, lt=1, description="AdamW's")
@@ -545,6 +561,16 @@ class PretrainConfig(Section):
     checkpoint_every: int = Field(100, ge=1, description="steps between checkpoints")
     keep_checkpoints: int = Field(2, ge=1, description="the latest checkpoints kept; older ones are removed")
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
+
+    @model_validator(mode="after")
+    def _muon_needs_whole_matrices(self) -> PretrainConfig:
+        d = self.distributed
+        if self.optimizer == "muon" and d.strategy == "fsdp" and d.nproc * d.nnodes > 1:
+            raise ValueError(
+                "optimizer muon orthogonalises whole matrices, which FSDP shards: "
+                "use distributed.strategy ddp, or optimizer adamw"
+            )
+        return self
 
 
 # ----------------------------------------------------------------------------- fine-tune

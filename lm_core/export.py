@@ -1,5 +1,5 @@
 """Export a trained model as a Hugging Face folder that `transformers` loads as
-`LlamaForCausalLM`, with its tokenizer.
+`LlamaForCausalLM` (or `Qwen3ForCausalLM` when it normalises queries and keys), with its tokenizer.
 
 Our GPT is laid out like Llama (RMSNorm, rotary embeddings in the rotate-half layout, SwiGLU,
 no biases), so export is a renaming of tensors plus a `config.json`; nothing is converted.
@@ -19,6 +19,7 @@ import json
 import shutil
 from pathlib import Path
 
+import torch
 from safetensors.torch import save_file
 
 from lm_core.model import GPTConfig
@@ -55,10 +56,14 @@ def hf_name(name: str) -> str:
     return f"model.layers.{layer}.{_BLOCK_NAMES[rest]}"
 
 
-def llama_config(cfg: GPTConfig, bos_id: int, eos_id: int, pad_id: int) -> dict:
+def hf_config(cfg: GPTConfig, bos_id: int, eos_id: int, pad_id: int) -> dict:
+    """Llama's config; Qwen3's (Llama's layout plus a per-head RMSNorm of queries and keys, whose
+    gains are ones here) for a model trained with `qk_norm`."""
+    arch = {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "use_sliding_window": False}
+    if not cfg.qk_norm:
+        arch = {"architectures": ["LlamaForCausalLM"], "model_type": "llama"}
     return {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
+        **arch,
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.n_embd,
         "intermediate_size": cfg.mlp_hidden,
@@ -103,6 +108,10 @@ def export_hf(model: TextModel | str | Path, out_dir: str | Path) -> Path:
         for k, v in state.items()
         if not (cfg.tie_embeddings and k == "lm_head.weight")
     }
+    if cfg.qk_norm:  # Qwen3's query and key norms carry gains; ours have none, so ones
+        for i in range(cfg.n_layer):
+            for which in ("q_norm", "k_norm"):
+                renamed[f"model.layers.{i}.self_attn.{which}.weight"] = torch.ones(cfg.head_dim)
     eot, pad = END_OF_TEXT, PAD
     eos = END if model.is_chat else eot  # a chat model's reply ends at <|end|>
     ids = {t: tok.token_to_id(t) for t in (eot, END, pad)}
@@ -112,7 +121,7 @@ def export_hf(model: TextModel | str | Path, out_dir: str | Path) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_file(renamed, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-    (tmp / "config.json").write_text(json.dumps(llama_config(cfg, ids[eot], ids[eos], ids[pad]), indent=2))
+    (tmp / "config.json").write_text(json.dumps(hf_config(cfg, ids[eot], ids[eos], ids[pad]), indent=2))
     generation = {"bos_token_id": ids[eot], "eos_token_id": stop, "pad_token_id": ids[pad]}
     (tmp / "generation_config.json").write_text(json.dumps(generation, indent=2))
     (tmp / "tokenizer.json").write_text(tok.to_str())

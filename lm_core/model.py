@@ -35,6 +35,8 @@ class GPTConfig:
     tie_embeddings: bool = True
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
+    qk_norm: bool = False  # RMS-normalise each head's queries and keys (no gain): steadier logits
+    zero_init_out: bool = False  # residual branches' output projections start at zero (nanochat)
 
     def __post_init__(self) -> None:
         if self.n_embd % self.n_head:
@@ -103,6 +105,10 @@ def apply_rope_rolled(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tens
     return x * cos + x.roll(x.size(-1) // 2, dims=-1) * signed_sin
 
 
+def qk_normed(x: torch.Tensor, eps: float) -> torch.Tensor:
+    return F.rms_norm(x, (x.size(-1),), eps=eps)
+
+
 class KVCache:
     """Keys and values of every layer for a batch being generated, preallocated to `max_len`."""
 
@@ -126,6 +132,7 @@ class Attention(nn.Module):
         super().__init__()
         self.layer = layer
         self.n_head, self.n_kv_head, self.head_dim = cfg.n_head, cfg.n_kv_head, cfg.head_dim
+        self.qk_eps = cfg.norm_eps if cfg.qk_norm else None
         self.q_proj = nn.Linear(cfg.n_embd, cfg.n_head * cfg.head_dim, bias=False)
         self.k_proj = nn.Linear(cfg.n_embd, cfg.n_kv_head * cfg.head_dim, bias=False)
         self.v_proj = nn.Linear(cfg.n_embd, cfg.n_kv_head * cfg.head_dim, bias=False)
@@ -136,6 +143,8 @@ class Attention(nn.Module):
         q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        if self.qk_eps is not None:  # before RoPE (as Qwen3): a rotation keeps the norm, so either order is one
+            q, k = qk_normed(q, self.qk_eps), qk_normed(k, self.qk_eps)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.store(self.layer, k, v)
@@ -188,14 +197,15 @@ class Block(nn.Module):
         q_proj, k_proj, v_proj, o_proj = (_matmul(m) for m in (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj))
         gate_proj, up_proj, down_proj = (_matmul(m) for m in (mlp.gate_proj, mlp.up_proj, mlp.down_proj))
         attn_norm, mlp_norm = _rms_norm(self.attn_norm), _rms_norm(self.mlp_norm)
-        gqa = KV != H
+        gqa, qk_eps = KV != H, attn.qk_eps
+        qk = (lambda t: t) if qk_eps is None else (lambda t: qk_normed(t, qk_eps))
 
         def decode(x, cos, sin, key_mask, cache: KVCache, pos: int) -> torch.Tensor:
             B = x.size(0)
             h = attn_norm(x)
-            q = apply_rope_rolled(q_proj(h).view(B, H, 1, D), cos, sin)
+            q = apply_rope_rolled(qk(q_proj(h).view(B, H, 1, D)), cos, sin)
             keys, values = cache.k[layer], cache.v[layer]
-            keys.narrow(2, pos, 1).copy_(apply_rope_rolled(k_proj(h).view(B, KV, 1, D), cos, sin))
+            keys.narrow(2, pos, 1).copy_(apply_rope_rolled(qk(k_proj(h).view(B, KV, 1, D)), cos, sin))
             values.narrow(2, pos, 1).copy_(v_proj(h).view(B, KV, 1, D))
             keys, values = keys.narrow(2, 0, pos + 1), values.narrow(2, 0, pos + 1)
             y = F.scaled_dot_product_attention(q, keys, values, attn_mask=key_mask, enable_gqa=gqa)
@@ -240,7 +250,10 @@ class GPT(nn.Module):
         # residual stream's variance does not grow with the number of layers.
         for name, p in self.named_parameters():
             if name.endswith(("o_proj.weight", "down_proj.weight")):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+                if cfg.zero_init_out:  # each block starts as the identity; its gradient still flows
+                    nn.init.zeros_(p)
+                else:
+                    nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:

@@ -4,7 +4,7 @@
     lmforge data     [--config F] [--set k=v ...]     crawl -> clean -> tokenize -> chunk
     lmforge stage NAME [--input latest|FP] [--force]  one stage alone, on earlier artifacts
                  (pretrain --data FP; evaluate/finetune --model FP|models:/name@alias)
-    lmforge export   --model SPEC --out DIR           a Hugging Face folder (LlamaForCausalLM)
+    lmforge export   --model SPEC --out DIR           a Hugging Face folder (Llama or Qwen3 layout)
     lmforge generate --model SPEC "prompt" ...        continue prompts
     lmforge chat     --model SPEC                     talk to a model in the terminal
                  (SPEC: latest, the newest model artifact (the chat model once fine-tuning ran);
@@ -427,12 +427,13 @@ def chat(
 def export(
     out: Annotated[Path, typer.Option("--out", help="folder to write (a previous export there is replaced)")],
     model: ModelOpt = "latest",
-    format_: Annotated[str, typer.Option("--format", help="hf: a transformers LlamaForCausalLM folder")] = "hf",
+    format_: Annotated[str, typer.Option("--format", help="hf: a transformers Qwen3 or Llama folder")] = "hf",
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Export any model `generate` loads, pretrained or chat (today: as a Hugging Face
-    `LlamaForCausalLM` folder; a chat model with its chat template and <|end|> as its eos)."""
+    """Export any model `generate` loads, pretrained or chat, as a Hugging Face folder:
+    `Qwen3ForCausalLM` (QK norm, the default) or `LlamaForCausalLM`; a chat model with its chat
+    template and <|end|> as its eos."""
     if format_ != "hf":
         _fail(f"unknown export format {format_!r}; formats: hf", code=2)
     from lm_core.export import ExportError, export_hf  # torch: export alone

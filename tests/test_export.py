@@ -174,11 +174,17 @@ def test_generate_refuses_what_the_context_cannot_hold(tmp_path):
     assert result.exit_code == 0, result.output
 
 
-def test_the_exported_weights_are_the_models(tmp_path):
-    source = build_model_folder(tmp_path / "m", seed=9)
+@pytest.mark.parametrize(
+    "recipe, architecture",
+    [({}, "LlamaForCausalLM"), ({"qk_norm": True, "tie_embeddings": False}, "Qwen3ForCausalLM")],
+    ids=["llama", "qk-norm-untied"],
+)
+def test_the_exported_weights_are_the_models(tmp_path, recipe, architecture):
+    source = build_model_folder(tmp_path / "m", seed=9, **recipe)
     ours = TextModel.load(source)
     out = export_hf(ours, tmp_path / "hf")  # from the loaded model, as `lmforge export` does
     theirs = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    assert type(theirs).__name__ == architecture
     x = torch.tensor([[5, 17, 42, 7]])
     with torch.no_grad():
         assert (ours.model(x)[0] - theirs(x).logits).abs().max().item() < 1e-4

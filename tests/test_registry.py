@@ -42,12 +42,14 @@ TEXTS = [
 ] * 10
 
 
-def build_model_folder(folder: Path, seed: int) -> Path:
-    """A tiny GPT with random weights, as a pretrain artifact lays it out."""
+def build_model_folder(folder: Path, seed: int, **recipe) -> Path:
+    """A tiny GPT with random weights, as a pretrain artifact lays it out; `recipe`: GPTConfig's
+    other fields (qk_norm, tie_embeddings, ...)."""
     folder.mkdir(parents=True)
     tokenizer = train_tokenizer(TEXTS, vocab_size=320)
     tokenizer.save(str(folder / "tokenizer.json"))
-    cfg = GPTConfig(vocab_size=tokenizer.get_vocab_size(), seq_len=64, n_layer=1, n_head=2, n_kv_head=2, n_embd=32)
+    shape = dict(seq_len=64, n_layer=1, n_head=2, n_kv_head=2, n_embd=32)
+    cfg = GPTConfig(vocab_size=tokenizer.get_vocab_size(), **shape, **recipe)
     torch.manual_seed(seed)
     save_weights(GPT(cfg), folder / "model.safetensors")
     (folder / "model_config.json").write_text(json.dumps(cfg.to_dict()))

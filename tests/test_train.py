@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
+import torch.nn as nn
 from helpers import TINY_SETTINGS, write_topic_docs
 from safetensors.torch import load_file
 
@@ -32,7 +33,7 @@ from lm_core.train import checkpoint as ckpt
 from lm_core.train import loop
 from lm_core.train.loader import BlockStore, TrainLoader
 from lm_core.train.loop import TrainData, train
-from lm_core.train.optim import Schedule, adamw
+from lm_core.train.optim import Muon, MuonRates, Schedule, adamw, muon_and_adamw, orthogonalised
 from lm_core.train.plan import published_peak
 from lm_core.train.stage import run_pretrain
 from lm_core.workspace import DiskFullError, Workspace, write_json_atomic
@@ -124,6 +125,34 @@ def test_adamw_decays_matrices_and_skips_gains_and_frozen_parameters():
     assert not any(p is model.embed.weight for p in decay["params"])
 
 
+def test_muon_takes_the_blocks_matrices_and_adamw_the_rest_each_at_its_own_rate():
+    rates = MuonRates(matrix=0.02, embedding=0.3, head=0.004, gain=0.001)
+    untied = GPT(GPTConfig(vocab_size=V, seq_len=T, n_layer=1, n_head=2, n_kv_head=2, n_embd=16, tie_embeddings=False))
+    muon, adam = muon_and_adamw(untied, rates, tied=False, weight_decay=0.0, betas=(0.8, 0.95))
+    matrices = {id(p) for p in untied.blocks.parameters() if p.dim() == 2}
+    assert {id(p) for p in muon.param_groups[0]["params"]} == matrices
+    by_rate = {g["peak_lr"]: g["params"] for g in adam.param_groups}
+    assert by_rate[0.3] == [untied.embed.weight] and by_rate[0.004] == [untied.lm_head.weight]
+    assert all(p.dim() == 1 for p in by_rate[0.001])
+    tied = GPT(GPTConfig(vocab_size=V, seq_len=T, n_layer=1, n_head=2, n_kv_head=2, n_embd=16))
+    _, adam = muon_and_adamw(tied, rates, tied=True, weight_decay=0.0, betas=(0.8, 0.95))
+    # a tied embedding is the output layer too: it takes the head's (small) rate, not the embedding's
+    assert [g["peak_lr"] for g in adam.param_groups] == [0.004, 0.001]
+
+
+def test_muons_update_is_orthogonalised_and_matches_torchs_up_to_bfloat16():
+    g = torch.randn(48, 24, generator=torch.Generator().manual_seed(0))
+    s = torch.linalg.svdvals(orthogonalised(g, 5))
+    assert 0.6 < s.min() and s.max() < 1.25  # every direction moves about equally, whatever g's spectrum
+    w = torch.randn(48, 24)
+    ours, theirs = nn.Parameter(w.clone()), nn.Parameter(w.clone())
+    ours.grad, theirs.grad = g.clone(), g.clone()
+    Muon([ours], lr=0.02, weight_decay=0.1).step()
+    torch.optim.Muon([theirs], lr=0.02, weight_decay=0.1, adjust_lr_fn="original").step()
+    moved = (ours - w).abs().max()
+    assert moved > 0.01 and (ours - theirs).abs().max() < 0.05 * moved  # torch's runs in bfloat16
+
+
 def test_loss_falls_and_validation_is_measured(chunk_dir, tmp_path):
     r = run(chunk_dir, tmp_path, "pretrain.max_steps=40")
     first, last = r.history[0]["loss"], r.history[-1]["loss"]
@@ -154,7 +183,7 @@ def test_gradient_accumulation_equals_the_large_batch(chunk_dir, tmp_path):
         f"pretrain.total_batch_tokens={8 * T}",
     )
     assert acc.plan.grad_accum == 4 and big.plan.grad_accum == 1
-    # equal up to float summation order (Adam's first steps are ~lr = 1e-2 per weight)
+    # equal up to float summation order (Muon's and Adam's first steps are ~1e-2 per weight)
     assert same_weights(weights(tmp_path / "big"), weights(tmp_path / "acc"), atol=1e-4)
     # ...while a different batch gives clearly different weights: the comparison can fail
     run(chunk_dir, tmp_path / "other", "pretrain.max_steps=5", "pretrain.micro_batch=2")
@@ -335,14 +364,18 @@ class _Scaled(torch.nn.Module):
         return self.base(x) * 1.5
 
 
-@pytest.mark.parametrize("n_kv_head,wrapped", [(2, False), (1, False), (2, True)])
-def test_kv_cache_generation_equals_recomputing_the_prefix(n_kv_head, wrapped):
+@pytest.mark.parametrize(
+    "n_kv_head,wrapped,recipe",
+    [(2, False, {}), (1, False, {}), (2, True, {}), (2, False, {"qk_norm": True})],
+)
+def test_kv_cache_generation_equals_recomputing_the_prefix(n_kv_head, wrapped, recipe):
     """The cached path (a prefill, then one token per step against the cache) picks the same
     tokens as a full forward over the prefix at every step: greedy, seeded top-k and nucleus
     sampling, stop tokens, left-padded prompts of different lengths, grouped-query attention,
-    and projections that are modules of their own."""
+    projections that are modules of their own, normalised queries and keys."""
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=V, seq_len=40, n_layer=2, n_head=2, n_kv_head=n_kv_head, n_embd=32)).eval()
+    cfg = GPTConfig(vocab_size=V, seq_len=40, n_layer=2, n_head=2, n_kv_head=n_kv_head, n_embd=32, **recipe)
+    model = GPT(cfg).eval()
     with torch.no_grad():  # larger weights than at init: sharp attention, so a wrong key or angle shows
         for p in model.parameters():
             p.normal_(0.0, 0.5)

@@ -11,7 +11,7 @@ from lm_core.workspace import ArtifactRef, StageKey, Workspace, fingerprint
 if TYPE_CHECKING:
     from lm_core.stages import Inputs
 
-CODE_VERSION = 1  # bump when the same config and data would train different weights
+CODE_VERSION = 2  # bump when the same config and data would train different weights (2: Muon by default)
 
 
 def decisive(cfg: Config) -> dict[str, Any]:

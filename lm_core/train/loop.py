@@ -44,7 +44,7 @@ from lm_core.progress import NullProgress, Progress
 from lm_core.token_loss import Perplexity, loss_totals
 from lm_core.train import checkpoint as ckpt
 from lm_core.train.loader import TrainLoader, eval_batches
-from lm_core.train.optim import adamw, set_lr
+from lm_core.train.optim import adamw, muon_and_adamw, set_lr
 from lm_core.train.plan import Peak, TrainPlan, make_plan, published_peak
 from lm_core.workspace import read_manifest
 
@@ -234,9 +234,12 @@ def train(
             block.forward = _checkpointed(block.forward)
     fsdp = rt.world_size > 1 and cfg.distributed.strategy == "fsdp"
     train_model: nn.Module = _wrap_distributed(model, cfg, rt) if rt.world_size > 1 else model
-    optimizer = adamw(  # after wrapping: FSDP owns the params
-        train_model.parameters(), plan.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), fused=rt.device.type == "cuda"
-    )
+    fused, betas = rt.device.type == "cuda", (cfg.beta1, cfg.beta2)
+    if plan.muon_rates is not None:
+        tied = plan.model.tie_embeddings
+        optimizers = muon_and_adamw(train_model, plan.muon_rates, tied, cfg.weight_decay, betas, fused)
+    else:  # after wrapping: FSDP owns the params
+        optimizers = [adamw(train_model.parameters(), plan.lr, cfg.weight_decay, betas, fused)]
     schedule = plan.lr_schedule
     scaler = torch.amp.GradScaler(enabled=rt.use_scaler)
 
@@ -253,7 +256,7 @@ def train(
             weights.setdefault("lm_head.weight", weights["embed.weight"])
         set_state_dict(
             train_model,
-            optimizer,
+            optimizers,
             model_state_dict=weights,
             optim_state_dict=state["optimizer"],
             options=StateDictOptions(full_state_dict=True),
@@ -284,7 +287,7 @@ def train(
     try:
         while step < stop_at:
             lr = schedule.lr_at(step)
-            set_lr(optimizer, lr)
+            set_lr(optimizers, schedule.scale_at(step))
             loss_sum = torch.zeros((), device=rt.device)
             for micro in range(plan.grad_accum):
                 x, y = loader.next()
@@ -296,13 +299,15 @@ def train(
                         _, loss = train_model(x, y)
                     scaler.scale(loss / plan.grad_accum).backward()
                 loss_sum += loss.detach()
-            scaler.unscale_(optimizer)
+            for optimizer in optimizers:
+                scaler.unscale_(optimizer)
             grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf"))
             if hasattr(grad_norm, "full_tensor"):  # FSDP2: a sharded norm, made whole
                 grad_norm = grad_norm.full_tensor()
-            scaler.step(optimizer)
+            for optimizer in optimizers:
+                scaler.step(optimizer)
+                optimizer.zero_grad(set_to_none=True)
             scaler.update()
-            optimizer.zero_grad(set_to_none=True)
             step += 1
             window_tokens += plan.total_batch_tokens
             progress.advance()
@@ -353,7 +358,7 @@ def train(
 
             if step % cfg.checkpoint_every == 0 or step == stop_at:
                 progress_so_far = {"history": history, "samples": samples, "final": final}
-                _checkpoint(ckpt_root, step, train_model, optimizer, scaler, loader, plan, cfg, rt, progress_so_far)
+                _checkpoint(ckpt_root, step, train_model, optimizers, scaler, loader, plan, cfg, rt, progress_so_far)
     finally:
         loader.close()
 
@@ -388,28 +393,28 @@ def _describe(progress: Progress, row: dict[str, float], peak: Peak | None, clam
     progress.describe(text)
 
 
-def full_state(train_model: nn.Module, optimizer) -> tuple[dict, dict]:
+def full_state(train_model: nn.Module, optimizers) -> tuple[dict, dict]:
     """Whole (unsharded) weights and optimizer state keyed by parameter names, on the CPU: the
     same for one process, DDP and FSDP (where every rank must call it: it gathers shards)."""
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
     model = _unwrap_compiled(train_model)
-    if optimizer is None:
+    if optimizers is None:
         weights, optim = get_model_state_dict(model, options=opts), {}
     else:
-        weights, optim = get_state_dict(model, optimizer, options=opts)
+        weights, optim = get_state_dict(model, optimizers, options=opts)
     if unwrap(model).cfg.tie_embeddings:  # gathered copies no longer share storage: store the tie once
         weights.pop("lm_head.weight", None)
     return weights, optim
 
 
-def _checkpoint(root, step, train_model, optimizer, scaler, loader, plan, cfg, rt, so_far: dict[str, Any]) -> None:
+def _checkpoint(root, step, train_model, optimizers, scaler, loader, plan, cfg, rt, so_far: dict[str, Any]) -> None:
     """`so_far`: the history, samples and last evaluation until `step`, kept in meta.json (JSON)."""
     loader_states = [loader.state.to_dict()]
     if rt.world_size > 1:  # each rank's data position; rank 0 writes them all
         gathered: list[dict] = [None] * rt.world_size  # type: ignore[list-item]
         dist.all_gather_object(gathered, loader.state.to_dict())
         loader_states = gathered
-    weights, optim_state = full_state(train_model, optimizer)
+    weights, optim_state = full_state(train_model, optimizers)
     if rt.is_main:
         state = {
             "optimizer": optim_state,

@@ -1,5 +1,10 @@
-"""AdamW and its learning-rate schedule, shared by pretraining (`loop.py`) and fine-tuning
-(`lm_core.finetune.train`)."""
+"""The optimizers and their learning-rate schedule, shared by pretraining (`loop.py`) and
+fine-tuning (`lm_core.finetune.train`).
+
+Two recipes. `adamw`: one AdamW and one rate for every parameter. `muon`: nanochat's split, Muon
+(momentum orthogonalised by Newton-Schulz) for the 2-D matrices
+inside the blocks, and AdamW with a rate of their own for the embedding, for the output head
+and for the norms' gains. Every group remembers its `peak_lr`; the schedule scales them all."""
 
 from __future__ import annotations
 
@@ -21,10 +26,104 @@ def adamw(
     """AdamW over the parameters that require grad; matrices (and embeddings) decay, norms' gains do not."""
     params = [p for p in params if p.requires_grad]
     groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay, "peak_lr": lr},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0, "peak_lr": lr},
     ]
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=1e-8, fused=fused)
+
+
+@dataclass(frozen=True)
+class MuonRates:
+    """Peak rates of the `muon` recipe's groups."""
+
+    matrix: float  # Muon, the blocks' matrices
+    embedding: float  # AdamW
+    head: float  # AdamW, the untied output layer (a tied one takes this rate too: it is the head)
+    gain: float  # AdamW, the norms' gains
+
+
+class Muon(torch.optim.Optimizer):
+    """Muon (Keller Jordan): SGD momentum (Nesterov), each update orthogonalised by five
+    Newton-Schulz steps, scaled by sqrt(max(1, rows / cols)), decoupled weight decay. For 2-D
+    weights only. As `torch.optim.Muon`, except that it orthogonalises in the weights' own dtype
+    where the device has no fast bfloat16 (a CPU): torch's casts to bfloat16, 3x slower on this
+    kind of CPU and coarse enough that accumulated and large-batch gradients part ways."""
+
+    def __init__(self, params, lr: float, momentum: float = 0.95, weight_decay: float = 0.0, ns_steps: int = 5):
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, ns_steps=ns_steps))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            by_shape: dict[torch.Size, list[torch.Tensor]] = {}
+            for p in group["params"]:
+                if p.grad is not None:
+                    by_shape.setdefault(p.shape, []).append(p)
+            # Matrices of one shape are orthogonalised together: one batched product instead of
+            # many small ones (a small model's matrices are too small to keep a CPU busy alone).
+            for params in by_shape.values():
+                updates = []
+                for p in params:
+                    state = self.state[p]
+                    if not state:
+                        state["momentum_buffer"] = torch.zeros_like(p)
+                    buf = state["momentum_buffer"]
+                    buf.lerp_(p.grad, 1 - group["momentum"])
+                    updates.append(p.grad.lerp(buf, group["momentum"]))  # Nesterov
+                ortho = orthogonalised(torch.stack(updates), group["ns_steps"])
+                rows, cols = params[0].shape
+                scale = group["lr"] * max(1.0, rows / cols) ** 0.5
+                for p, update in zip(params, ortho, strict=True):
+                    p.mul_(1 - group["lr"] * group["weight_decay"])
+                    p.add_(update.to(p.dtype), alpha=-scale)
+
+
+def orthogonalised(g: torch.Tensor, steps: int) -> torch.Tensor:
+    """The nearest semi-orthogonal matrix to `g` (or to each of a stack of them), roughly (singular
+    values land in about 0.7-1.2): Keller Jordan's quintic Newton-Schulz iteration, tuned to
+    converge fast from small values."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = g.bfloat16() if g.is_cuda else g.float()
+    tall = x.size(-2) > x.size(-1)
+    if tall:
+        x = x.mT
+    x = x / x.norm(dim=(-2, -1), keepdim=True).clamp(min=1e-7)  # spectral norm at most 1
+    for _ in range(steps):
+        gram = x @ x.mT
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x.mT if tall else x
+
+
+def muon_and_adamw(
+    model: nn.Module,
+    rates: MuonRates,
+    tied: bool,
+    weight_decay: float,
+    betas: tuple[float, float],
+    fused: bool | None = None,
+) -> list[torch.optim.Optimizer]:
+    """Muon for the blocks' 2-D weights, AdamW (no decay: nanochat's choice) for the rest.
+    Names are matched by suffix, so a DDP- or compile-wrapped model works too."""
+    matrices, embedding, head, gains = [], [], [], []
+    for name, p in model.named_parameters():  # a tied head appears once, as the embedding
+        if not p.requires_grad:
+            continue
+        if p.dim() < 2:
+            gains.append(p)
+        elif "blocks." in name:
+            matrices.append(p)
+        elif name.endswith("lm_head.weight") or (name.endswith("embed.weight") and tied):
+            head.append(p)
+        else:
+            embedding.append(p)
+    muon = Muon([{"params": matrices, "peak_lr": rates.matrix}], lr=rates.matrix, weight_decay=weight_decay)
+    groups = [
+        {"params": ps, "lr": lr, "peak_lr": lr}
+        for ps, lr in ((embedding, rates.embedding), (head, rates.head), (gains, rates.gain))
+        if ps
+    ]
+    adam = torch.optim.AdamW(groups, betas=betas, eps=1e-10, weight_decay=0.0, fused=fused)
+    return [muon, adam]
 
 
 @dataclass(frozen=True)
@@ -58,7 +157,13 @@ class Schedule:
         progress = min(1.0, done / max(1, self.steps - self.warmup))
         return self.floor + 0.5 * (self.peak - self.floor) * (1 + math.cos(math.pi * progress))
 
+    def scale_at(self, step: int) -> float:
+        """lr_at as a share of the peak: what every group's own peak is multiplied by."""
+        return self.lr_at(step) / self.peak
 
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr
+
+def set_lr(optimizers: torch.optim.Optimizer | list[torch.optim.Optimizer], scale: float) -> None:
+    """Every group at `scale` x its own peak rate."""
+    for optimizer in optimizers if isinstance(optimizers, list) else [optimizers]:
+        for group in optimizer.param_groups:
+            group["lr"] = group["peak_lr"] * scale

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 from lm_core.config import ModelConfig, PretrainConfig
 from lm_core.model import GPT, GPTConfig
-from lm_core.train.optim import Schedule
+from lm_core.train.optim import MuonRates, Schedule
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,9 @@ class TrainPlan:
     total_batch_tokens: int  # tokens per optimizer step, all ranks
     steps: int
     token_budget: int
-    lr: float
+    optimizer: str  # adamw | muon
+    lr: float  # peak rate; muon: of the matrices
+    muon_rates: MuonRates | None  # muon: every group's peak rate
     min_lr: float
     warmup_steps: int
     schedule: str
@@ -39,7 +41,9 @@ class TrainPlan:
     def to_params(self) -> dict[str, object]:
         """Derived values as MLflow params: `plan.*`, and the model's resolved shape as `gpt.*`
         (beside the config's own `model.*`, which may leave them unset)."""
-        out = {f"plan.{k}": v for k, v in asdict(self).items() if k != "model"}
+        out = {f"plan.{k}": v for k, v in asdict(self).items() if k not in ("model", "muon_rates")}
+        if self.muon_rates is not None:
+            out.update({f"plan.{k}_lr": v for k, v in asdict(self.muon_rates).items()})
         out.update({f"gpt.{k}": v for k, v in self.model.to_dict().items()})
         return out
 
@@ -48,7 +52,14 @@ def model_config(cfg: ModelConfig, vocab_size: int, seq_len: int) -> GPTConfig:
     shape = cfg.shape()
     depth = shape.pop("depth")
     return GPTConfig.from_depth(
-        depth, vocab_size, seq_len, tie_embeddings=cfg.tie_embeddings, rope_theta=cfg.rope_theta, **shape
+        depth,
+        vocab_size,
+        seq_len,
+        tie_embeddings=cfg.tie_embeddings,
+        rope_theta=cfg.rope_theta,
+        qk_norm=cfg.qk_norm,
+        zero_init_out=cfg.zero_init_out,
+        **shape,
     )
 
 
@@ -71,8 +82,22 @@ def make_plan(
     grad_accum = total // per_micro_step
     budget = cfg.token_budget or int(cfg.tokens_per_param * params)
     steps = cfg.max_steps or max(1, math.ceil(budget / total))
-    lr = cfg.lr or 0.02 / math.sqrt(gpt.n_embd)
-    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else min(200, int(0.05 * steps))
+    muon_rates = None
+    if cfg.optimizer == "muon":
+        # nanochat's rates: Muon's are per unit of spectral norm, so independent of width; the
+        # AdamW groups' shrink as 1/sqrt(width), set for width 768.
+        width = math.sqrt(768 / gpt.n_embd)
+        head = cfg.head_lr or 0.004 * width
+        muon_rates = MuonRates(
+            matrix=cfg.lr or 0.02, embedding=cfg.embedding_lr or 0.2 * width, head=head, gain=cfg.gain_lr or head
+        )
+        lr = muon_rates.matrix
+    else:
+        lr = cfg.lr or 0.02 / math.sqrt(gpt.n_embd)
+    if cfg.warmup_steps is not None:
+        warmup = cfg.warmup_steps
+    else:  # Muon's orthogonalised steps need no warmup (nanochat's recipe has none); Adam's early ones do
+        warmup = 0 if cfg.optimizer == "muon" else min(200, int(0.05 * steps))
     return TrainPlan(
         model=gpt,
         world_size=world_size,
@@ -81,7 +106,9 @@ def make_plan(
         total_batch_tokens=total,
         steps=steps,
         token_budget=steps * total,
+        optimizer=cfg.optimizer,
         lr=lr,
+        muon_rates=muon_rates,
         min_lr=lr * cfg.min_lr_ratio,
         warmup_steps=min(warmup, steps),
         schedule=cfg.schedule,
