@@ -30,7 +30,7 @@ from lm_core.model import GPT
 from lm_core.progress import NullProgress, Progress
 from lm_core.token_loss import MAX_LOG_PPL
 from lm_core.tokenize.chat_template import ChatTemplate, RenderedChat
-from lm_core.train.optim import Schedule, adamw, set_lr
+from lm_core.train.optim import Schedule, adamw, scale_lrs
 
 PreferencePair = tuple[RenderedChat, RenderedChat]  # (chosen, rejected), rendered with one prompt
 
@@ -210,7 +210,7 @@ def finetune(
     final = initial
     for step in range(total):
         lr = schedule.lr_at(step)
-        set_lr(optimizer, schedule.scale_at(step))
+        scale_lrs(optimizer, schedule.scale_at(step))
         figures: dict[str, float] = {}
         for _ in range(cfg.grad_accum):
             loss, f = batch_loss(model, _tensors(next(batches), cfg, template, max_len, device), cfg, reference)

@@ -44,7 +44,7 @@ from lm_core.progress import NullProgress, Progress
 from lm_core.token_loss import Perplexity, loss_totals
 from lm_core.train import checkpoint as ckpt
 from lm_core.train.loader import TrainLoader, eval_batches
-from lm_core.train.optim import adamw, muon_and_adamw, set_lr
+from lm_core.train.optim import adamw, muon_and_adamw, scale_lrs
 from lm_core.train.plan import Peak, TrainPlan, make_plan, published_peak
 from lm_core.workspace import read_manifest
 
@@ -287,7 +287,7 @@ def train(
     try:
         while step < stop_at:
             lr = schedule.lr_at(step)
-            set_lr(optimizers, schedule.scale_at(step))
+            scale_lrs(optimizers, schedule.scale_at(step))
             loss_sum = torch.zeros((), device=rt.device)
             for micro in range(plan.grad_accum):
                 x, y = loader.next()

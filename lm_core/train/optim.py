@@ -2,9 +2,9 @@
 fine-tuning (`lm_core.finetune.train`).
 
 Two recipes. `adamw`: one AdamW and one rate for every parameter. `muon`: nanochat's split, Muon
-(momentum orthogonalised by Newton-Schulz) for the 2-D matrices
-inside the blocks, and AdamW with a rate of their own for the embedding, for the output head
-and for the norms' gains. Every group remembers its `peak_lr`; the schedule scales them all."""
+(momentum orthogonalised by Newton-Schulz) for the 2-D matrices inside the blocks, and AdamW with
+rates of their own for the embedding, the output layer and the norms' gains. Every group keeps
+its `peak_lr`; the schedule scales them all by one factor."""
 
 from __future__ import annotations
 
@@ -45,9 +45,9 @@ class MuonRates:
 class Muon(torch.optim.Optimizer):
     """Muon (Keller Jordan): SGD momentum (Nesterov), each update orthogonalised by five
     Newton-Schulz steps, scaled by sqrt(max(1, rows / cols)), decoupled weight decay. For 2-D
-    weights only. As `torch.optim.Muon`, except that it orthogonalises in the weights' own dtype
-    where the device has no fast bfloat16 (a CPU): torch's casts to bfloat16, 3x slower on this
-    kind of CPU and coarse enough that accumulated and large-batch gradients part ways."""
+    weights only. As `torch.optim.Muon`, except that it orthogonalises in fp32 on a CPU (torch's
+    casts to bf16: 3x slower on a CPU without fast bf16, and coarse enough that accumulated and
+    large-batch gradients part ways), and does matrices of one shape in one batched product."""
 
     def __init__(self, params, lr: float, momentum: float = 0.95, weight_decay: float = 0.0, ns_steps: int = 5):
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, ns_steps=ns_steps))
@@ -162,7 +162,7 @@ class Schedule:
         return self.lr_at(step) / self.peak
 
 
-def set_lr(optimizers: torch.optim.Optimizer | list[torch.optim.Optimizer], scale: float) -> None:
+def scale_lrs(optimizers: torch.optim.Optimizer | list[torch.optim.Optimizer], scale: float) -> None:
     """Every group at `scale` x its own peak rate."""
     for optimizer in optimizers if isinstance(optimizers, list) else [optimizers]:
         for group in optimizer.param_groups:
