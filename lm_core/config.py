@@ -539,7 +539,9 @@ class PretrainConfig(Section):
     )
     warmup_steps: int | None = Field(None, ge=0, description="default: muon none, adamw 5% of the steps (at most 200)")
     decay_fraction: float = Field(0.4, gt=0, le=1, description="wsd: the share of steps spent decaying")
-    weight_decay: float = Field(0.1, ge=0, description="AdamW's")
+    weight_decay: float = Field(
+        0.1, ge=0, description="decoupled decay of the matrices (muon: Muon's; its AdamW groups have none)"
+    )
     beta1: float = Field(0.9, ge=0, lt=1, description="AdamW's")
     beta2: float = Field(0.95, ge=0, lt=1, description="AdamW's")
     grad_clip: float | None = Field(1.0, gt=0, description="largest gradient norm; null: no clipping")

@@ -210,7 +210,7 @@ def finetune(
     final = initial
     for step in range(total):
         lr = schedule.lr_at(step)
-        scale_lrs(optimizer, schedule.scale_at(step))
+        scale_lrs(optimizer, lr / schedule.peak)
         figures: dict[str, float] = {}
         for _ in range(cfg.grad_accum):
             loss, f = batch_loss(model, _tensors(next(batches), cfg, template, max_len, device), cfg, reference)

@@ -287,7 +287,7 @@ def train(
     try:
         while step < stop_at:
             lr = schedule.lr_at(step)
-            scale_lrs(optimizers, schedule.scale_at(step))
+            scale_lrs(optimizers, lr / schedule.peak)
             loss_sum = torch.zeros((), device=rt.device)
             for micro in range(plan.grad_accum):
                 x, y = loader.next()

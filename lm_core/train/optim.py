@@ -157,10 +157,6 @@ class Schedule:
         progress = min(1.0, done / max(1, self.steps - self.warmup))
         return self.floor + 0.5 * (self.peak - self.floor) * (1 + math.cos(math.pi * progress))
 
-    def scale_at(self, step: int) -> float:
-        """lr_at as a share of the peak: what every group's own peak is multiplied by."""
-        return self.lr_at(step) / self.peak
-
 
 def scale_lrs(optimizers: torch.optim.Optimizer | list[torch.optim.Optimizer], scale: float) -> None:
     """Every group at `scale` x its own peak rate."""
