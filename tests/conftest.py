@@ -13,6 +13,9 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# Prefect's own ephemeral server (flows called in-process) waits 20 s for its start by default;
+# beside the other xdist worker on 2 busy cores a start took longer in CI
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.pop("PREFECT_API_URL", None)  # never a real server unless a test starts one
 os.environ.pop("LMFORGE_WORKSPACE", None)
 
@@ -20,3 +23,21 @@ os.environ.pop("LMFORGE_WORKSPACE", None)
 @pytest.fixture
 def workspace(tmp_path: Path) -> Path:
     return tmp_path / "workspace"
+
+
+# `./forge test` hands whole files to two workers (xdist's loadfile), next file to whichever is
+# free. Files that start servers or train take minutes, and collected last (alphabetically:
+# test_server, test_team_servers, test_ui_browser) they left one worker alone for the last five.
+# Longest first evens out the end; the weights are rough seconds per test, by marker.
+_SECONDS_BY_MARKER = (("server", 30.0), ("slow", 8.0), ("prefect", 3.0))
+
+
+def _estimated_seconds(item: pytest.Item) -> float:
+    return next((s for name, s in _SECONDS_BY_MARKER if item.get_closest_marker(name)), 0.5)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    per_file: dict[str, float] = {}
+    for item in items:
+        per_file[item.nodeid.split("::")[0]] = per_file.get(item.nodeid.split("::")[0], 0.0) + _estimated_seconds(item)
+    items.sort(key=lambda item: -per_file[item.nodeid.split("::")[0]])  # stable: a file's own order kept
