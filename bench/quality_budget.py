@@ -110,7 +110,6 @@ def shared_setup(cfg: Config, chunk: ArtifactRef) -> Setup:
         micro_batch=plan.micro_batch,
         grad_accum=plan.grad_accum,
         steps=plan.steps,
-        warmup_steps=plan.warmup_steps,
     )
 
 

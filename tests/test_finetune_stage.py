@@ -9,8 +9,9 @@ import json
 import pytest
 import torch
 from helpers import FailAfter, Interrupted, pretrained_workspace
+from pydantic import ValidationError
 
-from lm_core.config import EvaluateConfig, LoRAConfig, ModelConfig
+from lm_core.config import EvaluateConfig, FinetuneConfig, LoRAConfig, ModelConfig
 from lm_core.evaluate.stage import run_evaluate
 from lm_core.finetune.batches import pad_batch
 from lm_core.finetune.stage import FinetuneError, finetune_fingerprint, resolve_base, run_finetune
@@ -85,6 +86,19 @@ def test_sft_with_lora_publishes_a_chat_model_and_leaves_its_base_alone(pretrain
     # an unchanged rerun is the published artifact
     again = run_finetune(cfg, resolve_base(cfg, base, ws), ws)
     assert again.fingerprint == ref.fingerprint and again.stats == ref.stats
+
+
+def test_sft_with_muon_lowers_the_heldout_loss_and_leaves_frozen_weights_alone(pretrained):
+    root, cfg, ws, base = pretrained
+    cfg = configured(cfg, chat_files=[str(chats_file(root / "chats.jsonl"))], max_steps=20, optimizer="muon",
+                     lr=0.01, freeze_embeddings=True)  # fmt: skip
+    ref = run_finetune(cfg, resolve_base(cfg, base, ws), ws)
+    assert ref.stats["heldout_loss"] < ref.stats["initial_heldout_loss"]
+    before, after = load_tensors(base.dir / "model.safetensors"), load_tensors(ref.dir / "model.safetensors")
+    assert torch.equal(before["embed.weight"], after["embed.weight"])  # frozen: in no optimizer's groups
+    assert not torch.equal(before["blocks.0.mlp.up_proj.weight"], after["blocks.0.mlp.up_proj.weight"])
+    with pytest.raises(ValidationError, match="not low-rank adapters"):
+        FinetuneConfig(optimizer="muon", lora=LoRAConfig(rank=4))
 
 
 def test_sft_starts_from_a_checkpoint_of_an_interrupted_training(pretrained):

@@ -32,7 +32,7 @@ from lm_core.tracking import chart_name
 from lm_core.train import checkpoint as ckpt
 from lm_core.train import loop
 from lm_core.train.loader import BlockStore, TrainLoader
-from lm_core.train.loop import TrainData, train
+from lm_core.train.loop import TrainData, setup_runtime, train
 from lm_core.train.optim import Muon, MuonRates, Schedule, adamw, muon_and_adamw, orthogonalised
 from lm_core.train.plan import published_peak
 from lm_core.train.stage import run_pretrain
@@ -151,6 +151,22 @@ def test_muons_update_is_orthogonalised_and_matches_torchs_up_to_bfloat16():
     torch.optim.Muon([theirs], lr=0.02, weight_decay=0.1, adjust_lr_fn="original").step()
     moved = (ours - w).abs().max()
     assert moved > 0.01 and (ours - theirs).abs().max() < 0.05 * moved  # torch's runs in bfloat16
+    s16 = torch.linalg.svdvals(orthogonalised(g, 5, torch.bfloat16).float())
+    assert 0.6 < s16.min() and s16.max() < 1.25  # bf16's rounding leaves it as orthogonal
+
+
+def test_muon_precision_follows_the_config_and_auto_takes_bf16_only_where_it_is_native(monkeypatch):
+    def ns_dtype(setting: str) -> torch.dtype:
+        return setup_runtime(
+            load_config(None, [f"pretrain.muon_precision={setting}", "pretrain.device=cpu"]).pretrain
+        ).ns_dtype
+
+    assert ns_dtype("fp32") == torch.float32 and ns_dtype("bf16") == torch.bfloat16
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert ns_dtype("auto") == torch.float32  # a CPU that would emulate bf16
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert ns_dtype("auto") == torch.bfloat16
 
 
 def test_loss_falls_and_validation_is_measured(chunk_dir, tmp_path):
@@ -174,13 +190,17 @@ def test_a_tiny_batch_can_be_overfit(tmp_path):
 
 
 def test_gradient_accumulation_equals_the_large_batch(chunk_dir, tmp_path):
-    big = run(chunk_dir, tmp_path / "big", "pretrain.max_steps=5", "pretrain.micro_batch=8")
+    # Newton-Schulz in fp32: bf16's rounding would part the two summation orders' gradients by more
+    # than the tolerance, on a CPU where `auto` picks bf16
+    fp32 = "pretrain.muon_precision=fp32"
+    big = run(chunk_dir, tmp_path / "big", "pretrain.max_steps=5", "pretrain.micro_batch=8", fp32)
     acc = run(
         chunk_dir,
         tmp_path / "acc",
         "pretrain.max_steps=5",
         "pretrain.micro_batch=2",
         f"pretrain.total_batch_tokens={8 * T}",
+        fp32,
     )
     assert acc.plan.grad_accum == 4 and big.plan.grad_accum == 1
     # equal up to float summation order (Muon's and Adam's first steps are ~1e-2 per weight)
@@ -250,14 +270,17 @@ from pathlib import Path
 sys.path.insert(0, {tests!r})
 import test_train as t
 t.run(Path(sys.argv[1]), Path(sys.argv[2]), "pretrain.max_steps=4", "pretrain.micro_batch=4",
-      "pretrain.distributed.strategy={strategy}", "pretrain.checkpoint_every=2")
+      "pretrain.distributed.strategy={strategy}", "pretrain.checkpoint_every=2", "pretrain.muon_precision=fp32")
 """
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_two_processes_match_one_process_at_the_same_global_batch(chunk_dir, tmp_path, strategy):
-    one = run(chunk_dir, tmp_path / "one", "pretrain.max_steps=4", "pretrain.micro_batch=8")
+    # Newton-Schulz in fp32 on both sides: bf16's rounding would part the two gradient sums' results
+    one = run(
+        chunk_dir, tmp_path / "one", "pretrain.max_steps=4", "pretrain.micro_batch=8", "pretrain.muon_precision=fp32"
+    )
     spec_out = tmp_path / strategy
     script_file = tmp_path / "distributed_main.py"
     script_file.write_text(DISTRIBUTED_MAIN.format(tests=str(Path(__file__).parent), strategy=strategy))

@@ -28,7 +28,6 @@ class Setup:
     micro_batch: int  # sequences per forward pass
     grad_accum: int  # forward passes per optimizer step
     steps: int
-    warmup_steps: int  # lmforge's: peers that take a warmup get the same share of the run
 
     @property
     def batch_tokens(self) -> int:

@@ -27,6 +27,7 @@ from peers.common import LossForward, Setup, Trained, count_params, run_logged
 LEARNING_RATE = 1e-3
 MIN_LR = 1e-4
 BETA2 = 0.99
+WARMUP_SHARE = 100 / 5000  # warmup_iters of max_iters there: its own share, whatever lmforge's recipe does
 ITER_LINE = re.compile(r"^iter (\d+): loss [-\d.naninf]+, time ([\d.]+)ms")
 
 
@@ -43,6 +44,10 @@ def write_dataset(setup: Setup, folder: Path) -> Path:
     with (folder / "meta.pkl").open("wb") as f:
         pickle.dump({"vocab_size": setup.vocab_size}, f)  # train.py reads the vocabulary size from here
     return folder
+
+
+def warmup_steps(setup: Setup) -> int:
+    return max(1, round(WARMUP_SHARE * setup.steps))
 
 
 def config_text(setup: Setup, data_dir: Path, out_dir: Path) -> str:
@@ -64,7 +69,7 @@ def config_text(setup: Setup, data_dir: Path, out_dir: Path) -> str:
         "gradient_accumulation_steps": setup.grad_accum,
         "max_iters": setup.steps,
         "lr_decay_iters": setup.steps,
-        "warmup_iters": setup.warmup_steps,
+        "warmup_iters": warmup_steps(setup),
         "learning_rate": LEARNING_RATE,
         "min_lr": MIN_LR,
         "beta2": BETA2,
@@ -102,7 +107,7 @@ def train_nanogpt(tree: Path, setup: Setup, work: Path) -> Trained:
         train_seconds=sum(times[i] for i in range(setup.steps)),
         notes=[
             f"nanoGPT: train.py as is (AdamW lr {LEARNING_RATE:g} -> {MIN_LR:g} cosine, beta2 {BETA2}, warmup "
-            f"{setup.warmup_steps}, GELU MLP, learned positions, tied head); its batches are random "
+            f"{warmup_steps(setup)}, GELU MLP, learned positions, tied head); its batches are random "
             "windows of train.bin (its own get_batch)"
         ],
     )

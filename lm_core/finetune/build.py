@@ -177,7 +177,8 @@ def tracker(cfg: Config, fp: str, base: ArtifactRef, inputs: dict[str, str], run
         },
         system_metrics=cfg.tracking.system_metrics,
     )
-    t.log_params(flatten("", {"finetune": cfg.finetune.model_dump(mode="json"), "seed": cfg.seed}))
+    ran = {"optimizer": cfg.finetune.optimizer_used, "lr": cfg.finetune.peak_lr}  # the defaults resolved
+    t.log_params(flatten("", {"finetune": {**cfg.finetune.model_dump(mode="json"), **ran}, "seed": cfg.seed}))
     return t
 
 
@@ -347,6 +348,8 @@ def finish(
     stats = {
         "rows": len(ex.train),
         "method": cfg.finetune.method,
+        "optimizer": cfg.finetune.optimizer_used,
+        "lr": cfg.finetune.peak_lr,
         "base": f"{base.stage}:{base.fingerprint}",
         "params": sum(p.numel() for p in model.parameters()),
         "trainable_params": report["params"].get("trainable"),

@@ -30,7 +30,7 @@ from lm_core.model import GPT
 from lm_core.progress import NullProgress, Progress
 from lm_core.token_loss import MAX_LOG_PPL
 from lm_core.tokenize.chat_template import ChatTemplate, RenderedChat
-from lm_core.train.optim import Schedule, adamw, scale_lrs
+from lm_core.train.optim import MuonRates, Schedule, adamw, muon_and_adamw, newton_schulz_dtype, scale_lrs
 
 PreferencePair = tuple[RenderedChat, RenderedChat]  # (chosen, rejected), rendered with one prompt
 
@@ -169,6 +169,17 @@ def _max_len(model: GPT) -> int:
 # ----------------------------------------------------------------------------- the loop
 
 
+def _optimizers(model: GPT, params: list[torch.nn.Parameter], cfg: FinetuneConfig) -> list[torch.optim.Optimizer]:
+    """adamw: one rate for the trainable parameters. muon: pretraining's recipe (MuonRates) with
+    every rate scaled so that the matrices' is `lr`: the groups keep their proportions."""
+    if cfg.optimizer_used == "adamw":
+        return [adamw(params, cfg.peak_lr, cfg.weight_decay, (0.9, 0.95))]
+    default = MuonRates.for_width(model.cfg.n_embd)
+    rates = default.scaled(cfg.peak_lr / default.matrix)
+    ns_dtype = newton_schulz_dtype(model.embed.weight.device)
+    return muon_and_adamw(model, rates, model.cfg.tie_embeddings, cfg.weight_decay, (0.9, 0.95), ns_dtype=ns_dtype)
+
+
 def finetune(
     model: GPT,
     data: FinetuneData,
@@ -194,10 +205,11 @@ def finetune(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("every parameter is frozen: nothing to fine-tune")
-    optimizer = adamw(params, cfg.lr, cfg.weight_decay, (0.9, 0.95))
+    optimizers = _optimizers(model, params, cfg)
     total = steps_for(data.train, cfg, max_len)
     # linear warmup, then cosine decay to `min_lr_ratio` of the peak
-    schedule = Schedule(cfg.lr, cfg.lr * cfg.min_lr_ratio, cfg.warmup_steps, total, ends_at_floor=False)
+    lr = cfg.peak_lr
+    schedule = Schedule(lr, lr * cfg.min_lr_ratio, cfg.warmup_steps, total, ends_at_floor=False)
     batches = micro_batches(data.train, cfg, max_len, seed, scores)
     log = log or (lambda metrics, step: None)
 
@@ -210,7 +222,7 @@ def finetune(
     final = initial
     for step in range(total):
         lr = schedule.lr_at(step)
-        scale_lrs(optimizer, lr / schedule.peak)
+        scale_lrs(optimizers, lr / schedule.peak)
         figures: dict[str, float] = {}
         for _ in range(cfg.grad_accum):
             loss, f = batch_loss(model, _tensors(next(batches), cfg, template, max_len, device), cfg, reference)
@@ -219,8 +231,9 @@ def finetune(
                 figures[k] = figures.get(k, 0.0) + v / cfg.grad_accum
         if cfg.grad_clip:
             figures["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        for optimizer in optimizers:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
         done = step + 1
         if done % cfg.log_every == 0 or done == total:
             log({**{f"train_{k}": v for k, v in figures.items()}, "lr": lr}, done)

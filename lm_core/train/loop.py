@@ -44,7 +44,7 @@ from lm_core.progress import NullProgress, Progress
 from lm_core.token_loss import Perplexity, loss_totals
 from lm_core.train import checkpoint as ckpt
 from lm_core.train.loader import TrainLoader, eval_batches
-from lm_core.train.optim import adamw, muon_and_adamw, scale_lrs
+from lm_core.train.optim import adamw, muon_and_adamw, newton_schulz_dtype, scale_lrs
 from lm_core.train.plan import Peak, TrainPlan, make_plan, published_peak
 from lm_core.workspace import read_manifest
 
@@ -102,6 +102,7 @@ class Runtime:
     world_size: int
     autocast_dtype: torch.dtype | None  # None: fp32
     use_scaler: bool
+    ns_dtype: torch.dtype  # Muon's Newton-Schulz steps
 
     @property
     def is_main(self) -> bool:
@@ -123,7 +124,8 @@ def setup_runtime(cfg: PretrainConfig) -> Runtime:
     if precision == "auto":
         precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if want_cuda else "fp32"
     dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    return Runtime(device, rank, local_rank, world, dtype, use_scaler=precision == "fp16")
+    ns_dtype = newton_schulz_dtype(device, cfg.muon_precision)
+    return Runtime(device, rank, local_rank, world, dtype, use_scaler=precision == "fp16", ns_dtype=ns_dtype)
 
 
 def autocast(rt: Runtime):
@@ -237,7 +239,9 @@ def train(
     fused, betas = rt.device.type == "cuda", (cfg.beta1, cfg.beta2)
     if plan.muon_rates is not None:
         tied = plan.model.tie_embeddings
-        optimizers = muon_and_adamw(train_model, plan.muon_rates, tied, cfg.weight_decay, betas, fused)
+        optimizers = muon_and_adamw(
+            train_model, plan.muon_rates, tied, cfg.weight_decay, betas, fused, ns_dtype=rt.ns_dtype
+        )
     else:  # after wrapping: FSDP owns the params
         optimizers = [adamw(train_model.parameters(), plan.lr, cfg.weight_decay, betas, fused)]
     schedule = plan.lr_schedule
@@ -275,7 +279,8 @@ def train(
         data.train_dir, plan.micro_batch, seed, rt.rank, rt.world_size, rt.device, cfg.prefetch, loader_state
     )
     if rt.is_main and tracker is not None:
-        tracker.log_params(plan.to_params())
+        muon = {"plan.muon_precision": str(rt.ns_dtype).removeprefix("torch.")} if plan.muon_rates else {}
+        tracker.log_params({**plan.to_params(), **muon})
     peak = throughput_peak(rt, plan) if rt.is_main else None
     clamped = False
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 import torch
 import torch.nn as nn
@@ -41,16 +41,62 @@ class MuonRates:
     head: float  # AdamW, the untied output layer (a tied one takes this rate too: it is the head)
     gain: float  # AdamW, the norms' gains
 
+    @classmethod
+    def for_width(
+        cls,
+        n_embd: int,
+        matrix: float | None = None,
+        embedding: float | None = None,
+        head: float | None = None,
+        gain: float | None = None,
+    ) -> MuonRates:
+        """nanochat's rates, for the ones not given: Muon's are per unit of spectral norm, so
+        independent of width; the AdamW groups' shrink as 1/sqrt(width), set for width 768."""
+        width = math.sqrt(768 / n_embd)
+        head = head or 0.004 * width
+        return cls(matrix=matrix or 0.02, embedding=embedding or 0.2 * width, head=head, gain=gain or head)
+
+    def scaled(self, factor: float) -> MuonRates:
+        """Every rate times `factor`: the same proportions at another strength (fine-tuning's)."""
+        return MuonRates(*(rate * factor for rate in astuple(self)))
+
+
+def fast_bf16(device: torch.device) -> bool:
+    """Whether bf16 matmuls run natively here: any CUDA GPU, or a CPU with AVX512-BF16 or AMX.
+    Elsewhere a CPU emulates them, about 3x slower than fp32 (measured on an AVX2 machine); with
+    AVX512-BF16, Newton-Schulz runs 2.4-3x faster in bf16 than in fp32 (bench/step_time.py)."""
+    if device.type == "cuda":
+        return True
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private: a torch without them means no
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+
+
+def newton_schulz_dtype(device: torch.device, setting: str = "auto") -> torch.dtype:
+    """`pretrain.muon_precision` on this device: auto is bf16 where it is native, else fp32."""
+    if setting == "auto":
+        setting = "bf16" if fast_bf16(device) else "fp32"
+    return {"fp32": torch.float32, "bf16": torch.bfloat16}[setting]
+
 
 class Muon(torch.optim.Optimizer):
     """Muon (Keller Jordan): SGD momentum (Nesterov), each update orthogonalised by five
     Newton-Schulz steps, scaled by sqrt(max(1, rows / cols)), decoupled weight decay. For 2-D
-    weights only. As `torch.optim.Muon`, except that it orthogonalises in fp32 on a CPU (torch's
-    casts to bf16: 3x slower on a CPU without fast bf16, and coarse enough that accumulated and
-    large-batch gradients part ways), and does matrices of one shape in one batched product."""
+    weights only. As `torch.optim.Muon`, except that it orthogonalises in `ns_dtype` (torch's
+    always casts to bf16: 3x slower on a CPU without native bf16, and coarse enough that
+    accumulated and large-batch gradients part ways), and does matrices of one shape in one
+    batched product."""
 
-    def __init__(self, params, lr: float, momentum: float = 0.95, weight_decay: float = 0.0, ns_steps: int = 5):
+    def __init__(
+        self,
+        params,
+        lr: float,
+        momentum: float = 0.95,
+        weight_decay: float = 0.0,
+        ns_steps: int = 5,
+        ns_dtype: torch.dtype = torch.float32,
+    ):
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, ns_steps=ns_steps))
+        self.ns_dtype = ns_dtype  # not a group setting: a checkpoint resumed elsewhere takes that machine's
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -70,7 +116,7 @@ class Muon(torch.optim.Optimizer):
                     buf = state["momentum_buffer"]
                     buf.lerp_(p.grad, 1 - group["momentum"])
                     updates.append(p.grad.lerp(buf, group["momentum"]))  # Nesterov
-                ortho = orthogonalised(torch.stack(updates), group["ns_steps"])
+                ortho = orthogonalised(torch.stack(updates), group["ns_steps"], self.ns_dtype)
                 rows, cols = params[0].shape
                 scale = group["lr"] * max(1.0, rows / cols) ** 0.5
                 for p, update in zip(params, ortho, strict=True):
@@ -78,12 +124,12 @@ class Muon(torch.optim.Optimizer):
                     p.add_(update.to(p.dtype), alpha=-scale)
 
 
-def orthogonalised(g: torch.Tensor, steps: int) -> torch.Tensor:
+def orthogonalised(g: torch.Tensor, steps: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The nearest semi-orthogonal matrix to `g` (or to each of a stack of them), roughly (singular
     values land in about 0.7-1.2): Keller Jordan's quintic Newton-Schulz iteration, tuned to
-    converge fast from small values."""
+    converge fast from small values, computed in `dtype`."""
     a, b, c = 3.4445, -4.7750, 2.0315
-    x = g.bfloat16() if g.is_cuda else g.float()
+    x = g.to(dtype)
     tall = x.size(-2) > x.size(-1)
     if tall:
         x = x.mT
@@ -101,9 +147,11 @@ def muon_and_adamw(
     weight_decay: float,
     betas: tuple[float, float],
     fused: bool | None = None,
+    ns_dtype: torch.dtype = torch.float32,
 ) -> list[torch.optim.Optimizer]:
-    """Muon for the blocks' 2-D weights, AdamW (no decay: nanochat's choice) for the rest.
-    Names are matched by suffix, so a DDP- or compile-wrapped model works too."""
+    """Muon for the blocks' 2-D weights (orthogonalised in `ns_dtype`), AdamW (no decay:
+    nanochat's choice) for the rest. Names are matched by suffix, so a DDP- or compile-wrapped
+    model works too."""
     matrices, embedding, head, gains = [], [], [], []
     for name, p in model.named_parameters():  # a tied head appears once, as the embedding
         if not p.requires_grad:
@@ -116,7 +164,9 @@ def muon_and_adamw(
             head.append(p)
         else:
             embedding.append(p)
-    muon = Muon([{"params": matrices, "peak_lr": rates.matrix}], lr=rates.matrix, weight_decay=weight_decay)
+    muon = Muon(
+        [{"params": matrices, "peak_lr": rates.matrix}], lr=rates.matrix, weight_decay=weight_decay, ns_dtype=ns_dtype
+    )
     groups = [
         {"params": ps, "lr": lr, "peak_lr": lr}
         for ps, lr in ((embedding, rates.embedding), (head, rates.head), (gains, rates.gain))

@@ -84,13 +84,7 @@ def make_plan(
     steps = cfg.max_steps or max(1, math.ceil(budget / total))
     muon_rates = None
     if cfg.optimizer == "muon":
-        # nanochat's rates: Muon's are per unit of spectral norm, so independent of width; the
-        # AdamW groups' shrink as 1/sqrt(width), set for width 768.
-        width = math.sqrt(768 / gpt.n_embd)
-        head = cfg.head_lr or 0.004 * width
-        muon_rates = MuonRates(
-            matrix=cfg.lr or 0.02, embedding=cfg.embedding_lr or 0.2 * width, head=head, gain=cfg.gain_lr or head
-        )
+        muon_rates = MuonRates.for_width(gpt.n_embd, cfg.lr, cfg.embedding_lr, cfg.head_lr, cfg.gain_lr)
         lr = muon_rates.matrix
     else:
         lr = cfg.lr or 0.02 / math.sqrt(gpt.n_embd)
