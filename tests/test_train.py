@@ -138,6 +138,10 @@ def test_muon_takes_the_blocks_matrices_and_adamw_the_rest_each_at_its_own_rate(
     _, adam = muon_and_adamw(tied, rates, tied=True, weight_decay=0.0, betas=(0.8, 0.95))
     # a tied embedding is the output layer too: it takes the head's (small) rate, not the embedding's
     assert [g["peak_lr"] for g in adam.param_groups] == [0.004, 0.001]
+    # fine-tuning with every block frozen: no matrix for Muon, so no Muon (torch refuses an empty one)
+    tied.blocks.requires_grad_(False)
+    (only,) = muon_and_adamw(tied, rates, tied=True, weight_decay=0.0, betas=(0.8, 0.95))
+    assert isinstance(only, torch.optim.AdamW)
 
 
 def test_muons_update_is_orthogonalised_and_matches_torchs_up_to_bfloat16():

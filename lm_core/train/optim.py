@@ -63,8 +63,8 @@ class MuonRates:
 
 def fast_bf16(device: torch.device) -> bool:
     """Whether bf16 matmuls run natively here: any CUDA GPU, or a CPU with AVX512-BF16 or AMX.
-    Elsewhere a CPU emulates them, about 3x slower than fp32 (measured on an AVX2 machine); with
-    AVX512-BF16, Newton-Schulz runs 2.4-3x faster in bf16 than in fp32 (bench/step_time.py)."""
+    Elsewhere a CPU emulates them: torch's bf16 Muon ran 3x slower than fp32 on such a machine.
+    With AVX512-BF16, Newton-Schulz runs 2.4-3x faster in bf16 than in fp32 (bench/step_time.py)."""
     if device.type == "cuda":
         return True
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private: a torch without them means no
@@ -164,16 +164,18 @@ def muon_and_adamw(
             head.append(p)
         else:
             embedding.append(p)
-    muon = Muon(
-        [{"params": matrices, "peak_lr": rates.matrix}], lr=rates.matrix, weight_decay=weight_decay, ns_dtype=ns_dtype
-    )
+    optimizers: list[torch.optim.Optimizer] = []
+    if matrices:  # fine-tuning may freeze every block
+        group = {"params": matrices, "peak_lr": rates.matrix}
+        optimizers.append(Muon([group], lr=rates.matrix, weight_decay=weight_decay, ns_dtype=ns_dtype))
     groups = [
         {"params": ps, "lr": lr, "peak_lr": lr}
         for ps, lr in ((embedding, rates.embedding), (head, rates.head), (gains, rates.gain))
         if ps
     ]
-    adam = torch.optim.AdamW(groups, betas=betas, eps=1e-10, weight_decay=0.0, fused=fused)
-    return [muon, adam]
+    if groups:
+        optimizers.append(torch.optim.AdamW(groups, betas=betas, eps=1e-10, weight_decay=0.0, fused=fused))
+    return optimizers
 
 
 @dataclass(frozen=True)
