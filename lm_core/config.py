@@ -642,7 +642,8 @@ class FinetuneConfig(Section):
         None,
         description="muon: pretraining's split (Muon for the blocks' matrices, AdamW for embedding, head and gains) "
         "at pretraining's proportions, scaled to `lr`; adamw: one AdamW and one rate for all. Default: muon for sft, "
-        "adamw for dpo, distill and lora (where Muon was not measured to help)",
+        "adamw for dpo, distill and lora (where Muon was not measured to help), and adamw wherever `lr` is set "
+        "without an optimizer (the AdamW rate such a config was written for)",
     )
     lr: float | None = Field(
         None,
@@ -678,7 +679,9 @@ class FinetuneConfig(Section):
 
     @property
     def optimizer_used(self) -> Literal["adamw", "muon"]:
-        return self.optimizer or ("muon" if self.method == "sft" and self.lora is None else "adamw")
+        if self.optimizer:
+            return self.optimizer
+        return "muon" if self.method == "sft" and self.lora is None and self.lr is None else "adamw"
 
     @property
     def peak_lr(self) -> float:

@@ -25,10 +25,10 @@ def workspace(tmp_path: Path) -> Path:
     return tmp_path / "workspace"
 
 
-# `./forge test` hands whole files to two workers (xdist's loadfile), next file to whichever is
-# free. Files that start servers or train take minutes, and collected last (alphabetically:
-# test_server, test_team_servers, test_ui_browser) they left one worker alone for the last five.
-# Longest first evens out the end; the weights are rough seconds per test, by marker.
+# `./forge test` hands whole files to two workers (xdist's loadfile), the next file to whichever
+# is free. xdist orders files by their number of tests, so the server files (few tests, minutes
+# each) came last and ran alone at the end. Longest first evens out the end (`./forge test` passes
+# --no-loadscope-reorder to keep this order); the weights are rough seconds per test, by marker.
 _SECONDS_BY_MARKER = (("server", 30.0), ("slow", 8.0), ("prefect", 3.0))
 
 
@@ -37,7 +37,10 @@ def _estimated_seconds(item: pytest.Item) -> float:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def file_of(item: pytest.Item) -> str:
+        return item.nodeid.split("::")[0]
+
     per_file: dict[str, float] = {}
     for item in items:
-        per_file[item.nodeid.split("::")[0]] = per_file.get(item.nodeid.split("::")[0], 0.0) + _estimated_seconds(item)
-    items.sort(key=lambda item: -per_file[item.nodeid.split("::")[0]])  # stable: a file's own order kept
+        per_file[file_of(item)] = per_file.get(file_of(item), 0.0) + _estimated_seconds(item)
+    items.sort(key=lambda item: -per_file[file_of(item)])  # stable: a file's own order kept

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from lm_core.config import ConfigError, load_config
+from lm_core.config import ConfigError, FinetuneConfig, LoRAConfig, load_config
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -82,3 +82,15 @@ def test_fingerprint_ignores_performance_only_fields():
     assert a.chunk.fingerprint_fields() == b.chunk.fingerprint_fields()
     c = load_config(None, ["chunk.seq_len=64"])
     assert c.chunk.fingerprint_fields() != a.chunk.fingerprint_fields()
+
+
+def test_sft_defaults_to_muon_and_a_config_that_sets_a_rate_without_an_optimizer_keeps_adamw():
+    assert (FinetuneConfig().optimizer_used, FinetuneConfig().peak_lr) == ("muon", 0.006)
+    assert (FinetuneConfig(method="dpo").optimizer_used, FinetuneConfig(method="dpo").peak_lr) == ("adamw", 3e-4)
+    assert FinetuneConfig(lora=LoRAConfig(rank=4)).optimizer_used == "adamw"
+    # `lr: 0.0003` was an AdamW rate before Muon became SFT's default: such a config keeps AdamW
+    assert FinetuneConfig(lr=3e-4).optimizer_used == "adamw"
+    assert (
+        FinetuneConfig(optimizer="muon", lr=0.01).optimizer_used,
+        FinetuneConfig(optimizer="muon", lr=0.01).peak_lr,
+    ) == ("muon", 0.01)
