@@ -5,8 +5,9 @@ model, then DPO from each SFT model with the same optimizer.
 
 Needs the config's chunk artifact in its workspace (`./forge run` makes it); the base model is
 the config's pretrain (built here if missing, minutes). Prints, per optimizer and rate, SFT's
-held-out loss and the BLEU and chrF (sacrebleu) of its greedy answers to the held-out questions,
-and DPO's held-out preference accuracy. The results are docs/benchmarks.md's "Fine-tuning with
+held-out loss, the BLEU and chrF (sacrebleu) of its greedy answers to the held-out questions and
+its perplexity on pretraining's validation blocks (what it forgot), and DPO's held-out
+preference accuracy. The results are docs/benchmarks.md's "Fine-tuning with
 Muon".
 """
 
@@ -28,12 +29,16 @@ def with_finetune(cfg: Config, **changes) -> Config:
     return cfg.model_copy(update={"finetune": cfg.finetune.model_copy(update=changes)})
 
 
-def chat_scores(folder, cfg: Config, pairs) -> str:
-    m = evaluate_model(TextModel.load(folder), cfg.evaluate, None, pairs).metrics
-    return f"BLEU {m[f'bleu.{CHAT}']:.2f}, chrF {m[f'chrf.{CHAT}']:.2f}"
+def chat_scores(folder, cfg: Config, chunk: ArtifactRef, pairs) -> str:
+    """BLEU and chrF on the held-out pairs, and perplexity on pretraining's validation blocks (what
+    fine-tuning forgot: the chat model's gate compares it first)."""
+    m = evaluate_model(TextModel.load(folder), cfg.evaluate, chunk.dir, pairs).metrics
+    return f"BLEU {m[f'bleu.{CHAT}']:.2f}, chrF {m[f'chrf.{CHAT}']:.2f}, val perplexity {m['val_ppl']:.1f}"
 
 
-def sft_then_dpo(cfg: Config, base: ArtifactRef, ws: Workspace, optimizer: str, lr: float | None) -> ArtifactRef:
+def sft_then_dpo(
+    cfg: Config, base: ArtifactRef, chunk: ArtifactRef, ws: Workspace, optimizer: str, lr: float | None
+) -> ArtifactRef:
     """SFT from `base`, then DPO from the SFT model, both with `optimizer`; returns the SFT model."""
     sft_cfg = with_finetune(cfg, method="sft", optimizer=optimizer, lr=lr)
     t0 = time.time()
@@ -42,7 +47,7 @@ def sft_then_dpo(cfg: Config, base: ArtifactRef, ws: Workspace, optimizer: str, 
     print(
         f"SFT {optimizer} lr {sft_cfg.finetune.peak_lr:g}: {s['steps']} steps on {s['train_examples']} chats "
         f"({time.time() - t0:.0f} s); held-out loss {s['initial_heldout_loss']:.3f} -> {s['heldout_loss']:.3f}; "
-        f"{chat_scores(sft.dir, cfg, {CHAT: chat_pairs(sft.dir)})} on {s['heldout_examples']} held-out pairs",
+        f"{chat_scores(sft.dir, cfg, chunk, {CHAT: chat_pairs(sft.dir)})} ({s['heldout_examples']} held-out pairs)",
         flush=True,
     )
     dpo_cfg = with_finetune(cfg, method="dpo", optimizer=optimizer, lr=lr, max_steps=60, base=sft.fingerprint)
@@ -65,12 +70,13 @@ def main() -> None:
     args = ap.parse_args()
     cfg = load_config(args.config, ["tracking.system_metrics=false"])
     ws = Workspace(cfg.workspace)
-    base = run_pretrain(cfg, ws.resolve("chunk", "latest"), ws)
+    chunk = ws.resolve("chunk", "latest")
+    base = run_pretrain(cfg, chunk, ws)
     print(f"base model: pretrain {base.fingerprint}, val bpb {base.stats['val_bpb']:.3f}", flush=True)
-    sfts = [sft_then_dpo(cfg, base, ws, "adamw", args.adamw_lr)]
-    sfts += [sft_then_dpo(cfg, base, ws, "muon", lr) for lr in args.muon_lr]
+    sfts = [sft_then_dpo(cfg, base, chunk, ws, "adamw", args.adamw_lr)]
+    sfts += [sft_then_dpo(cfg, base, chunk, ws, "muon", lr) for lr in args.muon_lr]
     # every SFT model held out the same chats: the base model answers them too
-    print(f"base model on the same pairs: {chat_scores(base.dir, cfg, {CHAT: chat_pairs(sfts[0].dir)})}")
+    print(f"base model on the same pairs: {chat_scores(base.dir, cfg, chunk, {CHAT: chat_pairs(sfts[0].dir)})}")
 
 
 if __name__ == "__main__":

@@ -609,7 +609,7 @@ class LoRAConfig(BaseModel):
 
 
 FINETUNE_ADAMW_LR = 3e-4
-FINETUNE_MUON_LR = 0.006  # bench: SFT's held-out loss was lowest at 0.003-0.006 of 0.0004-0.012
+FINETUNE_MUON_LR = 0.003  # bench: SFT's lowest held-out loss of 0.0004-0.012, with the least forgetting of the best
 
 
 class FinetuneConfig(Section):
@@ -638,12 +638,11 @@ class FinetuneConfig(Section):
     max_steps: int | None = Field(None, ge=1, description="optimizer steps; default: epochs over the training chats")
     micro_batch: int = Field(8, ge=1, description="rows per forward pass")
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
-    optimizer: Literal["adamw", "muon"] | None = Field(
-        None,
-        description="muon: pretraining's split (Muon for the blocks' matrices, AdamW for embedding, head and gains) "
-        "at pretraining's proportions, scaled to `lr`; adamw: one AdamW and one rate for all. Default: muon for sft, "
-        "adamw for dpo, distill and lora (where Muon was not measured to help), and adamw wherever `lr` is set "
-        "without an optimizer (the AdamW rate such a config was written for)",
+    optimizer: Literal["adamw", "muon"] = Field(
+        "adamw",
+        description="adamw: one AdamW and one rate for all; muon: pretraining's split (Muon for the blocks' "
+        "matrices, AdamW for embedding, head and gains) at pretraining's proportions, scaled to `lr`: a lower "
+        "held-out chat loss after SFT, but more of pretraining forgotten (docs/benchmarks.md)",
     )
     lr: float | None = Field(
         None,
@@ -678,14 +677,8 @@ class FinetuneConfig(Section):
         return self
 
     @property
-    def optimizer_used(self) -> Literal["adamw", "muon"]:
-        if self.optimizer:
-            return self.optimizer
-        return "muon" if self.method == "sft" and self.lora is None and self.lr is None else "adamw"
-
-    @property
     def peak_lr(self) -> float:
-        return self.lr or (FINETUNE_MUON_LR if self.optimizer_used == "muon" else FINETUNE_ADAMW_LR)
+        return self.lr or (FINETUNE_MUON_LR if self.optimizer == "muon" else FINETUNE_ADAMW_LR)
 
 
 class TrackingConfig(Section):

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from lm_core.config import ConfigError, FinetuneConfig, LoRAConfig, load_config
+from lm_core.config import ConfigError, FinetuneConfig, load_config
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -84,13 +84,7 @@ def test_fingerprint_ignores_performance_only_fields():
     assert c.chunk.fingerprint_fields() != a.chunk.fingerprint_fields()
 
 
-def test_sft_defaults_to_muon_and_a_config_that_sets_a_rate_without_an_optimizer_keeps_adamw():
-    assert (FinetuneConfig().optimizer_used, FinetuneConfig().peak_lr) == ("muon", 0.006)
-    assert (FinetuneConfig(method="dpo").optimizer_used, FinetuneConfig(method="dpo").peak_lr) == ("adamw", 3e-4)
-    assert FinetuneConfig(lora=LoRAConfig(rank=4)).optimizer_used == "adamw"
-    # `lr: 0.0003` was an AdamW rate before Muon became SFT's default: such a config keeps AdamW
-    assert FinetuneConfig(lr=3e-4).optimizer_used == "adamw"
-    assert (
-        FinetuneConfig(optimizer="muon", lr=0.01).optimizer_used,
-        FinetuneConfig(optimizer="muon", lr=0.01).peak_lr,
-    ) == ("muon", 0.01)
+def test_the_fine_tuning_rate_defaults_to_the_chosen_optimizers_and_a_given_rate_wins():
+    assert (FinetuneConfig().optimizer, FinetuneConfig().peak_lr) == ("adamw", 3e-4)
+    assert FinetuneConfig(optimizer="muon").peak_lr == 0.003  # the matrices'; the AdamW groups in proportion
+    assert FinetuneConfig(optimizer="muon", lr=0.01).peak_lr == 0.01

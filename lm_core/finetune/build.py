@@ -177,7 +177,7 @@ def tracker(cfg: Config, fp: str, base: ArtifactRef, inputs: dict[str, str], run
         },
         system_metrics=cfg.tracking.system_metrics,
     )
-    ran = {"optimizer": cfg.finetune.optimizer_used, "lr": cfg.finetune.peak_lr}  # the defaults resolved
+    ran = {"lr": cfg.finetune.peak_lr}  # the default resolved
     t.log_params(flatten("", {"finetune": {**cfg.finetune.model_dump(mode="json"), **ran}, "seed": cfg.seed}))
     return t
 
@@ -348,7 +348,7 @@ def finish(
     stats = {
         "rows": len(ex.train),
         "method": cfg.finetune.method,
-        "optimizer": cfg.finetune.optimizer_used,
+        "optimizer": cfg.finetune.optimizer,
         "lr": cfg.finetune.peak_lr,
         "base": f"{base.stage}:{base.fingerprint}",
         "params": sum(p.numel() for p in model.parameters()),

@@ -34,7 +34,7 @@ from lm_core.stages import Inputs, StageRun, UiArtifact
 from lm_core.workspace import MANIFEST, ArtifactRef, StageKey, Workspace, content_digest, fingerprint, read_manifest
 
 STAGE = "finetune"
-CODE_VERSION = 3  # 2: question/answer chats held out from the validation documents only; 3: SFT with Muon
+CODE_VERSION = 2  # 2: question/answer chats held out from the validation documents only
 
 
 # ----------------------------------------------------------------------------- inputs (light)

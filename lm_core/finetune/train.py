@@ -172,7 +172,7 @@ def _max_len(model: GPT) -> int:
 def _optimizers(model: GPT, params: list[torch.nn.Parameter], cfg: FinetuneConfig) -> list[torch.optim.Optimizer]:
     """adamw: one rate for the trainable parameters. muon: pretraining's recipe (MuonRates) with
     every rate scaled so that the matrices' is `lr`: the groups keep their proportions."""
-    if cfg.optimizer_used == "adamw":
+    if cfg.optimizer == "adamw":
         return [adamw(params, cfg.peak_lr, cfg.weight_decay, (0.9, 0.95))]
     default = MuonRates.for_width(model.cfg.n_embd)
     rates = default.scaled(cfg.peak_lr / default.matrix)
