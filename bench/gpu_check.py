@@ -25,17 +25,15 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lm_core import schemas  # noqa: E402
+from train_cpu import write_chunk  # noqa: E402  (bench/, this script's folder)
+
 from lm_core.config import load_config  # noqa: E402
-from lm_core.shards import write_shard  # noqa: E402
 from lm_core.train.loop import TrainData, train  # noqa: E402
-from lm_core.workspace import write_json_atomic  # noqa: E402
 
 VOCAB = 256  # bytes
 
@@ -50,23 +48,13 @@ def repo_bytes() -> np.ndarray:
     return np.frombuffer(b"\n".join(parts), dtype=np.uint8)
 
 
-def write_chunk(root: Path, seq_len: int) -> Path:
+def write_repo_chunk(root: Path, seq_len: int) -> Path:
     """The stream cut into blocks of seq_len + 1, written as a chunk artifact's shards: the last
     32 blocks are validation."""
     data = repo_bytes()
     n = len(data) // (seq_len + 1)
     blocks = data[: n * (seq_len + 1)].astype(np.uint16).reshape(n, seq_len + 1)
-    splits = {"train": blocks[:-32], "val": blocks[-32:]}
-    for split, arr in splits.items():
-        table = pa.table(
-            {"tokens": pa.FixedSizeListArray.from_arrays(pa.array(arr.ravel()), seq_len + 1)},
-            schema=schemas.block(VOCAB, seq_len),
-        )
-        write_shard(root / split / "part-00000.arrow", table)
-    val_tokens = splits["val"].size
-    stats = {"vocab_size": VOCAB, "seq_len": seq_len, "val": {"tokens": val_tokens, "bytes": val_tokens}}
-    write_json_atomic(root / "_manifest.json", {"stats": stats, "inputs": {}})
-    return root
+    return write_chunk(root, {"train": blocks[:-32], "val": blocks[-32:]}, VOCAB, bytes_per_token=1)
 
 
 def main() -> None:
@@ -83,7 +71,7 @@ def main() -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA device: run with --device cpu for the smoke test")
     with tempfile.TemporaryDirectory(prefix=f"gpu-check-{rank}-") as tmp:
-        chunk = write_chunk(Path(tmp) / "chunk", args.seq_len)  # each rank its own copy: same bytes
+        chunk = write_repo_chunk(Path(tmp) / "chunk", args.seq_len)  # each rank its own copy: same bytes
         cfg = load_config(
             None,
             [

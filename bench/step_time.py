@@ -13,7 +13,6 @@ a noisy neighbour hits both alike.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
 import sys
 import time
@@ -24,6 +23,7 @@ import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from peers.nanogpt import import_by_path  # noqa: E402
 from peers.source import NANOGPT, ensure_tree  # noqa: E402
 
 from lm_core.model import GPT, GPTConfig  # noqa: E402
@@ -32,9 +32,7 @@ from lm_core.train.optim import MuonRates, adamw, muon_and_adamw, newton_schulz_
 
 def nanogpt_model(args) -> tuple[nn.Module, list[torch.optim.Optimizer]]:
     tree = ensure_tree(NANOGPT, dict(p.split("=", 1) for p in args.peer_git).get("nanogpt"))
-    spec = importlib.util.spec_from_file_location("nanogpt_model", tree / "model.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = import_by_path(tree / "model.py", "nanogpt_model")
     cfg = mod.GPTConfig(
         block_size=args.seq, vocab_size=args.vocab, n_layer=args.layers, n_head=args.heads,
         n_embd=args.width, dropout=0.0, bias=False,

@@ -25,22 +25,33 @@ from lm_core.train.loop import TrainData, measure_matmul_flops, train
 from lm_core.workspace import write_json_atomic
 
 
-def write_blocks(root: Path, vocab: int, seq_len: int, n_train: int) -> Path:
-    rng = np.random.default_rng(0)
-    for split, n in (("train", n_train), ("val", 64)):
-        arr = rng.integers(0, vocab, (n, seq_len + 1), dtype=np.uint16)
+def write_chunk(root: Path, splits: dict[str, np.ndarray], vocab: int, bytes_per_token: int) -> Path:
+    """Blocks (one row of seq_len + 1 ids each) per split, written as a chunk artifact's shards
+    and manifest, which the training loader reads as in a run."""
+    seq_len = splits["train"].shape[1] - 1
+    for split, arr in splits.items():
         table = pa.table(
             {"tokens": pa.FixedSizeListArray.from_arrays(pa.array(arr.ravel()), seq_len + 1)},
             schema=schemas.block(vocab, seq_len),
         )
         write_shard(root / split / "part-00000.arrow", table)
+    val_tokens = splits["val"].size
     stats = {
         "vocab_size": vocab,
         "seq_len": seq_len,
-        "val": {"tokens": 64 * (seq_len + 1), "bytes": 4 * 64 * (seq_len + 1)},
+        "val": {"tokens": val_tokens, "bytes": bytes_per_token * val_tokens},
     }
     write_json_atomic(root / "_manifest.json", {"stats": stats, "inputs": {}})
     return root
+
+
+def write_blocks(root: Path, vocab: int, seq_len: int, n_train: int) -> Path:
+    rng = np.random.default_rng(0)
+    splits = {
+        split: rng.integers(0, vocab, (n, seq_len + 1), dtype=np.uint16)
+        for split, n in (("train", n_train), ("val", 64))
+    }
+    return write_chunk(root, splits, vocab, bytes_per_token=4)
 
 
 def main() -> None:

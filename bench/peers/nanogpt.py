@@ -118,14 +118,14 @@ def load_model(tree: Path, ckpt_path: Path, steps: int) -> torch.nn.Module:
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     if ckpt["iter_num"] != steps:
         raise RuntimeError(f"{ckpt_path} holds iteration {ckpt['iter_num']}, not {steps}")
-    module = _import(tree / "model.py", "nanogpt_model")
+    module = import_by_path(tree / "model.py", "nanogpt_model")
     model = module.GPT(module.GPTConfig(**ckpt["model_args"]))
     state = {k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()}  # as its sample.py does
     model.load_state_dict(state)
     return model.eval()
 
 
-def _import(path: Path, name: str):
+def import_by_path(path: Path, name: str):
     """A peer's module by file: nanoGPT's is called `model`, too common a name to put on sys.path."""
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
