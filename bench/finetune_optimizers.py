@@ -2,6 +2,7 @@
 model, then DPO from each SFT model with the same optimizer.
 
     .venv/bin/python bench/finetune_optimizers.py [--config configs/small.yaml] [--muon-lr 0.003 0.006 ...]
+        [--precision auto|fp32|bf16]
 
 Needs the config's chunk artifact in its workspace (`./forge run` makes it); the base model is
 the config's pretrain (built here if missing, minutes). Prints, per optimizer and rate, SFT's
@@ -45,7 +46,8 @@ def sft_then_dpo(
     sft = run_finetune(sft_cfg, resolve_base(sft_cfg, base, ws), ws)
     s = sft.stats
     print(
-        f"SFT {optimizer} lr {sft_cfg.finetune.peak_lr:g}: {s['steps']} steps on {s['train_examples']} chats "
+        f"SFT {optimizer} lr {sft_cfg.finetune.peak_lr:g}, {s['precision']}: "
+        f"{s['steps']} steps on {s['train_examples']} chats "
         f"({time.time() - t0:.0f} s); held-out loss {s['initial_heldout_loss']:.3f} -> {s['heldout_loss']:.3f}; "
         f"{chat_scores(sft.dir, cfg, chunk, {CHAT: chat_pairs(sft.dir)})} ({s['heldout_examples']} held-out pairs)",
         flush=True,
@@ -67,8 +69,9 @@ def main() -> None:
     ap.add_argument("--config", default="configs/small.yaml")
     ap.add_argument("--adamw-lr", type=float, default=None, help="default: finetune's AdamW default")
     ap.add_argument("--muon-lr", type=float, nargs="*", default=[0.0004, 0.001, 0.003, 0.006, 0.012])
+    ap.add_argument("--precision", default="auto", help="finetune.precision of every run (auto|fp32|bf16)")
     args = ap.parse_args()
-    cfg = load_config(args.config, ["tracking.system_metrics=false"])
+    cfg = load_config(args.config, ["tracking.system_metrics=false", f"finetune.precision={args.precision}"])
     ws = Workspace(cfg.workspace)
     chunk = ws.resolve("chunk", "latest")
     base = run_pretrain(cfg, chunk, ws)

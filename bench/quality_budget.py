@@ -17,6 +17,10 @@ What the systems share:
 - the clock: the training loop's seconds as each system's own per-step timer gives them (data
   loading and compilation included; start-up, scoring and the final checkpoint not).
 
+What they do not share: the precision. lmforge's default (`pretrain.precision: auto`) autocasts
+to bf16 where the CPU has it natively (AVX512-BF16, AMX); nanoGPT's and nanochat's scripts never
+autocast on a CPU. `--set pretrain.precision=fp32` runs lmforge on their footing.
+
 lmforge trains through its own stage (`run_pretrain`), its overrides (--set) applied after the
 bench's (evaluations and checkpoints at the last step only, as the peers are run), in a
 throwaway workspace so that it trains, and is timed, on every bench run; its MLflow run
@@ -52,6 +56,7 @@ from lm_core.token_loss import Perplexity
 from lm_core.tokenize.stage import run_tokenize
 from lm_core.train.loop import TrainData
 from lm_core.train.plan import TrainPlan, make_plan
+from lm_core.train.precision import autocast_precision
 from lm_core.train.stage import run_pretrain
 from lm_core.workspace import ArtifactRef, Workspace
 
@@ -225,10 +230,12 @@ def main() -> None:
     chunk = data_stages(shared_cfg)
     setup = shared_setup(shared_cfg, chunk)
     print(f"data stages: {time.time() - t0:.0f} s (cached if already built); chunk {chunk.fingerprint}")
+    precision = autocast_precision(torch.device("cpu"), lmforge_cfg.pretrain.precision)
     print(
         f"footing: {setup.steps} steps x {setup.batch_tokens:,} tokens ({setup.micro_batch} x {setup.seq_len}"
         f" x {setup.grad_accum}) = {setup.tokens:,} tokens; {setup.n_layer} layers, width {setup.n_embd}, "
-        f"{setup.n_head} heads, vocab {setup.vocab_size}; CPU fp32, {torch.get_num_threads()} threads"
+        f"{setup.n_head} heads, vocab {setup.vocab_size}; CPU, {torch.get_num_threads()} threads; the peers in "
+        f"fp32 (neither autocasts on a CPU), lmforge in {precision} (its pretrain.precision)"
     )
     trainers = {
         "lmforge": lambda work: train_lmforge(lmforge_cfg, chunk, setup, work),

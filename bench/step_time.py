@@ -7,12 +7,15 @@ logging), then torch.profiler's heaviest operators of lmforge's step.
 nanoGPT's `model.py` comes from the pinned tree `bench/quality_budget.py` uses (its cache, or
 `--peer-git nanogpt=PATH`). Both models run eagerly in fp32 with the same threads; each figure
 is the median of `--steps` timed steps after `--warmup` untimed ones, taken alternately so that
-a noisy neighbour hits both alike.
+a noisy neighbour hits both alike. nanoGPT's `train.py` never autocasts on a CPU; lmforge's
+default (`pretrain.precision: auto`) does, in bf16, where the CPU has it natively (AVX512-BF16,
+AMX): its first row is that default, the others are fp32 throughout for an equal footing.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import time
@@ -27,7 +30,8 @@ from peers.nanogpt import import_by_path  # noqa: E402
 from peers.source import NANOGPT, ensure_tree  # noqa: E402
 
 from lm_core.model import GPT, GPTConfig  # noqa: E402
-from lm_core.train.optim import MuonRates, adamw, muon_and_adamw, newton_schulz_dtype  # noqa: E402
+from lm_core.train.optim import MuonRates, adamw, muon_and_adamw  # noqa: E402
+from lm_core.train.precision import AUTOCAST_DTYPES, autocast_precision, newton_schulz_dtype  # noqa: E402
 
 
 def nanogpt_model(args) -> tuple[nn.Module, list[torch.optim.Optimizer]]:
@@ -57,14 +61,17 @@ def lmforge_model(args, optimizer: str, ns_dtype=torch.float32) -> tuple[nn.Modu
 class Timed:
     """One system's step, split into forward+backward and optimizer time."""
 
-    def __init__(self, name: str, model: nn.Module, optimizers: list[torch.optim.Optimizer]):
-        self.name, self.model, self.optimizers = name, model, optimizers
+    def __init__(
+        self, name: str, model: nn.Module, optimizers: list[torch.optim.Optimizer], autocast: torch.dtype | None = None
+    ):
+        self.name, self.model, self.optimizers, self.autocast = name, model, optimizers, autocast
         self.fwd_bwd: list[float] = []
         self.opt: list[float] = []
 
     def step(self, x: torch.Tensor, y: torch.Tensor, record: bool) -> None:
         t0 = time.perf_counter()
-        _, loss = self.model(x, y)
+        with torch.autocast("cpu", self.autocast) if self.autocast else contextlib.nullcontext():
+            _, loss = self.model(x, y)
         loss.backward()
         nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         t1 = time.perf_counter()
@@ -92,11 +99,13 @@ def main() -> None:
     args = ap.parse_args()
 
     torch.manual_seed(0)
+    cpu = torch.device("cpu")
+    precision, ns_dtype = autocast_precision(cpu), newton_schulz_dtype(cpu)
     systems = [
         Timed("nanoGPT (AdamW)", *nanogpt_model(args)),
-        Timed("lmforge (muon)", *lmforge_model(args, "muon", newton_schulz_dtype(torch.device("cpu")))),
+        Timed("lmforge (default)", *lmforge_model(args, "muon", ns_dtype), AUTOCAST_DTYPES[precision]),
         Timed("lmforge (muon fp32)", *lmforge_model(args, "muon")),
-        Timed("lmforge (adamw)", *lmforge_model(args, "adamw")),
+        Timed("lmforge (adamw fp32)", *lmforge_model(args, "adamw")),
     ]
     tokens = args.batch * args.seq
     for i in range(args.warmup + args.steps):
@@ -107,9 +116,9 @@ def main() -> None:
 
     print(
         f"{args.layers} layers x {args.width} wide, {args.heads} heads, vocab {args.vocab}, "
-        f"{args.batch} x {args.seq} tokens per step, fp32, {torch.get_num_threads()} threads"
+        f"{args.batch} x {args.seq} tokens per step, {torch.get_num_threads()} threads"
     )
-    print(f"lmforge (muon): Newton-Schulz in {newton_schulz_dtype(torch.device('cpu'))} here (muon_precision auto)")
+    print(f"lmforge (default): Muon, {precision} forward and backward, Newton-Schulz in {ns_dtype} (auto here)")
     print(f"{'system':<20} {'params':>10} {'fwd+bwd s':>10} {'optim s':>8} {'step s':>8} {'tokens/s':>9}")
     base = None
     for s in systems:
@@ -117,7 +126,7 @@ def main() -> None:
         params = sum(p.numel() for p in s.model.parameters())
         tok_s = tokens / (fb + op)
         base = base or tok_s
-        print(f"{s.name:<18} {params:>10,} {fb:>10.3f} {op:>8.3f} {fb + op:>8.3f} {tok_s:>9,.0f}  x{tok_s / base:.2f}")
+        print(f"{s.name:<20} {params:>10,} {fb:>10.3f} {op:>8.3f} {fb + op:>8.3f} {tok_s:>9,.0f}  x{tok_s / base:.2f}")
 
     if args.profile:
         from torch.profiler import ProfilerActivity, profile

@@ -551,7 +551,9 @@ class PretrainConfig(Section):
     beta2: float = Field(0.95, ge=0, lt=1, description="AdamW's")
     grad_clip: float | None = Field(1.0, gt=0, description="largest gradient norm; null: no clipping")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="auto: bf16 autocast on GPUs that have it, fp16 + scaler on older GPUs, fp32 on CPU"
+        "auto",
+        description="the forward and backward passes' autocast; auto: bf16 where the hardware has it natively (GPUs; "
+        "CPUs with AVX512-BF16 or AMX), fp16 + loss scaler on older GPUs, fp32 on other CPUs",
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: a GPU if there is one")
     compile: bool = Field(False, description="torch.compile the model")
@@ -648,6 +650,11 @@ class FinetuneConfig(Section):
         None,
         gt=0,
         description=f"peak learning rate (muon: the matrices'); default: adamw 3e-4, muon {FINETUNE_MUON_LR}",
+    )
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="the forward and backward passes' autocast; auto: bf16 where the hardware has it natively "
+        "(GPUs; CPUs with AVX512-BF16 or AMX), fp32 elsewhere",
     )
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="the last learning rate, as a share of the peak")
     warmup_steps: int = Field(10, ge=0)

@@ -100,9 +100,10 @@ def test_the_artifact_holds_metrics_pairs_samples_and_signatures(trained):
     assert metrics["val_tokens"] == val["blocks"] * 32  # every validation block: val_batches is null
     assert metrics["val_ppl"] == pytest.approx(2.718281828459045 ** metrics["val_loss"])
     assert 0 < metrics["val_bpb"] < 20 and metrics["pairs.heldout"] == 3 and metrics["pairs.qa"] == 2
-    # pretraining's final evaluation scored the same blocks with the same weights
-    assert metrics["val_loss"] == pytest.approx(model.stats["val_loss"], rel=1e-4)
-    assert metrics["val_bpb"] == pytest.approx(model.stats["val_bpb"], rel=1e-4)
+    # pretraining's final evaluation scored the same blocks with the same weights (in its autocast
+    # precision, bf16 on a CPU that has it; evaluation scores in fp32: they agree to ~2e-4)
+    assert metrics["val_loss"] == pytest.approx(model.stats["val_loss"], rel=1e-3)
+    assert metrics["val_bpb"] == pytest.approx(model.stats["val_bpb"], rel=1e-3)
 
     pairs = published_pair_sets(ref.dir)
     assert set(pairs) == {"heldout", "qa"} and len(pairs["heldout"]) == 3

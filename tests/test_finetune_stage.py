@@ -88,6 +88,26 @@ def test_sft_with_lora_publishes_a_chat_model_and_leaves_its_base_alone(pretrain
     assert again.fingerprint == ref.fingerprint and again.stats == ref.stats
 
 
+def test_sft_autocasts_to_bf16_where_it_is_native_and_keeps_fp32_on_request(pretrained, monkeypatch):
+    root, cfg, ws, base = pretrained
+    cfg = configured(cfg, chat_files=[str(chats_file(root / "chats.jsonl"))], max_steps=20, lr=3e-3)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    native = run_finetune(configured(cfg, precision="auto"), resolve_base(cfg, base, ws), ws)
+    fp32 = run_finetune(configured(cfg, precision="fp32"), resolve_base(cfg, base, ws), ws)
+    assert (native.stats["precision"], fp32.stats["precision"]) == ("bf16", "fp32")
+    for ref in (native, fp32):
+        assert ref.stats["heldout_loss"] < 0.9 * ref.stats["initial_heldout_loss"]
+    # the same training, rounded differently: close, but not the same numbers
+    assert native.stats["heldout_loss"] == pytest.approx(fp32.stats["heldout_loss"], rel=0.05)
+    assert native.stats["heldout_loss"] != fp32.stats["heldout_loss"]
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    # a CPU that would emulate bf16 (one more step: the same config would reuse the first artifact,
+    # as any cached stage is reused wherever `auto` would resolve otherwise)
+    emulated = run_finetune(configured(cfg, precision="auto", max_steps=21), resolve_base(cfg, base, ws), ws)
+    assert emulated.stats["precision"] == "fp32"
+
+
 def test_sft_with_muon_lowers_the_heldout_loss_and_leaves_frozen_weights_alone(pretrained):
     root, cfg, ws, base = pretrained
     cfg = configured(cfg, chat_files=[str(chats_file(root / "chats.jsonl"))], max_steps=20, optimizer="muon",

@@ -14,6 +14,7 @@ from lm_core.export import export_hf
 from lm_core.model import GPT, GPTConfig
 from lm_core.model_folder import load_weights
 from lm_core.tokenize.bpe import load_tokenizer
+from lm_core.train.precision import fast_bf16
 from lm_core.train.stage import run_pretrain
 
 TOPICS = ["arrow", "parquet", "tokenizer", "crawler", "scheduler", "registry", "optimizer", "checkpoint"]
@@ -57,6 +58,9 @@ def test_mlflow_has_params_step_metrics_artifacts_and_lineage(trained):
     assert run.data.params["pretrain.max_steps"] == "30" and run.data.params["model.preset"] == "tiny"
     assert int(run.data.params["plan.params"]) == model.stats["params"]
     assert run.data.params["gpt.n_embd"] == "64"
+    # the precisions `auto` resolved to on this machine, which the config cannot say
+    native = "bf16" if fast_bf16(torch.device("cpu")) else "fp32"
+    assert run.data.params["plan.precision"] == run.data.params["plan.muon_precision"] == native
     losses = client.get_metric_history(run.info.run_id, "train/loss")
     assert [m.step for m in losses] == [5, 10, 15, 20, 25, 30]
     assert {m.step for m in client.get_metric_history(run.info.run_id, "val/bpb")} == {10, 20, 30}

@@ -40,6 +40,8 @@ from lm_core.workspace import DiskFullError, Workspace, write_json_atomic
 
 V, T = 64, 16
 REPO = Path(__file__).parent.parent
+# For comparisons to 1e-4 between summation orders: on a CPU with native bf16, `auto` would autocast
+FP32 = ("pretrain.precision=fp32", "pretrain.muon_precision=fp32")
 
 
 def counting_blocks(n: int, seed: int) -> pa.Table:
@@ -159,18 +161,20 @@ def test_muons_update_is_orthogonalised_and_matches_torchs_up_to_bfloat16():
     assert 0.6 < s16.min() and s16.max() < 1.25  # bf16's rounding leaves it as orthogonal
 
 
-def test_muon_precision_follows_the_config_and_auto_takes_bf16_only_where_it_is_native(monkeypatch):
-    def ns_dtype(setting: str) -> torch.dtype:
-        return setup_runtime(
-            load_config(None, [f"pretrain.muon_precision={setting}", "pretrain.device=cpu"]).pretrain
-        ).ns_dtype
+def test_precisions_follow_the_config_and_auto_takes_bf16_only_where_it_is_native(monkeypatch):
+    def runtime(setting: str) -> loop.Runtime:
+        overrides = [f"pretrain.precision={setting}", f"pretrain.muon_precision={setting}", "pretrain.device=cpu"]
+        return setup_runtime(load_config(None, overrides).pretrain)
 
-    assert ns_dtype("fp32") == torch.float32 and ns_dtype("bf16") == torch.bfloat16
+    assert (runtime("fp32").autocast_dtype, runtime("fp32").ns_dtype) == (None, torch.float32)
+    assert (runtime("bf16").autocast_dtype, runtime("bf16").ns_dtype) == (torch.bfloat16, torch.bfloat16)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
-    assert ns_dtype("auto") == torch.float32  # a CPU that would emulate bf16
+    emulated = runtime("auto")  # a CPU that would emulate bf16: fp32 throughout
+    assert (emulated.precision, emulated.ns_dtype, emulated.use_scaler) == ("fp32", torch.float32, False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
-    assert ns_dtype("auto") == torch.bfloat16
+    native = runtime("auto")
+    assert (native.precision, native.autocast_dtype, native.ns_dtype) == ("bf16", torch.bfloat16, torch.bfloat16)
 
 
 def test_loss_falls_and_validation_is_measured(chunk_dir, tmp_path):
@@ -194,17 +198,16 @@ def test_a_tiny_batch_can_be_overfit(tmp_path):
 
 
 def test_gradient_accumulation_equals_the_large_batch(chunk_dir, tmp_path):
-    # Newton-Schulz in fp32: bf16's rounding would part the two summation orders' gradients by more
-    # than the tolerance, on a CPU where `auto` picks bf16
-    fp32 = "pretrain.muon_precision=fp32"
-    big = run(chunk_dir, tmp_path / "big", "pretrain.max_steps=5", "pretrain.micro_batch=8", fp32)
+    # fp32 throughout: bf16's rounding would part the two summation orders' gradients by more than
+    # the tolerance, on a CPU where `auto` picks bf16
+    big = run(chunk_dir, tmp_path / "big", "pretrain.max_steps=5", "pretrain.micro_batch=8", *FP32)
     acc = run(
         chunk_dir,
         tmp_path / "acc",
         "pretrain.max_steps=5",
         "pretrain.micro_batch=2",
         f"pretrain.total_batch_tokens={8 * T}",
-        fp32,
+        *FP32,
     )
     assert acc.plan.grad_accum == 4 and big.plan.grad_accum == 1
     # equal up to float summation order (Muon's and Adam's first steps are ~1e-2 per weight)
@@ -274,17 +277,15 @@ from pathlib import Path
 sys.path.insert(0, {tests!r})
 import test_train as t
 t.run(Path(sys.argv[1]), Path(sys.argv[2]), "pretrain.max_steps=4", "pretrain.micro_batch=4",
-      "pretrain.distributed.strategy={strategy}", "pretrain.checkpoint_every=2", "pretrain.muon_precision=fp32")
+      "pretrain.distributed.strategy={strategy}", "pretrain.checkpoint_every=2", *t.FP32)
 """
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_two_processes_match_one_process_at_the_same_global_batch(chunk_dir, tmp_path, strategy):
-    # Newton-Schulz in fp32 on both sides: bf16's rounding would part the two gradient sums' results
-    one = run(
-        chunk_dir, tmp_path / "one", "pretrain.max_steps=4", "pretrain.micro_batch=8", "pretrain.muon_precision=fp32"
-    )
+    # fp32 on both sides: bf16's rounding would part the two gradient sums' results
+    one = run(chunk_dir, tmp_path / "one", "pretrain.max_steps=4", "pretrain.micro_batch=8", *FP32)
     spec_out = tmp_path / strategy
     script_file = tmp_path / "distributed_main.py"
     script_file.write_text(DISTRIBUTED_MAIN.format(tests=str(Path(__file__).parent), strategy=strategy))

@@ -19,7 +19,7 @@ from lm_core.finetune.artifact import DATA_DIR, FinetuneError
 from lm_core.finetune.data import PreferenceExample
 from lm_core.finetune.lora import apply_lora, freeze, has_lora, merge_lora, param_counts
 from lm_core.finetune.qa import build_qa_pairs, clean_documents, validation_urls
-from lm_core.finetune.train import FinetuneData, FinetuneResult, finetune, teacher_scores
+from lm_core.finetune.train import FinetuneData, FinetuneResult, finetune, resolved_precision, teacher_scores
 from lm_core.model import GPT
 from lm_core.model_folder import (
     CHAT,
@@ -177,7 +177,7 @@ def tracker(cfg: Config, fp: str, base: ArtifactRef, inputs: dict[str, str], run
         },
         system_metrics=cfg.tracking.system_metrics,
     )
-    ran = {"lr": cfg.finetune.peak_lr}  # the default resolved
+    ran = {"lr": cfg.finetune.peak_lr, "precision": resolved_precision(cfg.finetune, torch.device(_device()))}
     t.log_params(flatten("", {"finetune": {**cfg.finetune.model_dump(mode="json"), **ran}, "seed": cfg.seed}))
     return t
 
@@ -350,6 +350,7 @@ def finish(
         "method": cfg.finetune.method,
         "optimizer": cfg.finetune.optimizer,
         "lr": cfg.finetune.peak_lr,
+        "precision": resolved_precision(cfg.finetune, torch.device(_device())),
         "base": f"{base.stage}:{base.fingerprint}",
         "params": sum(p.numel() for p in model.parameters()),
         "trainable_params": report["params"].get("trainable"),

@@ -30,7 +30,8 @@ from lm_core.model import GPT
 from lm_core.progress import NullProgress, Progress
 from lm_core.token_loss import MAX_LOG_PPL
 from lm_core.tokenize.chat_template import ChatTemplate, RenderedChat
-from lm_core.train.optim import MuonRates, Schedule, adamw, muon_and_adamw, newton_schulz_dtype, scale_lrs
+from lm_core.train.optim import MuonRates, Schedule, adamw, muon_and_adamw, scale_lrs
+from lm_core.train.precision import autocast_precision, autocast_to, newton_schulz_dtype
 
 PreferencePair = tuple[RenderedChat, RenderedChat]  # (chosen, rejected), rendered with one prompt
 
@@ -139,6 +140,11 @@ def batch_loss(
     }
 
 
+def resolved_precision(cfg: FinetuneConfig, device: torch.device) -> str:
+    """`finetune.precision` on this device. fp16 is not offered: it would need a loss scaler."""
+    return autocast_precision(device, cfg.precision).replace("fp16", "fp32")
+
+
 @torch.no_grad()
 def evaluate_heldout(
     model: GPT, data: list, cfg: FinetuneConfig, template: ChatTemplate, reference: GPT | None, device
@@ -150,7 +156,8 @@ def evaluate_heldout(
     unpacked, max_len = cfg.model_copy(update={"packing": False}), _max_len(model)  # one chat per row
     for group in _groups(data, unpacked, max_len):
         batch = _tensors(group, unpacked, template, max_len, device)
-        _, figures = batch_loss(model, batch, cfg, reference)
+        with autocast_to(device, resolved_precision(cfg, device)):
+            _, figures = batch_loss(model, batch, cfg, reference)
         w = float(batch[2].sum()) if cfg.method != "dpo" else float(len(group))
         for k, v in figures.items():
             totals[k] = totals.get(k, 0.0) + v * w
@@ -206,6 +213,7 @@ def finetune(
     if not params:
         raise ValueError("every parameter is frozen: nothing to fine-tune")
     optimizers = _optimizers(model, params, cfg)
+    computes_in = resolved_precision(cfg, device)
     total = steps_for(data.train, cfg, max_len)
     # linear warmup, then cosine decay to `min_lr_ratio` of the peak
     lr = cfg.peak_lr
@@ -225,7 +233,8 @@ def finetune(
         scale_lrs(optimizers, lr / schedule.peak)
         figures: dict[str, float] = {}
         for _ in range(cfg.grad_accum):
-            loss, f = batch_loss(model, _tensors(next(batches), cfg, template, max_len, device), cfg, reference)
+            with autocast_to(device, computes_in):
+                loss, f = batch_loss(model, _tensors(next(batches), cfg, template, max_len, device), cfg, reference)
             (loss / cfg.grad_accum).backward()
             for k, v in f.items():
                 figures[k] = figures.get(k, 0.0) + v / cfg.grad_accum

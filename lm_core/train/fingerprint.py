@@ -11,7 +11,8 @@ from lm_core.workspace import ArtifactRef, StageKey, Workspace, fingerprint
 if TYPE_CHECKING:
     from lm_core.stages import Inputs
 
-CODE_VERSION = 2  # bump when the same config and data would train different weights (2: Muon by default)
+CODE_VERSION = 3  # bump when the same config and data would train different weights (2: Muon by default;
+# 3: precision auto autocasts to bf16 on CPUs with native bf16)
 
 
 def decisive(cfg: Config) -> dict[str, Any]:

@@ -44,8 +44,9 @@ from lm_core.progress import NullProgress, Progress
 from lm_core.token_loss import Perplexity, loss_totals
 from lm_core.train import checkpoint as ckpt
 from lm_core.train.loader import TrainLoader, eval_batches
-from lm_core.train.optim import adamw, muon_and_adamw, newton_schulz_dtype, scale_lrs
+from lm_core.train.optim import adamw, muon_and_adamw, scale_lrs
 from lm_core.train.plan import Peak, TrainPlan, make_plan, published_peak
+from lm_core.train.precision import AUTOCAST_DTYPES, autocast_precision, autocast_to, newton_schulz_dtype
 from lm_core.workspace import read_manifest
 
 log = logging.getLogger(__name__)
@@ -100,13 +101,20 @@ class Runtime:
     rank: int
     local_rank: int
     world_size: int
-    autocast_dtype: torch.dtype | None  # None: fp32
-    use_scaler: bool
+    precision: str  # the forward and backward passes': fp32, or bf16/fp16 autocast
     ns_dtype: torch.dtype  # Muon's Newton-Schulz steps
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:  # None: fp32, no autocast
+        return AUTOCAST_DTYPES[self.precision]
+
+    @property
+    def use_scaler(self) -> bool:  # fp16's narrow range needs its loss scaled
+        return self.precision == "fp16"
 
 
 def setup_runtime(cfg: PretrainConfig) -> Runtime:
@@ -120,18 +128,12 @@ def setup_runtime(cfg: PretrainConfig) -> Runtime:
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if want_cuda else "gloo")
-    precision = cfg.precision
-    if precision == "auto":
-        precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if want_cuda else "fp32"
-    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    ns_dtype = newton_schulz_dtype(device, cfg.muon_precision)
-    return Runtime(device, rank, local_rank, world, dtype, use_scaler=precision == "fp16", ns_dtype=ns_dtype)
+    precision, ns_dtype = autocast_precision(device, cfg.precision), newton_schulz_dtype(device, cfg.muon_precision)
+    return Runtime(device, rank, local_rank, world, precision, ns_dtype)
 
 
-def autocast(rt: Runtime):
-    if rt.autocast_dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=rt.device.type, dtype=rt.autocast_dtype)
+def autocast(rt: Runtime) -> contextlib.AbstractContextManager:
+    return autocast_to(rt.device, rt.precision)
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -198,8 +200,7 @@ def measure_matmul_flops(
 def throughput_peak(rt: Runtime, plan: TrainPlan) -> Peak:
     """The card's published peak when it is known; else the FLOP/s of the model's widest matmul
     (a micro-batch's tokens through the MLP's up-projection) measured on this device."""
-    precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[rt.autocast_dtype]
-    if rt.device.type == "cuda" and (peak := published_peak(torch.cuda.get_device_name(rt.device), precision)):
+    if rt.device.type == "cuda" and (peak := published_peak(torch.cuda.get_device_name(rt.device), rt.precision)):
         return peak
     # at least 2048 rows: a tiny micro-batch's matmul measures call overhead, not the device
     m, k, n = max(2048, plan.micro_batch * plan.model.seq_len), plan.model.n_embd, plan.model.mlp_hidden
@@ -279,8 +280,10 @@ def train(
         data.train_dir, plan.micro_batch, seed, rt.rank, rt.world_size, rt.device, cfg.prefetch, loader_state
     )
     if rt.is_main and tracker is not None:
-        muon = {"plan.muon_precision": str(rt.ns_dtype).removeprefix("torch.")} if plan.muon_rates else {}
-        tracker.log_params({**plan.to_params(), **muon})
+        precision = {"plan.precision": rt.precision}
+        if plan.muon_rates:
+            precision["plan.muon_precision"] = {torch.bfloat16: "bf16", torch.float32: "fp32"}[rt.ns_dtype]
+        tracker.log_params({**plan.to_params(), **precision})
     peak = throughput_peak(rt, plan) if rt.is_main else None
     clamped = False
 

@@ -61,23 +61,6 @@ class MuonRates:
         return MuonRates(*(rate * factor for rate in astuple(self)))
 
 
-def fast_bf16(device: torch.device) -> bool:
-    """Whether bf16 matmuls run natively here: any CUDA GPU, or a CPU with AVX512-BF16 or AMX.
-    Elsewhere a CPU emulates them: torch's bf16 Muon ran 3x slower than fp32 on such a machine.
-    With AVX512-BF16, Newton-Schulz runs 2.4-3x faster in bf16 than in fp32 (bench/step_time.py)."""
-    if device.type == "cuda":
-        return True
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private: a torch without them means no
-    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
-
-
-def newton_schulz_dtype(device: torch.device, setting: str = "auto") -> torch.dtype:
-    """`pretrain.muon_precision` on this device: auto is bf16 where it is native, else fp32."""
-    if setting == "auto":
-        setting = "bf16" if fast_bf16(device) else "fp32"
-    return {"fp32": torch.float32, "bf16": torch.bfloat16}[setting]
-
-
 class Muon(torch.optim.Optimizer):
     """Muon (Keller Jordan): SGD momentum (Nesterov), each update orthogonalised by five
     Newton-Schulz steps, scaled by sqrt(max(1, rows / cols)), decoupled weight decay. For 2-D
