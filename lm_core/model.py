@@ -232,6 +232,61 @@ def _rms_norm(norm: RMSNorm) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda x: F.rms_norm(x, weight.shape, weight, eps)
 
 
+def _linear_cross_entropy(h, w, targets, weights, chunk: int, grad_h=None, grad_w=None) -> torch.Tensor:
+    """sum_i weights_i * cross_entropy(h_i @ w.T, targets_i), `chunk` rows of logits at a time; with
+    `grad_h`/`grad_w` given, fills them with that sum's gradients on the way (see LinearCrossEntropy)."""
+    loss = torch.zeros((), dtype=torch.float32, device=h.device)
+    for start in range(0, h.size(0), chunk):
+        rows = slice(start, start + chunk)
+        hc, tc, wc = h[rows], targets[rows], weights[rows]
+        logits = (hc @ w.mT).float()
+        lse = torch.logsumexp(logits, dim=-1)
+        loss += (wc * (lse - logits.gather(1, tc[:, None]).squeeze(1))).sum()
+        if grad_h is None and grad_w is None:
+            continue
+        g = logits.sub_(lse[:, None]).exp_()  # the softmax, in the logits' place
+        g.scatter_add_(1, tc[:, None], torch.full_like(wc[:, None], -1.0))  # minus the one-hot target
+        g = g.mul_(wc[:, None]).to(h.dtype)
+        if grad_h is not None:
+            grad_h[rows] = g @ w
+        if grad_w is not None:
+            grad_w += (g.mT @ hc).float()
+    return loss
+
+
+class LinearCrossEntropy(torch.autograd.Function):
+    """The output layer and the loss in one: the loss ends the graph, so each chunk's softmax
+    turns into its gradients right away and the (tokens x vocabulary) logits never exist whole (a
+    65k vocabulary's would take gigabytes) nor pass through separate log-softmax, loss and
+    backward kernels. Computes in `h`'s dtype (the autocast one), sums in fp32."""
+
+    @staticmethod
+    def forward(ctx, h, w, targets, weights, chunk: int):
+        grad_h = torch.empty_like(h) if ctx.needs_input_grad[0] else None
+        grad_w = torch.zeros(w.shape, dtype=torch.float32, device=w.device) if ctx.needs_input_grad[1] else None
+        loss = _linear_cross_entropy(h, w, targets, weights, chunk, grad_h, grad_w)
+        ctx.save_for_backward(grad_h, grad_w)
+        ctx.w_dtype = w.dtype
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_h, grad_w = ctx.saved_tensors
+        dh = grad_h * grad_loss.to(grad_h.dtype) if grad_h is not None else None
+        dw = (grad_w * grad_loss).to(ctx.w_dtype) if grad_w is not None else None
+        return dh, dw, None, None, None
+
+
+def linear_cross_entropy(h: torch.Tensor, w: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor):
+    """(N, C) hidden states through the (V, C) output layer into the weighted sum of the N targets'
+    cross-entropies, the logits made about 4M at a time. Without gradients (evaluation): the same
+    chunks, nothing kept."""
+    chunk = max(64, (1 << 22) // w.size(0))
+    if torch.is_grad_enabled() and (h.requires_grad or w.requires_grad):
+        return LinearCrossEntropy.apply(h, w, targets, weights, chunk)
+    return _linear_cross_entropy(h, w, targets, weights, chunk)
+
+
 class GPT(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
@@ -269,7 +324,8 @@ class GPT(nn.Module):
         loss_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """idx, targets: (B, T) token ids. `loss_mask` (B, T), if given, selects the target
-        positions that count (fine-tuning on assistant tokens only). Returns (logits, mean loss)."""
+        positions that count (fine-tuning on assistant tokens only). Returns (logits, None) without
+        targets, (None, mean loss) with them: the loss is computed without whole logits."""
         B, T = idx.shape
         if T > self.cfg.seq_len:
             raise ValueError(f"sequence of {T} tokens is longer than the model's context ({self.cfg.seq_len})")
@@ -277,14 +333,22 @@ class GPT(nn.Module):
         x = self.embed(idx)
         for block in self.blocks:
             x = block(x, cos, sin)
-        logits = self.lm_head(self.norm(x))
+        h = self.norm(x)
         if targets is None:
-            return logits, None
-        losses = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), reduction="none")
+            return self.lm_head(h), None
         if loss_mask is None:
-            return logits, losses.mean()
-        m = loss_mask.reshape(-1).to(losses.dtype)
-        return logits, (losses * m).sum() / m.sum().clamp(min=1)
+            weights = torch.full((B * T,), 1 / (B * T), device=idx.device)
+        else:
+            m = loss_mask.reshape(-1).float()
+            weights = m / m.sum().clamp(min=1)
+        if type(self.lm_head) is not nn.Linear:  # LoRA, int8: through their own forward
+            logits = self.lm_head(h).float().view(B * T, -1)
+            return None, (F.cross_entropy(logits, targets.reshape(-1), reduction="none") * weights).sum()
+        w = self.lm_head.weight
+        if torch.is_autocast_enabled(h.device.type):  # what autocast would have made of the head's matmul
+            dtype = torch.get_autocast_dtype(h.device.type)
+            h, w = h.to(dtype), w.to(dtype)
+        return None, linear_cross_entropy(h.reshape(B * T, -1), w, targets.reshape(-1), weights)
 
     # ------------------------------------------------------------------ accounting
 

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from helpers import TINY_SETTINGS, write_topic_docs
 from safetensors.torch import load_file
 
@@ -106,6 +107,41 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
 
 def same_weights(a: dict, b: dict, atol: float = 0.0) -> bool:
     return a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=atol, rtol=0) for k in a)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_the_models_loss_is_the_cross_entropy_of_its_logits_with_the_same_gradients(masked):
+    # the loss never makes whole logits (LinearCrossEntropy): it must equal, value and gradients,
+    # the plain cross-entropy of the logits the model returns without targets
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=V, seq_len=T, n_layer=2, n_head=2, n_kv_head=2, n_embd=32, tie_embeddings=False))
+    idx, targets = torch.randint(0, V, (3, T)), torch.randint(0, V, (3, T))
+    mask = (torch.rand(3, T) > 0.4) if masked else None
+    _, loss = model(idx, targets, mask)
+    loss.backward()
+    fused = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    logits, _ = model(idx)
+    plain = F.cross_entropy(logits.view(-1, V), targets.view(-1), reduction="none")
+    plain = plain[mask.view(-1)].mean() if masked else plain.mean()
+    plain.backward()
+    assert loss.item() == pytest.approx(plain.item(), rel=1e-5)
+    for n, p in model.named_parameters():
+        assert torch.allclose(fused[n], p.grad, rtol=1e-4, atol=1e-7), n
+    with torch.no_grad():  # evaluation: the same value, no graph
+        _, scored = model(idx, targets, mask)
+    assert scored.item() == pytest.approx(loss.item(), rel=1e-6) and not scored.requires_grad
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # in bf16: close, and the weights' gradients stay fp32
+        _, low = model(idx, targets, mask)
+    model.zero_grad()
+    low.backward()
+    assert low.item() == pytest.approx(plain.item(), rel=2e-2) and model.lm_head.weight.grad.dtype == torch.float32
+    model.lm_head.weight.requires_grad_(False)  # a frozen head: the rest still learns
+    model.zero_grad()
+    model(idx, targets, mask)[1].backward()
+    assert model.lm_head.weight.grad is None and torch.allclose(
+        model.embed.weight.grad, fused["embed.weight"], atol=1e-6
+    )
 
 
 def test_the_schedule_warms_up_then_decays_to_its_floor():
