@@ -7,6 +7,9 @@ exports to `transformers.LlamaForCausalLM` weight for weight:
                                       RMSNorm -> SwiGLU MLP                   -> + residual]
            -> RMSNorm -> linear head (optionally tied to the embedding) -> logits
 
+In training the head and the loss are one chunked function (`LinearCrossEntropy`): the logits of
+every token at once are never made.
+
 No biases anywhere. Attention goes through `scaled_dot_product_attention` (flash kernels on GPU);
 grouped-query attention when `n_kv_head < n_head`. One size dial, `depth`, derives the rest
 (`GPTConfig.from_depth`), as nanochat does. Generation uses a KV cache.

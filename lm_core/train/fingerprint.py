@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from lm_core.stages import Inputs
 
 CODE_VERSION = 3  # bump when the same config and data would train different weights (2: Muon by default;
-# 3: precision auto autocasts to bf16 on CPUs with native bf16)
+# 3: precision auto autocasts to bf16 on CPUs with native bf16; the head and loss fused)
 
 
 def decisive(cfg: Config) -> dict[str, Any]:
