@@ -154,9 +154,10 @@ def evaluate_heldout(
     totals: dict[str, float] = {}
     weight = 0.0
     unpacked, max_len = cfg.model_copy(update={"packing": False}), _max_len(model)  # one chat per row
+    computes_in = resolved_precision(cfg, device)
     for group in _groups(data, unpacked, max_len):
         batch = _tensors(group, unpacked, template, max_len, device)
-        with autocast_to(device, resolved_precision(cfg, device)):
+        with autocast_to(device, computes_in):
             _, figures = batch_loss(model, batch, cfg, reference)
         w = float(batch[2].sum()) if cfg.method != "dpo" else float(len(group))
         for k, v in figures.items():

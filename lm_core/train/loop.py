@@ -46,7 +46,7 @@ from lm_core.train import checkpoint as ckpt
 from lm_core.train.loader import TrainLoader, eval_batches
 from lm_core.train.optim import adamw, muon_and_adamw, scale_lrs
 from lm_core.train.plan import Peak, TrainPlan, make_plan, published_peak
-from lm_core.train.precision import AUTOCAST_DTYPES, autocast_precision, autocast_to, newton_schulz_dtype
+from lm_core.train.precision import AUTOCAST_DTYPES, NS_DTYPES, autocast_precision, autocast_to, muon_precision
 from lm_core.workspace import read_manifest
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ class Runtime:
     local_rank: int
     world_size: int
     precision: str  # the forward and backward passes': fp32, or bf16/fp16 autocast
-    ns_dtype: torch.dtype  # Muon's Newton-Schulz steps
+    muon_precision: str  # Muon's Newton-Schulz steps: fp32 or bf16
 
     @property
     def is_main(self) -> bool:
@@ -111,6 +111,10 @@ class Runtime:
     @property
     def autocast_dtype(self) -> torch.dtype | None:  # None: fp32, no autocast
         return AUTOCAST_DTYPES[self.precision]
+
+    @property
+    def ns_dtype(self) -> torch.dtype:
+        return NS_DTYPES[self.muon_precision]
 
     @property
     def use_scaler(self) -> bool:  # fp16's narrow range needs its loss scaled
@@ -128,8 +132,8 @@ def setup_runtime(cfg: PretrainConfig) -> Runtime:
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if want_cuda else "gloo")
-    precision, ns_dtype = autocast_precision(device, cfg.precision), newton_schulz_dtype(device, cfg.muon_precision)
-    return Runtime(device, rank, local_rank, world, precision, ns_dtype)
+    precision, ns_precision = autocast_precision(device, cfg.precision), muon_precision(device, cfg.muon_precision)
+    return Runtime(device, rank, local_rank, world, precision, ns_precision)
 
 
 def autocast(rt: Runtime) -> contextlib.AbstractContextManager:
@@ -282,7 +286,7 @@ def train(
     if rt.is_main and tracker is not None:
         precision = {"plan.precision": rt.precision}
         if plan.muon_rates:
-            precision["plan.muon_precision"] = {torch.bfloat16: "bf16", torch.float32: "fp32"}[rt.ns_dtype]
+            precision["plan.muon_precision"] = rt.muon_precision
         tracker.log_params({**plan.to_params(), **precision})
     peak = throughput_peak(rt, plan) if rt.is_main else None
     clamped = False

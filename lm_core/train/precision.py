@@ -13,6 +13,7 @@ import contextlib
 import torch
 
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # None: no autocast
+NS_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def fast_bf16(device: torch.device) -> bool:
@@ -34,11 +35,16 @@ def autocast_precision(device: torch.device, setting: str = "auto") -> str:
     return "fp16" if device.type == "cuda" else "fp32"
 
 
-def newton_schulz_dtype(device: torch.device, setting: str = "auto") -> torch.dtype:
+def muon_precision(device: torch.device, setting: str = "auto") -> str:
     """`pretrain.muon_precision` on this device: auto is bf16 where it is native, else fp32."""
-    if setting == "auto":
-        setting = "bf16" if fast_bf16(device) else "fp32"
-    return {"fp32": torch.float32, "bf16": torch.bfloat16}[setting]
+    if setting != "auto":
+        return setting
+    return "bf16" if fast_bf16(device) else "fp32"
+
+
+def newton_schulz_dtype(device: torch.device, setting: str = "auto") -> torch.dtype:
+    """The dtype Muon's Newton-Schulz steps compute in, at `muon_precision(device, setting)`."""
+    return NS_DTYPES[muon_precision(device, setting)]
 
 
 def autocast_to(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
