@@ -227,15 +227,19 @@ def test_a_page_of_many_paragraphs_is_extracted_whole_and_in_order():
 
 
 def test_link_measures_match_the_subtrees_they_sum():
-    """drop_chrome and unwrap_layout_tables read each element's text and link lengths from one
-    bottom-up pass; each must equal what walking the element's subtree gives."""
+    """drop_chrome and unwrap_layout_tables read each block's text and link lengths, and whether
+    it holds blocks of its own, from one pass over the page; each must equal what walking the
+    block's subtree gives."""
     from lm_core.clean.extract import load_html
     from lm_core.clean.html_prep import _measure
 
-    page = _served_pydoc_page("json") + (
+    extra = (
         "<div><p>lead <a href='x.html'>one</a> and <a href='http://far.example/'>far <b>away</b></a></p>"
         "<a href='#'><a href='y.html'>nested</a></a><h2>title</h2><ul><li><a>no href</a></li></ul></div>"
+        "<table><tr><th>a</th><td><p>one</p></td><td><p>one</p><div>two</div></td><td><hr></td><td>plain</td></tr>"
+        "</table><ol><li>1</li></ol>"
     )
+    page = _served_pydoc_page("json").replace("</body>", extra + "</body>")
     for tree in (load_html(page), load_html(f"<html><body>{page.split('<body>', 1)[-1]}")):
         _check_measures(tree, _measure(tree))
 
@@ -243,14 +247,15 @@ def test_link_measures_match_the_subtrees_they_sum():
 def _check_measures(tree, measures) -> None:
     from lm_core.clean.html_prep import _is_local, _text_length
 
-    assert len(measures) == sum(1 for el in tree.iter() if isinstance(el.tag, str))
-    for el in tree.iter():
-        if not isinstance(el.tag, str):
-            continue
+    blocks = {"ul", "ol", "dl", "div", "p", "td", "th"}
+    assert set(measures) == {el for el in tree.iter() if el.tag in blocks}
+    assert {el.tag for el in measures} == blocks  # the page has each kind
+    holds_blocks = "boolean(.//table|.//dl|.//ul|.//ol|.//pre|.//blockquote|.//hr|.//h1|.//h2|.//h3|.//h4|.//h5|.//h6)"
+    for el, m in measures.items():
         links = [a for a in el.iter("a") if a.get("href") is not None and _text_length(a)]
-        m = measures[el]
         assert m.chars == _text_length(el)
         assert m.links == len(links)
         assert m.link_chars == sum(_text_length(a) for a in links)
         assert m.far_links == sum(1 for a in links if not _is_local(a.get("href")))
+        assert m.blocks == (el.xpath(holds_blocks) or len(el.xpath(".//p|.//div")) > 1)
         assert m.structure == bool(el.xpath(".//h1|.//h2|.//h3|.//h4|.//h5|.//h6|.//pre|.//main"))

@@ -89,12 +89,13 @@ def mark_page(html: str) -> tuple[str, Marks]:
     return _NBSP_ENTITY.sub(MARKS.no_break_space, html), MARKS
 
 
+# What `str.strip()` takes off (Unicode whitespace), and the marks, which stand for spaces.
+_BLANK = "".join(c for c in map(chr, range(0x110000)) if c.isspace()) + MARKS.line_break + MARKS.no_break_space
+
+
 def _visible_length(text: str) -> int:
     """Characters of a piece of text but the whitespace at its ends, marks counted as spaces."""
-    text = text.strip()
-    if MARKS.line_break in text or MARKS.no_break_space in text:
-        text = text.replace(MARKS.line_break, " ").replace(MARKS.no_break_space, " ").strip()
-    return len(text)
+    return len(text.strip(_BLANK))
 
 
 # ----------------------------------------------------------------------------- chrome
@@ -111,7 +112,6 @@ _HOLDS_CONTENT = etree.XPath("boolean(descendant-or-self::h1 | descendant-or-sel
 # caption, or any element whose id it points at)
 _FRAGMENT_LINKS = etree.XPath("//a[starts-with(@href, '#')]")
 _NAMING = frozenset({"h1", "h2", "h3", "h4", "h5", "h6", "dt", "caption", "figcaption"})
-_LINK_BLOCKS = etree.XPath("//ul | //ol | //dl | //div | //p | //td | //th")
 _WORD = re.compile(r"\w")
 _ABSOLUTE = re.compile(r"^\s*(?:[a-zA-Z][a-zA-Z0-9+.-]*:|//)")
 _LINK_DENSE = 0.5  # an aside whose text is mostly links within the site is navigation
@@ -149,46 +149,63 @@ def _is_local(href: str) -> bool:
 
 @dataclass(slots=True)
 class _Measure:
-    """What the link tests read of an element's subtree (its tail aside)."""
+    """What the link and layout tests read of an element's subtree (its tail aside)."""
 
     chars: int  # characters of its text, each piece stripped (as _text_length counts them)
     links: int  # links (<a href>) with text in it, itself included
     link_chars: int  # characters of those links' text (a link inside a link counts in both)
     far_links: int  # of those links, the ones to other sites
     structure: bool  # holds a heading, code (<pre>) or <main> (below itself)
+    blocks: bool  # holds a block that no cell of a data table holds (_LAYOUT_BLOCKS), or 2+ <p>/<div>
 
 
 _STRUCTURE = frozenset({"h1", "h2", "h3", "h4", "h5", "h6", "pre", "main"})
+# A table lays out a page, not data, when a cell holds blocks of its own: a table, a list, a
+# heading, code, or more than one paragraph (one paragraph per cell is how Sphinx writes data).
+_LAYOUT_BLOCKS = frozenset({"table", "dl", "ul", "ol", "pre", "blockquote", "hr", "h1", "h2", "h3", "h4", "h5", "h6"})
+# The blocks that drop_chrome weighs as link lists; the table cells unwrap_layout_tables weighs are among them.
+_MEASURED = frozenset({"ul", "ol", "dl", "div", "p", "td", "th"})
 
 
 def _measure(root: etree._Element) -> dict[etree._Element, _Measure]:
-    """Every element's _Measure, in one walk: running totals (characters, links, ...) are read
-    when an element starts and when it ends, and its measure is the difference. (Asking each
-    block for its own text walks its whole subtree: O(elements x depth), for each nested block.)
-    A measure stays true of an element while nothing inside it is changed. The parser drops
-    comments and processing instructions, whose tails would otherwise count as text."""
+    """The _Measure of every element of root's subtree whose tag is in _MEASURED, in one walk:
+    running totals (characters, links, ...) are read when an element starts and when it ends, and
+    its measure is the difference. (Asking each block for its own text walks its whole subtree:
+    O(elements x depth), for each nested block.) A measure stays true of an element while nothing
+    inside it is changed. The parser drops comments and processing instructions, whose tails would
+    otherwise count as text. Elements come in the order they end: inner blocks before outer."""
     out: dict[etree._Element, _Measure] = {}
-    at_start: dict[etree._Element, tuple[int, int, int, int, int]] = {}
-    chars = links = link_chars = far_links = structure = 0
+    started: list[tuple[int, ...]] = []  # the totals when each open <a> or measured element started
+    chars = links = link_chars = far_links = structure = layout = paragraphs = 0
+    blank = _BLANK
     for event, el in etree.iterwalk(root, events=("start", "end")):
+        tag = el.tag
         if event == "start":
-            if el.tag in _STRUCTURE:
-                structure += 1  # before its own start is read: it counts for its ancestors only
-            at_start[el] = (chars, links, link_chars, far_links, structure)
+            # counted before the totals are taken, so that an element counts for its ancestors only
+            if tag in _STRUCTURE:
+                structure += 1
+            if tag in _LAYOUT_BLOCKS:
+                layout += 1
+            elif tag == "p" or tag == "div":
+                paragraphs += 1
+            if tag in _MEASURED or tag == "a":
+                started.append((chars, links, link_chars, far_links, structure, layout, paragraphs))
             if el.text:
-                chars += _visible_length(el.text)
+                chars += len(el.text.strip(blank))
             continue
-        c0, n0, l0, f0, s0 = at_start.pop(el)
-        own = chars - c0
-        if own and el.tag == "a":
+        if tag == "a":
+            c0 = started.pop()[0]
             href = el.get("href")
-            if href is not None:
+            if chars > c0 and href is not None:
                 links += 1
-                link_chars += own
+                link_chars += chars - c0
                 far_links += not _is_local(href)
-        out[el] = _Measure(own, links - n0, link_chars - l0, far_links - f0, structure > s0)
+        elif tag in _MEASURED:
+            c0, n0, l0, f0, s0, b0, p0 = started.pop()
+            own_blocks = layout > b0 or paragraphs - p0 > 1
+            out[el] = _Measure(chars - c0, links - n0, link_chars - l0, far_links - f0, structure > s0, own_blocks)
         if el.tail and el is not root:
-            chars += _visible_length(el.tail)
+            chars += len(el.tail.strip(blank))
     return out
 
 
@@ -218,16 +235,13 @@ def drop_chrome(tree: HtmlElement) -> None:
         if el.tag == "header" and not _link_text_length(el):
             continue  # an article's own header: its byline, its lead
         _remove(el)
-    # Removing a block changes only the measures of its ancestors, which come before it in
-    # document order and have been looked at already: one measure serves the whole loop.
-    measures = _measure(tree)
-    removed: set[etree._Element] = set()
-    for block in _LINK_BLOCKS(tree):  # document order: outer blocks first
-        if block.getparent() is None or (removed and any(up in removed for up in block.iterancestors())):
-            continue
-        if _is_link_block(measures[block]):
+    # Every block is weighed as the page stood before any was removed: removing a block changes
+    # only the measures of its ancestors, so whether an outer block goes is decided as if no inner
+    # one had gone, and removing a block inside one that goes (as they come: inner first) changes
+    # nothing in the end.
+    for block, measure in _measure(tree).items():
+        if _is_link_block(measure):
             _remove(block)
-            removed.add(block)
 
 
 # Tags trafilatura removes with their text, which inside declared content hold text of it: a
@@ -354,13 +368,7 @@ def stash_code_blocks(tree: HtmlElement, html: str, marks: Marks) -> dict[str, C
 
 # ----------------------------------------------------------------------------- layout tables
 
-# A table lays out a page, not data, when a cell holds blocks of its own: a table, a list, a
-# heading, code, or more than one paragraph (one paragraph per cell is how Sphinx writes data).
 _BLOCK_TAGS = ("table", "dl", "ul", "ol", "pre", "p", "div", "blockquote", "hr", "h1", "h2", "h3", "h4", "h5", "h6")
-_LAYOUT_CELL = etree.XPath(
-    "boolean(.//table | .//dl | .//ul | .//ol | .//pre | .//blockquote | .//hr | .//h1 | .//h2 | .//h3 | .//h4"
-    " | .//h5 | .//h6) or count(.//p | .//div) > 1"
-)
 # Blocks that cannot sit inside a paragraph: a cell holding one becomes a div, not a p.
 _SECTIONING = frozenset({"div", "table", "p", "blockquote", "section", "article", "h1", "h2", "h3", "h4", "h5", "h6"})
 _HAS_SECTIONING = etree.XPath("boolean(" + "|".join(f".//{t}" for t in sorted(_SECTIONING)) + ")")
@@ -467,7 +475,7 @@ def _is_data_table(table: etree._Element, measures: dict[etree._Element, _Measur
     a spacer cell beside the content), lays out a page."""
     rows = table.xpath("./tr | ./*/tr")
     cells = [row.xpath("./td | ./th") for row in rows]
-    if any(_LAYOUT_CELL(cell) for row in cells for cell in row):
+    if any(measures[cell].blocks for row in cells for cell in row):
         return False
     return sum(1 for row in cells if sum(1 for c in row if measures[c].chars) >= 2) >= 2
 
