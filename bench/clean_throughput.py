@@ -34,7 +34,8 @@
 
 It prints, per size and side, documents/s, MB/s and the peak RSS of the tree, and the ratio of
 lmforge's documents/s to datatrove's; and per side the ratio of peak RSS at the largest size to
-the smallest (near 1 when memory stays flat as the corpus grows).
+the smallest (near 1 when memory stays flat as the corpus grows), with the peaks of the main
+process and of the largest worker, to tell where memory goes.
 """
 
 from __future__ import annotations
@@ -452,7 +453,8 @@ def child_run(ws_root: str, crawl_fp: str, workers: int) -> None:
 
 def run_sampled(command: list[str], cwd: Path | None = None) -> tuple[str, dict]:
     """Run `command`; return its stdout, the peak RSS of its process tree (all descendants
-    summed, sampled every SAMPLE_S) and of its largest single process, in MB, and the CPU
+    summed, sampled every SAMPLE_S), of the command's own process and of its largest other
+    process (a worker), in MB, and the CPU
     seconds the tree used (user + system, of every process waited for: the machine may be
     shared, and CPU time depends less on what else runs than wall time does)."""
     import resource
@@ -473,7 +475,7 @@ def run_sampled(command: list[str], cwd: Path | None = None) -> tuple[str, dict]
     for t in readers:
         t.start()
     root = psutil.Process(proc.pid)
-    peak_tree = peak_one = 0
+    peak_tree = peak_root = peak_child = 0
     cpu_seen: dict[int, float] = {}  # the last CPU time read of each process of the tree
     most_processes = 0
     while proc.poll() is None:
@@ -485,12 +487,15 @@ def run_sampled(command: list[str], cwd: Path | None = None) -> tuple[str, dict]
         for p in tree:
             try:
                 rss.append(p.memory_info().rss)
+                if p is root:
+                    peak_root = max(peak_root, rss[-1])
+                else:
+                    peak_child = max(peak_child, rss[-1])
                 times = p.cpu_times()
                 cpu_seen[p.pid] = times.user + times.system
             except psutil.NoSuchProcess:
                 pass
         peak_tree = max(peak_tree, sum(rss))
-        peak_one = max(peak_one, max(rss, default=0))
         most_processes = max(most_processes, len(rss))
         time.sleep(SAMPLE_S)
     proc.wait()
@@ -502,7 +507,12 @@ def run_sampled(command: list[str], cwd: Path | None = None) -> tuple[str, dict]
     # processes waited for count in RUSAGE_CHILDREN; the others (datatrove's) as last sampled
     waited = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     cpu = max(waited, sum(cpu_seen.values()))
-    memory = {"peak_tree_mb": peak_tree / MB, "peak_process_mb": peak_one / MB, "processes": most_processes}
+    memory = {
+        "peak_tree_mb": peak_tree / MB,
+        "peak_main_mb": peak_root / MB,  # the stage's own process (datatrove's: its executor's)
+        "peak_worker_mb": peak_child / MB,  # its largest other process
+        "processes": most_processes,
+    }
     return "".join(out), {**memory, "cpu_seconds": cpu}
 
 
@@ -622,6 +632,12 @@ def main() -> None:
                 f"{side}: peak RSS of the process tree at {rows[-1]['size_mb']} MB"
                 f" / at {rows[0]['size_mb']} MB: {ratio:.2f}"
             )
+        for row in rows:
+            if "peak_main_mb" in row:  # where the memory is: the stage's process, or a worker
+                print(
+                    f"{side} at {row['size_mb']} MB: peak RSS of its main process {row['peak_main_mb']:.0f} MB,"
+                    f" of its largest worker {row['peak_worker_mb']:.0f} MB"
+                )
 
 
 if __name__ == "__main__":
