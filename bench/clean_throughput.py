@@ -454,9 +454,9 @@ def child_run(ws_root: str, crawl_fp: str, workers: int) -> None:
 def run_sampled(command: list[str], cwd: Path | None = None) -> tuple[str, dict]:
     """Run `command`; return its stdout, the peak RSS of its process tree (all descendants
     summed, sampled every SAMPLE_S), of the command's own process and of its largest other
-    process (a worker), in MB, and the CPU
-    seconds the tree used (user + system, of every process waited for: the machine may be
-    shared, and CPU time depends less on what else runs than wall time does)."""
+    process (a worker), in MB, and the CPU seconds the tree used (user + system, of every process
+    waited for: the machine may be shared, and CPU time depends less on what else runs than wall
+    time does)."""
     import resource
 
     import psutil

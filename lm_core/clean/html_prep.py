@@ -156,7 +156,7 @@ class _Measure:
     link_chars: int  # characters of those links' text (a link inside a link counts in both)
     far_links: int  # of those links, the ones to other sites
     structure: bool  # holds a heading, code (<pre>) or <main> (below itself)
-    blocks: bool  # holds a block that no cell of a data table holds (_LAYOUT_BLOCKS), or 2+ <p>/<div>
+    blocks: bool  # holds a block of _LAYOUT_BLOCKS, or 2+ <p>/<div> (below itself)
 
 
 _STRUCTURE = frozenset({"h1", "h2", "h3", "h4", "h5", "h6", "pre", "main"})
@@ -177,7 +177,6 @@ def _measure(root: etree._Element) -> dict[etree._Element, _Measure]:
     out: dict[etree._Element, _Measure] = {}
     started: list[tuple[int, ...]] = []  # the totals when each open <a> or measured element started
     chars = links = link_chars = far_links = structure = layout = paragraphs = 0
-    blank = _BLANK
     for event, el in etree.iterwalk(root, events=("start", "end")):
         tag = el.tag
         if event == "start":
@@ -191,7 +190,7 @@ def _measure(root: etree._Element) -> dict[etree._Element, _Measure]:
             if tag in _MEASURED or tag == "a":
                 started.append((chars, links, link_chars, far_links, structure, layout, paragraphs))
             if el.text:
-                chars += len(el.text.strip(blank))
+                chars += _visible_length(el.text)
             continue
         if tag == "a":
             c0 = started.pop()[0]
@@ -205,7 +204,7 @@ def _measure(root: etree._Element) -> dict[etree._Element, _Measure]:
             own_blocks = layout > b0 or paragraphs - p0 > 1
             out[el] = _Measure(chars - c0, links - n0, link_chars - l0, far_links - f0, structure > s0, own_blocks)
         if el.tail and el is not root:
-            chars += len(el.tail.strip(blank))
+            chars += _visible_length(el.tail)
     return out
 
 
@@ -368,12 +367,11 @@ def stash_code_blocks(tree: HtmlElement, html: str, marks: Marks) -> dict[str, C
 
 # ----------------------------------------------------------------------------- layout tables
 
-_BLOCK_TAGS = ("table", "dl", "ul", "ol", "pre", "p", "div", "blockquote", "hr", "h1", "h2", "h3", "h4", "h5", "h6")
 # Blocks that cannot sit inside a paragraph: a cell holding one becomes a div, not a p.
 _SECTIONING = frozenset({"div", "table", "p", "blockquote", "section", "article", "h1", "h2", "h3", "h4", "h5", "h6"})
 _HAS_SECTIONING = etree.XPath("boolean(" + "|".join(f".//{t}" for t in sorted(_SECTIONING)) + ")")
 # Block elements that, inside a paragraph made from a cell, must still end a line.
-_LINE_ENDERS = frozenset({"dt", "dd", "li", *_BLOCK_TAGS})
+_LINE_ENDERS = frozenset({"dt", "dd", "li", "p", "div", *_LAYOUT_BLOCKS})
 
 
 def unwrap_anchors(tree: HtmlElement) -> None:
