@@ -37,11 +37,14 @@ the build's partial folder and are removed before it is published. Memory is bou
 job per worker plus, here, the URLs and content keys of the crawl (to order and look them up)
 and, in phase 2, the fingerprints of the kept documents (a few KB each). Crawl shards are
 memory-mapped only while they are read (a mapping kept open keeps every page read through it
-resident), so neither this process nor a long-lived worker comes to hold the crawl.
+resident), so neither this process nor a long-lived worker comes to hold the crawl. After each
+job a worker hands the heap pages it freed back to the system (`_return_freed_memory`).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
 import hashlib
 import json
@@ -83,6 +86,20 @@ KEY_BYTES = 16
 _REUSE_FROM = 3  # earlier artifacts searched for outcomes, newest first
 _OUTCOMES_FILE = re.compile(r"part-(\d+)\.([0-9a-f]{32})\.arrow")  # the shard, the file's SHA-256
 _TEXT_PARTS = ("docs", "rejected")
+
+
+# glibc's allocator; None elsewhere (macOS, musl), where _return_freed_memory does nothing
+_MALLOC_TRIM = getattr(ctypes.CDLL(ctypes.util.find_library("c")), "malloc_trim", None) if os.name == "posix" else None
+
+
+def _return_freed_memory() -> None:
+    """Give the free pages of the heap back to the system (glibc's malloc_trim). A page's parse
+    trees are freed in many small pieces that glibc keeps for reuse, so that a long-lived worker's
+    resident memory creeps up job after job (its peak from 381 to 415 MB over 80 jobs of the
+    1 GB bench corpus; with this it stays at 381) and, between jobs, holds what its largest job
+    needed (410 MB, against 260 with this) while the other worker peaks."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 class CleanError(ValueError):
@@ -421,6 +438,8 @@ def filter_shard(job: FilterJob) -> FilterSummary:
     summary.kept = len(candidates)
     summary.rejected_by_reason = dict(reasons)
     summary.pii_replacements = dict(pii)
+    del table, candidates, outcomes, rejects  # freed before the heap is trimmed
+    _return_freed_memory()
     return summary
 
 
