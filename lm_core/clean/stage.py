@@ -44,7 +44,6 @@ job a worker hands the heap pages it freed back to the system (`_return_freed_me
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import hashlib
 import json
@@ -88,8 +87,9 @@ _OUTCOMES_FILE = re.compile(r"part-(\d+)\.([0-9a-f]{32})\.arrow")  # the shard, 
 _TEXT_PARTS = ("docs", "rejected")
 
 
-# glibc's allocator; None elsewhere (macOS, musl), where _return_freed_memory does nothing
-_MALLOC_TRIM = getattr(ctypes.CDLL(ctypes.util.find_library("c")), "malloc_trim", None) if os.name == "posix" else None
+# glibc's allocator, from the symbols the process has loaded already (no library search at
+# import); None elsewhere (macOS, musl), where _return_freed_memory does nothing
+_MALLOC_TRIM = getattr(ctypes.CDLL(None), "malloc_trim", None) if os.name == "posix" else None
 
 
 def _return_freed_memory() -> None:
