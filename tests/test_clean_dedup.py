@@ -3,8 +3,11 @@
 import random
 
 import numpy as np
+from datasketch import LeanMinHash, MinHashLSH
 
 from lm_core.clean.dedup import (
+    SCHEME,
+    SEED,
     Deduplicator,
     estimated_jaccard,
     exact_digest,
@@ -34,15 +37,54 @@ def with_words_changed(text: str, n: int, seed: int = 0) -> str:
     return " ".join(words)
 
 
+def fingerprints(texts: list[str], cfg: DedupConfig) -> tuple[list[bytes], np.ndarray | None]:
+    words = [normalized_words(text) for text in texts]
+    digests = [exact_digest(w) for w in words]
+    if not cfg.near:
+        return digests, None
+    return digests, np.array([minhash_signature(w, cfg.num_perm, cfg.shingle_words) for w in words]).reshape(
+        len(texts), cfg.num_perm
+    )
+
+
+def decide(digests: list[bytes], signatures: np.ndarray | None, cfg: DedupConfig, batch: int = 2) -> list:
+    """Deduplicate in order, handed over `batch` documents at a time; None for kept, else
+    (reason, position of the kept document)."""
+    dedup = Deduplicator(cfg)
+    for start in range(0, len(digests), batch):
+        dedup.add(digests[start : start + batch], None if signatures is None else signatures[start : start + batch])
+    compared = set(dedup.compared().tolist())
+
+    def signature(position: int) -> np.ndarray:
+        assert position in compared, "a signature was read that compared() did not ask for"
+        return signatures[position]
+
+    dropped = dedup.duplicates(signature)
+    return [(dropped[i].reason, dropped[i].of) if i in dropped else None for i in range(len(digests))]
+
+
 def run(texts: list[str], cfg: DedupConfig = DedupConfig()) -> list[tuple[str, str] | None]:
     """Deduplicate texts in order (ids are "d0", "d1", ...); None for kept, else (reason, kept id)."""
-    dedup = Deduplicator(cfg)
-    out = []
-    for i, text in enumerate(texts):
-        words = normalized_words(text)
-        signature = minhash_signature(words, cfg.num_perm, cfg.shingle_words) if cfg.near else None
-        dup = dedup.check(f"d{i}", exact_digest(words), signature)
-        out.append(None if dup is None else (dup.reason, dup.of))
+    return [None if d is None else (d[0], f"d{d[1]}") for d in decide(*fingerprints(texts, cfg), cfg)]
+
+
+def datasketch_reference(digests: list[bytes], signatures: np.ndarray, cfg: DedupConfig) -> list:
+    """The same decisions taken one document at a time with datasketch's MinHashLSH."""
+    lsh = MinHashLSH(threshold=cfg.threshold, num_perm=cfg.num_perm)
+    by_digest: dict[bytes, int] = {}
+    out: list = []
+    for i, (digest, signature) in enumerate(zip(digests, signatures, strict=True)):
+        if digest in by_digest:
+            out.append(("duplicate", by_digest[digest]))
+            continue
+        lean = LeanMinHash(seed=SEED, hashvalues=signature, scheme=SCHEME)
+        similar = [k for k in sorted(lsh.query(lean)) if estimated_jaccard(signature, signatures[k]) >= cfg.threshold]
+        if similar:
+            out.append(("near_duplicate", similar[0]))
+            continue
+        by_digest[digest] = i
+        lsh.insert(i, lean, check_duplication=False)
+        out.append(None)
     return out
 
 
@@ -122,8 +164,6 @@ def test_signatures_are_datasketchs_minhash_of_the_shingles():
     stored by earlier builds stay comparable."""
     from datasketch import MinHash
 
-    from lm_core.clean.dedup import SCHEME, SEED
-
     def reference(words: list[str], k: int) -> np.ndarray:
         m = MinHash(num_perm=64, seed=SEED, scheme=SCHEME)
         count = max(len(words) - k + 1, 1)
@@ -135,3 +175,30 @@ def test_signatures_are_datasketchs_minhash_of_the_shingles():
         words = normalized_words(text)
         for k in (1, 3, 5):
             assert np.array_equal(minhash_signature(words, 64, k), reference(words, k)), (text[:20], k)
+
+
+def test_decisions_are_those_of_datasketchs_lsh_taken_one_by_one():
+    """The compact index (64-bit band keys, signatures read back only for shared buckets) drops
+    exactly what datasketch's MinHashLSH, queried and filled document after document, drops:
+    chains (b near a, c near b but not a: c is kept), exact copies of a dropped document, and
+    documents that share a bucket but fall under the threshold."""
+    rng = random.Random(0)
+    texts = [article(100 + i) for i in range(6)]
+    for _ in range(60):
+        base = rng.choice(texts)
+        texts.append(rng.choice([with_words_changed(base, rng.randint(1, 25), seed=rng.randint(0, 99)), base.upper()]))
+    cfg = DedupConfig()
+    digests, signatures = fingerprints(texts, cfg)
+    got = decide(digests, signatures, cfg, batch=7)
+    assert got == datasketch_reference(digests, signatures, cfg)
+    reasons = [d[0] for d in got if d is not None]
+    assert reasons.count("near_duplicate") > 10 and reasons.count("duplicate") > 5 and got.count(None) > 6
+
+
+def test_only_documents_sharing_a_bucket_are_compared():
+    cfg = DedupConfig()
+    a = article(20)
+    digests, signatures = fingerprints([a, article(21), with_words_changed(a, 2), article(22)], cfg)
+    dedup = Deduplicator(cfg)
+    dedup.add(digests, signatures)
+    assert dedup.compared().tolist() == [0, 2]

@@ -35,7 +35,8 @@ always run in full, so the artifact is the same bytes as a build from scratch.
 Every input document ends up in exactly one of docs/ or rejected/. Intermediate files live in
 the build's partial folder and are removed before it is published. Memory is bounded by one
 job per worker plus, here, the URLs and content keys of the crawl (to order and look them up)
-and, in phase 2, the fingerprints of the kept documents (a few KB each). Crawl shards are
+and, in phase 2, the fingerprints of the kept documents (about 130 bytes each with their ids,
+plus the signature of each that shares an LSH bucket with another). Crawl shards are
 memory-mapped only while they are read (a mapping kept open keeps every page read through it
 resident), so neither this process nor a long-lived worker comes to hold the crawl. After each
 job a worker hands the heap pages it freed back to the system (`_return_freed_memory`).
@@ -448,29 +449,52 @@ def filter_shard(job: FilterJob) -> FilterSummary:
 
 def _signature_matrix(column: pa.ChunkedArray, num_perm: int) -> np.ndarray | None:
     """One row of uint64 MinHash values per document, or None when near-dedup is off."""
-    if len(column) == 0 or column.null_count:
+    if column.null_count:
         return None
+    if len(column) == 0:
+        return np.zeros((0, num_perm), dtype=np.uint64)
     values = pa.concat_arrays(column.chunks) if column.num_chunks != 1 else column.chunk(0)
     return values.flatten().to_numpy().reshape(-1, num_perm)
 
 
+def _kept_outcomes(work_dir: str, index: int) -> pa.Table:
+    outcomes = read_shard(_work_path(work_dir, "out", index))
+    return outcomes.filter(pc.is_null(outcomes.column("reason")))
+
+
 def find_duplicates(n_jobs: int, work_dir: str, cfg: CleanConfig) -> Counter:
-    """Phase 2: walk the kept documents of every job in order; write each job's duplicates."""
+    """Phase 2: walk the kept documents of every job in order; write each job's duplicates.
+    Two reads of the jobs' outcomes: the first gives `Deduplicator` every document's digest and
+    signature (it keeps their LSH band keys); the second reads back the signatures of the few
+    documents that share a bucket with another, the only ones it compares."""
     dedup = Deduplicator(cfg.dedup)
+    rows, ids = [], []  # per job, its kept documents' rows and text ids
+    for index in range(n_jobs):
+        kept = _kept_outcomes(work_dir, index)
+        rows.append(kept.column("row").to_numpy())
+        ids.append(np.array(kept.column("text_id").to_pylist(), dtype=np.bytes_))
+        dedup.add(kept.column("digest").to_pylist(), _signature_matrix(kept.column("minhash"), cfg.dedup.num_perm))
+    starts = np.cumsum([0] + [len(r) for r in rows])  # job j's documents are positions starts[j]..
+    compared = dedup.compared()
+    signatures: dict[int, np.ndarray] = {}
+    for index in np.unique(np.searchsorted(starts, compared, side="right") - 1):
+        mine = compared[(compared >= starts[index]) & (compared < starts[index + 1])]
+        matrix = _signature_matrix(_kept_outcomes(work_dir, index).column("minhash"), cfg.dedup.num_perm)
+        signatures.update(zip(mine.tolist(), matrix[mine - starts[index]], strict=True))
+    dropped = dedup.duplicates(signatures.__getitem__)
+
+    def text_id(position: int) -> str:
+        index = int(np.searchsorted(starts, position, side="right")) - 1
+        return ids[index][position - starts[index]].decode()
+
     found: Counter = Counter()
     for index in range(n_jobs):
-        outcomes = read_shard(_work_path(work_dir, "out", index))
-        kept = outcomes.filter(pc.is_null(outcomes.column("reason")))
         duplicates = []
-        rows = kept.column("row").to_pylist()
-        ids = kept.column("text_id").to_pylist()
-        digests = kept.column("digest").to_pylist()
-        signatures = _signature_matrix(kept.column("minhash"), cfg.dedup.num_perm)
-        for i, (row, doc_id, digest) in enumerate(zip(rows, ids, digests, strict=True)):
-            signature = signatures[i] if signatures is not None else None
-            duplicate = dedup.check(doc_id, digest, signature)
+        for position in range(starts[index], starts[index + 1]):
+            duplicate = dropped.get(position)
             if duplicate is not None:
-                duplicates.append({"row": row, "reason": duplicate.reason, "detail": duplicate.of})
+                row = int(rows[index][position - starts[index]])
+                duplicates.append({"row": row, "reason": duplicate.reason, "detail": text_id(duplicate.of)})
                 found[duplicate.reason] += 1
         write_shard(_work_path(work_dir, "dup", index), pa.Table.from_pylist(duplicates, _DUPLICATE_SCHEMA))
     return found
