@@ -405,16 +405,12 @@ def flatten_inline_code(tree: HtmlElement) -> None:
 
 
 def _end_lines_inside(block: etree._Element, marks: Marks) -> None:
-    """End a line after each block element inside `block` (data tables in it excepted), so its
-    parts still end lines once it is read as one paragraph: a line-break mark at the end of the
-    element's text, or a <br> after it in a page parsed without marks."""
-    for child in list(block):
-        if not isinstance(child.tag, str):  # comments, processing instructions
-            continue
-        if child.tag != "table":
-            _end_lines_inside(child, marks)
-        if child.tag not in _LINE_ENDERS:
-            continue
+    """End a line after each block element inside `block` (inside its data tables excepted), so
+    its parts still end lines once it is read as one paragraph: a line-break mark at the end of
+    the element's text, or a <br> after it in a page parsed without marks. (The elements are
+    found by tag in one walk; the marks of an element and of its last child do not meet.)"""
+    in_tables = {el for table in block.iter("table") if table is not block for el in table.iterdescendants()}
+    for child in [el for el in block.iter(*_LINE_ENDERS) if el is not block and el not in in_tables]:
         if marks is NO_MARKS:
             br = etree.Element("br")
             br.tail, child.tail = child.tail, None

@@ -122,6 +122,8 @@ class TextStats:
     @cached_property
     def words(self) -> list[str]:
         """Tokens that hold something other than punctuation."""
+        if self.plain.isascii():  # what _all_punctuation says of ASCII tokens, without a call per token
+            return [t for t in self.tokens if t.strip(string.punctuation)]
         return [t for t in self.tokens if not _all_punctuation(t)]
 
     @cached_property
