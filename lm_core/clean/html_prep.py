@@ -102,8 +102,9 @@ def _visible_length(text: str) -> int:
 
 _CHROME_ROLES = ("navigation", "search", "banner", "contentinfo", "menubar", "toolbar")
 # (buttons go, but for tabs: their labels name what each panel holds, "macOS/Linux", "Windows")
+# ([@role] first: most elements have none, and then the six comparisons are not made)
 _CHROME = etree.XPath(
-    "//nav | //footer | //button[not(@role='tab')] | //aside | //header | //noscript | //*["
+    "//nav | //footer | //button[not(@role='tab')] | //aside | //header | //noscript | //*[@role]["
     + " or ".join(f"@role='{r}'" for r in _CHROME_ROLES)
     + "]"
 )
@@ -167,44 +168,60 @@ _LAYOUT_BLOCKS = frozenset({"table", "dl", "ul", "ol", "pre", "blockquote", "hr"
 _MEASURED = frozenset({"ul", "ol", "dl", "div", "p", "td", "th"})
 
 
+# What an element's start and end mean to _measure, as bits: one dict lookup per event
+_COUNTS_STRUCTURE, _COUNTS_LAYOUT, _COUNTS_PARAGRAPH, _OPENS = 1, 2, 4, 8
+_KIND = {
+    tag: (tag in _STRUCTURE) * _COUNTS_STRUCTURE
+    + (tag in _LAYOUT_BLOCKS) * _COUNTS_LAYOUT
+    + (tag in ("p", "div")) * _COUNTS_PARAGRAPH
+    + (tag in _MEASURED or tag == "a") * _OPENS
+    for tag in (*_STRUCTURE, *_LAYOUT_BLOCKS, *_MEASURED, "a")
+}
+
+
 def _measure(root: etree._Element) -> dict[etree._Element, _Measure]:
     """The _Measure of every element of root's subtree whose tag is in _MEASURED, in one walk:
     running totals (characters, links, ...) are read when an element starts and when it ends, and
     its measure is the difference. (Asking each block for its own text walks its whole subtree:
     O(elements x depth), for each nested block.) A measure stays true of an element while nothing
     inside it is changed. The parser drops comments and processing instructions, whose tails would
-    otherwise count as text. Elements come in the order they end: inner blocks before outer."""
+    otherwise count as text. Elements come in the order they end: inner blocks before outer.
+    (Most elements are none of these tags: for them, a step is one lookup and their text.)"""
     out: dict[etree._Element, _Measure] = {}
     started: list[tuple[int, ...]] = []  # the totals when each open <a> or measured element started
     chars = links = link_chars = far_links = structure = layout = paragraphs = 0
+    kinds, blank = _KIND, _BLANK
     for event, el in etree.iterwalk(root, events=("start", "end")):
-        tag = el.tag
+        kind = kinds.get(el.tag, 0)
         if event == "start":
-            # counted before the totals are taken, so that an element counts for its ancestors only
-            if tag in _STRUCTURE:
-                structure += 1
-            if tag in _LAYOUT_BLOCKS:
-                layout += 1
-            elif tag == "p" or tag == "div":
-                paragraphs += 1
-            if tag in _MEASURED or tag == "a":
-                started.append((chars, links, link_chars, far_links, structure, layout, paragraphs))
-            if el.text:
-                chars += _visible_length(el.text)
+            if kind:  # counted before the totals are taken, so that an element counts for its ancestors only
+                if kind & _COUNTS_STRUCTURE:
+                    structure += 1
+                if kind & _COUNTS_LAYOUT:
+                    layout += 1
+                elif kind & _COUNTS_PARAGRAPH:
+                    paragraphs += 1
+                if kind & _OPENS:
+                    started.append((chars, links, link_chars, far_links, structure, layout, paragraphs))
+            text = el.text
+            if text:
+                chars += len(text.strip(blank))  # _visible_length, inline: this runs for every element
             continue
-        if tag == "a":
-            c0 = started.pop()[0]
-            href = el.get("href")
-            if chars > c0 and href is not None:
-                links += 1
-                link_chars += chars - c0
-                far_links += not _is_local(href)
-        elif tag in _MEASURED:
-            c0, n0, l0, f0, s0, b0, p0 = started.pop()
-            own_blocks = layout > b0 or paragraphs - p0 > 1
-            out[el] = _Measure(chars - c0, links - n0, link_chars - l0, far_links - f0, structure > s0, own_blocks)
-        if el.tail and el is not root:
-            chars += _visible_length(el.tail)
+        if kind & _OPENS:
+            if el.tag == "a":
+                c0 = started.pop()[0]
+                href = el.get("href")
+                if chars > c0 and href is not None:
+                    links += 1
+                    link_chars += chars - c0
+                    far_links += not _is_local(href)
+            else:
+                c0, n0, l0, f0, s0, b0, p0 = started.pop()
+                own_blocks = layout > b0 or paragraphs - p0 > 1
+                out[el] = _Measure(chars - c0, links - n0, link_chars - l0, far_links - f0, structure > s0, own_blocks)
+        tail = el.tail
+        if tail and el is not root:
+            chars += len(tail.strip(blank))
     return out
 
 
