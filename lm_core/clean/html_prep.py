@@ -158,24 +158,28 @@ class _Measure:
     far_links: int  # of those links, the ones to other sites
     structure: bool  # holds a heading, code (<pre>) or <main> (below itself)
     blocks: bool  # holds a block of _LAYOUT_BLOCKS, or 2+ <p>/<div> (below itself)
+    sectioning: bool  # holds a block of _SECTIONING (below itself)
 
 
 _STRUCTURE = frozenset({"h1", "h2", "h3", "h4", "h5", "h6", "pre", "main"})
 # A table lays out a page, not data, when a cell holds blocks of its own: a table, a list, a
 # heading, code, or more than one paragraph (one paragraph per cell is how Sphinx writes data).
 _LAYOUT_BLOCKS = frozenset({"table", "dl", "ul", "ol", "pre", "blockquote", "hr", "h1", "h2", "h3", "h4", "h5", "h6"})
+# Blocks that cannot sit inside a paragraph: a cell holding one becomes a div, not a p.
+_SECTIONING = frozenset({"div", "table", "p", "blockquote", "section", "article", "h1", "h2", "h3", "h4", "h5", "h6"})
 # The blocks that drop_chrome weighs as link lists; the table cells unwrap_layout_tables weighs are among them.
 _MEASURED = frozenset({"ul", "ol", "dl", "div", "p", "td", "th"})
 
 
 # What an element's start and end mean to _measure, as bits: one dict lookup per event
-_COUNTS_STRUCTURE, _COUNTS_LAYOUT, _COUNTS_PARAGRAPH, _OPENS = 1, 2, 4, 8
+_COUNTS_STRUCTURE, _COUNTS_LAYOUT, _COUNTS_PARAGRAPH, _COUNTS_SECTIONING, _OPENS = 1, 2, 4, 8, 16
 _KIND = {
     tag: (tag in _STRUCTURE) * _COUNTS_STRUCTURE
     + (tag in _LAYOUT_BLOCKS) * _COUNTS_LAYOUT
     + (tag in ("p", "div")) * _COUNTS_PARAGRAPH
+    + (tag in _SECTIONING) * _COUNTS_SECTIONING
     + (tag in _MEASURED or tag == "a") * _OPENS
-    for tag in (*_STRUCTURE, *_LAYOUT_BLOCKS, *_MEASURED, "a")
+    for tag in (*_STRUCTURE, *_LAYOUT_BLOCKS, *_SECTIONING, *_MEASURED, "a")
 }
 
 
@@ -189,7 +193,7 @@ def _measure(root: etree._Element) -> dict[etree._Element, _Measure]:
     (Most elements are none of these tags: for them, a step is one lookup and their text.)"""
     out: dict[etree._Element, _Measure] = {}
     started: list[tuple[int, ...]] = []  # the totals when each open <a> or measured element started
-    chars = links = link_chars = far_links = structure = layout = paragraphs = 0
+    chars = links = link_chars = far_links = structure = layout = paragraphs = sections = 0
     kinds, blank = _KIND, _BLANK
     for event, el in etree.iterwalk(root, events=("start", "end")):
         kind = kinds.get(el.tag, 0)
@@ -201,8 +205,10 @@ def _measure(root: etree._Element) -> dict[etree._Element, _Measure]:
                     layout += 1
                 elif kind & _COUNTS_PARAGRAPH:
                     paragraphs += 1
+                if kind & _COUNTS_SECTIONING:
+                    sections += 1
                 if kind & _OPENS:
-                    started.append((chars, links, link_chars, far_links, structure, layout, paragraphs))
+                    started.append((chars, links, link_chars, far_links, structure, layout, paragraphs, sections))
             text = el.text
             if text:
                 chars += len(text.strip(blank))  # _visible_length, inline: this runs for every element
@@ -216,9 +222,11 @@ def _measure(root: etree._Element) -> dict[etree._Element, _Measure]:
                     link_chars += chars - c0
                     far_links += not _is_local(href)
             else:
-                c0, n0, l0, f0, s0, b0, p0 = started.pop()
+                c0, n0, l0, f0, s0, b0, p0, x0 = started.pop()
                 own_blocks = layout > b0 or paragraphs - p0 > 1
-                out[el] = _Measure(chars - c0, links - n0, link_chars - l0, far_links - f0, structure > s0, own_blocks)
+                out[el] = _Measure(
+                    chars - c0, links - n0, link_chars - l0, far_links - f0, structure > s0, own_blocks, sections > x0
+                )
         tail = el.tail
         if tail and el is not root:
             chars += len(tail.strip(blank))
@@ -384,9 +392,6 @@ def stash_code_blocks(tree: HtmlElement, html: str, marks: Marks) -> dict[str, C
 
 # ----------------------------------------------------------------------------- layout tables
 
-# Blocks that cannot sit inside a paragraph: a cell holding one becomes a div, not a p.
-_SECTIONING = frozenset({"div", "table", "p", "blockquote", "section", "article", "h1", "h2", "h3", "h4", "h5", "h6"})
-_HAS_SECTIONING = etree.XPath("boolean(" + "|".join(f".//{t}" for t in sorted(_SECTIONING)) + ")")
 # Block elements that, inside a paragraph made from a cell, must still end a line.
 _LINE_ENDERS = frozenset({"dt", "dd", "li", "p", "div", *_LAYOUT_BLOCKS})
 
@@ -513,7 +518,7 @@ def unwrap_layout_tables(tree: HtmlElement, marks: Marks) -> None:
                     _remove(cell)  # a box of links beside the content: navigation
                     continue
                 cell.attrib.clear()  # colspan and friends mean nothing on a block
-                if _HAS_SECTIONING(cell):
+                if measures[cell].sectioning:
                     cell.tag = "div"
                     paragraphs = _paragraphs_between_sections(cell)
                 else:
