@@ -26,21 +26,14 @@ _SPACES = re.compile(r"[ \t\n\r\f\v]+")
 _BLOCK_TAGS = frozenset({"head", "p", "list", "item", "table", "quote", "div", "body", "main", "graphic"})
 
 
-def _indented(line: str, marks: Marks) -> str:
-    """A line with its whitespace collapsed as a browser would, but for no-break spaces: the
-    author typed those to lay the line out (pydoc writes docstrings, and the doctests in them,
-    indented that way), so each stays a space, at the start of the line too."""
-    line = _SPACES.sub(" ", line.replace(marks.no_break_space, "\xa0")).strip(_COLLAPSIBLE)
-    return line.replace(" \xa0", "\xa0").replace("\xa0 ", "\xa0").replace("\xa0", " ")
-
-
-def _move_inline(child: etree._Element, run: etree._Element) -> None:
-    """Append a copy of inline `child` to the paragraph being gathered; its children move (the
-    tree is ours to consume)."""
-    copy = etree.SubElement(run, child.tag, dict(child.attrib))
-    copy.text = child.text
-    copy.extend(list(child))
-    copy.tail = child.tail
+def _collapsed(text: str, marks: Marks) -> str:
+    """Text with its whitespace collapsed as a browser would, line by line (lines end at
+    `marks.line_break`), but for no-break spaces: the author typed those to lay a line out (pydoc
+    writes docstrings, and the doctests in them, indented that way), so each stays a space, at
+    the start of a line too. (Done to the whole text at once: no run of spaces crosses a mark.)"""
+    text = _SPACES.sub(" ", text.replace(marks.no_break_space, "\xa0"))
+    text = marks.line_break.join(line.strip(_COLLAPSIBLE) for line in text.split(marks.line_break))
+    return text.replace(" \xa0", "\xa0").replace("\xa0 ", "\xa0").replace("\xa0", " ")
 
 
 @dataclass(frozen=True)
@@ -112,7 +105,7 @@ class _Writer:
     def inline(self, el: etree._Element, *, in_item: bool = False) -> str:
         """The text of `el` and its inline children, whitespace collapsed, <lb/> kept. In a list
         item, paragraphs are lines and the other blocks are left for `list` to write."""
-        lines = (_indented(line, self.marks) for line in self._raw(el, in_item).split(self.marks.line_break))
+        lines = _collapsed(self._raw(el, in_item), self.marks).split(self.marks.line_break)
         if in_item:
             lines = (line for line in lines if line)
         return "\n".join(lines).strip()
@@ -155,14 +148,14 @@ class _Writer:
         """An element holding loose text and blocks: runs of inline content become paragraphs."""
         run = etree.Element("p")
         run.text = el.text
-        for child in el:
+        for child in list(el):  # (inline children move out of it)
             if self.is_block(child):
                 self.prose(self.inline(run))
                 run = etree.Element("p")
                 self.block(child)
                 run.text = child.tail
             else:
-                _move_inline(child, run)
+                run.append(child)  # moves it, and its tail with it (the tree is ours to consume)
         self.prose(self.inline(run))
 
     def list(self, el: etree._Element, depth: int) -> None:
@@ -173,8 +166,9 @@ class _Writer:
         number = 0
         pad = "  " * depth
         previous = ""  # the rend of the item before
-        for loose in (el.text or "").split(self.marks.line_break):  # text trafilatura left in a list outside its items
-            if loose := _indented(loose, self.marks):
+        # text trafilatura left in a list outside its items
+        for loose in _collapsed(el.text or "", self.marks).split(self.marks.line_break):
+            if loose:
                 lines.append(pad + loose)
         for item in el:
             if item.tag != "item":
@@ -230,7 +224,7 @@ class _Writer:
                 parts.append(child)
                 run.text = child.tail
             else:
-                _move_inline(child, run)
+                run.append(child)  # moves it, and its tail with it (the tree is ours to consume)
         end_run()
         return parts
 
