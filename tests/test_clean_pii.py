@@ -290,6 +290,14 @@ def test_counts_add_up_over_kinds_and_blocks():
         ("SLACK=xoxb-123456789012-abcdefghij", "SLACK=<secret>"),
         ("key AIzaSyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q here", "key <secret> here"),
         ("stripe sk_live_4eC39HqLyjWDarjtT1zdp7dc.", "stripe <secret>."),
+        ("restricted rk_live_51HcQ2eLkdIwHu7ixN4kZ9s0a", "restricted <secret>"),
+        ("temporary ASIAY34FZKBOKMUTVV7A id", "temporary <secret> id"),
+        ("fine-grained github_pat_11ABCDEFG0123456789abc_" + "x" * 50, "fine-grained <secret>"),
+        ("gitlab glpat-xxxxXXXXyyyyYYYY1234", "gitlab <secret>"),
+        ("user token xoxp-2416812345-4321", "user token <secret>"),
+        ("openai sk-proj-" + "a1B2" * 10, "openai <secret>"),
+        ("anthropic sk-ant-" + "api03-" + "Z9y8" * 10, "anthropic <secret>"),
+        ("hub hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz0123", "hub <secret>"),
         (
             "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
             "Bearer <secret>",
@@ -322,6 +330,32 @@ def test_secrets_are_replaced_and_counted(leak, scrubbed):
 )
 def test_code_and_prose_about_secrets_are_left_alone(not_a_secret):
     assert unchanged(not_a_secret)
+
+
+def test_the_secret_prefilters_pass_every_text_the_regexes_would_match():
+    """The regexes for tokens and secret variables run only on texts that a cheap test lets
+    through: it must let through every text they match, on the labelled set and on assignments
+    built from every secret word, qualifier, case and separator."""
+    import itertools
+    import json
+
+    from lm_core.clean import pii
+
+    labelled = Path(__file__).resolve().parent.parent / "bench" / "data" / "pii_eval.jsonl"
+    texts = [json.loads(line)["text"] for line in labelled.read_text().splitlines()]
+    names = [*pii._SECRET_WORDS, *(w + "s" for w in pii._SECRET_WORDS)]
+    names += [q + sep + "key" + base for q in pii._KEY_QUALIFIERS for sep in ("", "_", "-") for base in ("", "_base")]
+    for name, case, assign in itertools.product(names, (str.lower, str.upper, str.title), ("=", ": ", "'\t=  '")):
+        texts.append(f"cfg.DB_{case(name)}{assign}s3cr3tValue99 done")
+    variables = tokens = 0
+    for text in texts:
+        if pii._SECRET_VARIABLE.search(text):
+            variables += 1
+            assert pii._may_assign_a_secret(text.lower()), text
+        if pii._SECRET_TOKEN.search(text):
+            tokens += 1
+            assert any(start in text for start in pii._TOKEN_STARTS), text
+    assert variables > 300 and tokens > 50
 
 
 def test_a_password_in_a_url_is_a_secret_not_an_email():

@@ -80,6 +80,14 @@ _SECRET_TOKEN = re.compile(
     r"|eyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}"  # a JSON Web Token
     r")(?![\w-])"
 )
+# What every token above starts with: a text holding none of these (most texts) skips the regex,
+# which is slow to run over a whole text (it is tried at every position).
+_TOKEN_STARTS = (
+    *("AKIA", "ASIA", "ABIA", "ACCA"),
+    *("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "glpat-"),
+    *("xoxa-", "xoxb-", "xoxp-", "xoxo-", "xoxs-", "xoxr-"),
+    *("AIza", "sk_live_", "rk_live_", "sk-", "hf_", "eyJ"),
+)
 _PRIVATE_KEY = re.compile(r"-----BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY-----.*?-----END \1PRIVATE KEY-----", re.S)
 # scheme://user:PASSWORD@host: the password only
 _URL_PASSWORD = re.compile(r"(?<=://)(?P<keep>[^\s:/@]+:)(?P<secret>[^\s/@]+)(?=@)")
@@ -93,7 +101,6 @@ _FIRST_LETTERS = "".join(sorted({c for w in _SECRET_WORDS + _KEY_QUALIFIERS for 
 _SECRET_NAME_END = (
     rf"(?=[{_FIRST_LETTERS}])(?i:{'|'.join(_SECRET_WORDS)}s?|(?:{'|'.join(_KEY_QUALIFIERS)})[_-]?key(?:[_-]?base)?)"
 )
-_PREFILTER_WORDS = ("pass", "secret", "token", "credential", "key")  # most text has none: skip the regex
 _SECRET_VALUE = r"[A-Za-z0-9/+=_.~!#$%&*^@-]"
 _SECRET_VARIABLE = re.compile(
     rf"""(?P<keep>{_SECRET_NAME_END}['"]?[ \t]*[:=][ \t]*['"]?)"""
@@ -101,6 +108,29 @@ _SECRET_VARIABLE = re.compile(
     rf"(?P<secret>(?={_SECRET_VALUE}{{0,1023}}\d)(?={_SECRET_VALUE}{{0,1023}}[A-Za-z]){_SECRET_VALUE}{{8,1024}})"
     r"""(?=['"\s,;)}\]]|$)"""
 )
+# What must follow a secret word or a key qualifier's "key" for _SECRET_VARIABLE to match there
+_AFTER_SECRET_WORD = re.compile(r"""s?['"]?[ \t]*[:=]""")
+_AFTER_KEY = re.compile(r"""(?:[_-]?base)?['"]?[ \t]*[:=]""")
+
+
+def _may_assign_a_secret(lowered: str) -> bool:
+    """Whether the lowercased text holds a name _SECRET_VARIABLE could match (a secret word, or
+    "key" after a qualifier, then an assignment): found with str.find, so that the regex, slow
+    to run over a whole text, runs only on the few texts that may have one. (Python docs say
+    "token" and "key" on every page, but seldom `token:` or `api_key=`.)"""
+    for word in _SECRET_WORDS:
+        at = lowered.find(word)
+        while at >= 0:
+            if _AFTER_SECRET_WORD.match(lowered, at + len(word)):
+                return True
+            at = lowered.find(word, at + 1)
+    at = lowered.find("key")
+    while at >= 0:
+        if lowered[max(at - 8, 0) : at].rstrip("_-").endswith(_KEY_QUALIFIERS) and _AFTER_KEY.match(lowered, at + 3):
+            return True
+        at = lowered.find("key", at + 1)
+    return False
+
 
 # ----------------------------------------------------------------------------- e-mail
 
@@ -339,11 +369,11 @@ def scrub_pii(text: str, cfg: PIIConfig) -> Scrubbed:
     if cfg.secrets:
         if "PRIVATE KEY-----" in text:
             text = replace(_PRIVATE_KEY, "secret", always, cfg.secret_replacement, text)
-        text = replace(_SECRET_TOKEN, "secret", always, cfg.secret_replacement, text)
+        if any(start in text for start in _TOKEN_STARTS):
+            text = replace(_SECRET_TOKEN, "secret", always, cfg.secret_replacement, text)
         if "://" in text:
             text = replace(_URL_PASSWORD, "secret", always, cfg.secret_replacement, text)
-        lowered = text.lower()
-        if any(word in lowered for word in _PREFILTER_WORDS):
+        if _may_assign_a_secret(text.lower()):
             text = replace(_SECRET_VARIABLE, "secret", always, cfg.secret_replacement, text)
     if cfg.emails and "@" in text:
         text = replace(_EMAIL, "email", _is_email, cfg.email_replacement, text)
