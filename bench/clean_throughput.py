@@ -3,6 +3,7 @@
     .venv/bin/python bench/clean_throughput.py                          # 50, 100, 200 MB, 2 workers
     .venv/bin/python bench/clean_throughput.py --sizes 50,1000 --workers 2
     .venv/bin/python bench/clean_throughput.py --sizes 50 --sides lmforge
+    .venv/bin/python bench/clean_throughput.py --sizes 50 --repeat 5           # 5 rounds, sides alternating
 
 1. Builds an HTML corpus offline from real pages: pydoc's page (as `python -m pydoc -p` serves
    it) for every importable module of the standard library and of the installed packages.
@@ -33,7 +34,10 @@
    reject recorded); datatrove's pipeline is the closest it ships for extraction and filtering.
 
 It prints, per size and side, documents/s, MB/s and the peak RSS of the tree, and the ratio of
-lmforge's documents/s to datatrove's; and per side the ratio of peak RSS at the largest size to
+lmforge's documents/s to datatrove's. A machine's speed drifts by 10% or more over minutes: with
+`--repeat N` each size is measured in N rounds, the sides taking turns to go first, each side is
+reported by its run of median speed, and the ratio of each round (two runs next to each other in
+time) is printed with their median and the lowest; and per side the ratio of peak RSS at the largest size to
 the smallest (near 1 when memory stays flat as the corpus grows), with the peaks of the main
 process and of the largest worker, to tell where memory goes.
 """
@@ -556,6 +560,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="worker processes, the same for both sides")
     parser.add_argument("--pool-mb", type=int, default=30, help="distinct pydoc pages to render (MB of HTML)")
     parser.add_argument("--sides", default="lmforge,datatrove", help="which to run: lmforge, datatrove or both")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds per size: the sides alternate, each round's ratio is printed"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "clean")
     parser.add_argument("--child", nargs=3, metavar=("WORKSPACE", "CRAWL_FP", "WORKERS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -577,19 +584,38 @@ def main() -> None:
     for size in sizes:
         root = args.out / f"corpus-{size}"
         crawl = build_corpus(root, pages, variants, size * MB, jsonl_files=max(8, 4 * args.workers))
-        for side in sides:
-            if side == "lmforge":
-                r = measure_lmforge(root, crawl.fingerprint, args.workers)
-            else:
-                r = measure_datatrove(root, python, args.workers, crawl.stats["bytes_in"])
-            r.update(size_mb=round(crawl.stats["bytes_in"] / MB, 1), variants=crawl.stats["variants"])
-            r.update(
-                docs_per_s=round(r["docs"] / r["seconds"], 2), docs_per_cpu_s=round(r["docs"] / r["cpu_seconds"], 2)
+        runs: dict[str, list[dict]] = {side: [] for side in sides}
+        for round_ in range(args.repeat):
+            # alternate which side goes first, so that a drift of the machine's speed favours neither
+            for side in sides if round_ % 2 == 0 else sides[::-1]:
+                if side == "lmforge":
+                    r = measure_lmforge(root, crawl.fingerprint, args.workers)
+                else:
+                    r = measure_datatrove(root, python, args.workers, crawl.stats["bytes_in"])
+                r.update(size_mb=round(crawl.stats["bytes_in"] / MB, 1), variants=crawl.stats["variants"])
+                r.update(
+                    docs_per_s=round(r["docs"] / r["seconds"], 2),
+                    docs_per_cpu_s=round(r["docs"] / r["cpu_seconds"], 2),
+                )
+                r.update(mb_per_s=round(r["bytes_in"] / MB / r["seconds"], 3))
+                runs[side].append(r)
+                print(json.dumps({"size": size, "side": side, "round": round_ + 1, **r}), flush=True)
+        for side, side_runs in runs.items():
+            # the run of median speed stands for the side; every run's speed and peak are kept beside it
+            median_run = sorted(side_runs, key=lambda r: r["docs_per_s"])[len(side_runs) // 2]
+            results[f"{size}/{side}"] = {
+                **median_run,
+                "rounds": [{k: r[k] for k in ("docs_per_s", "docs_per_cpu_s", "peak_tree_mb")} for r in side_runs],
+            }
+        results_path.write_text(json.dumps(results, indent=1))
+        if len(runs.get("lmforge", [])) > 1 and len(runs.get("datatrove", [])) > 1:
+            pairs = zip(runs["lmforge"], runs["datatrove"], strict=True)
+            ratios = [lm["docs_per_s"] / dt["docs_per_s"] for lm, dt in pairs]
+            print(
+                f"{size} MB, lmforge docs/s / datatrove docs/s, round by round: "
+                + ", ".join(f"{x:.2f}" for x in ratios)
+                + f"; median {sorted(ratios)[len(ratios) // 2]:.2f}, lowest {min(ratios):.2f}"
             )
-            r.update(mb_per_s=round(r["bytes_in"] / MB / r["seconds"], 3))
-            results[f"{size}/{side}"] = r
-            print(json.dumps({"size": size, "side": side, **r}), flush=True)
-            results_path.write_text(json.dumps(results, indent=1))
 
     print(
         f"\n{args.workers} worker processes on each side, {os.cpu_count()} CPUs; lmforge: run_clean on a pool of"
