@@ -68,10 +68,10 @@ def shingle_hashes(words: list[str], k: int) -> list[int]:
     sizes = map(len, words) if len(data) == len(text) else (len(w.encode("utf-8")) for w in words)
     starts = list(accumulate((size + 1 for size in sizes), initial=0))  # word i starts at starts[i]
     n = len(words)
-    ends = [starts[min(i + k, n)] - 1 for i in range(max(n - k + 1, 1))]  # after its last word
+    ends = [after - 1 for after in starts[k:]] if n >= k else [starts[n] - 1]  # after its last word
     starts[0] = min(starts[0], ends[0])  # no word at all: one empty shingle
-    sha1 = hashlib.sha1
-    digests = b"".join([sha1(data[start:end]).digest()[:4] for start, end in zip(starts, ends, strict=False)])
+    sha1, view = hashlib.sha1, memoryview(data)  # (slices of a memoryview are not copies)
+    digests = b"".join([sha1(view[start:end]).digest()[:4] for start, end in zip(starts, ends, strict=False)])
     return np.frombuffer(digests, dtype="<u4").tolist()
 
 
