@@ -151,8 +151,13 @@ class Deduplicator:
     def compared(self) -> np.ndarray:
         """Positions of the documents whose signatures `duplicates` reads: those that share an LSH
         bucket with another document."""
+        return np.flatnonzero(self._compared_mask())
+
+    def _compared_mask(self) -> np.ndarray:
         buckets = self._shared_buckets()
-        return np.flatnonzero((buckets >= 0).any(axis=1)) if buckets is not None else np.zeros(0, dtype=np.int64)
+        if buckets is None:
+            return np.zeros(sum(map(len, self._digests)), dtype=bool)
+        return (buckets >= 0).any(axis=1)
 
     def _shared_buckets(self) -> np.ndarray | None:
         if not self.bands:
@@ -179,8 +184,7 @@ class Deduplicator:
             first = first_index[group.reshape(-1)]
         else:
             first = np.arange(len(digests))
-        buckets = self._shared_buckets()
-        compared = (buckets >= 0).any(axis=1) if buckets is not None else np.zeros(len(digests), dtype=bool)
+        buckets, compared = self._shared_buckets(), self._compared_mask()
         kept_in: dict[tuple[int, int], list[int]] = {}  # (band, bucket) -> kept positions, in order
         dropped: dict[int, Duplicate] = {}
         for i in range(len(digests)):
