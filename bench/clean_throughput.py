@@ -34,12 +34,12 @@
    reject recorded); datatrove's pipeline is the closest it ships for extraction and filtering.
 
 It prints, per size and side, documents/s, MB/s and the peak RSS of the tree, and the ratio of
-lmforge's documents/s to datatrove's. A machine's speed drifts by 10% or more over minutes: with
-`--repeat N` each size is measured in N rounds, the sides taking turns to go first, each side is
-reported by its run of median speed, and the ratio of each round (two runs next to each other in
-time) is printed with their median and the lowest; and per side the ratio of peak RSS at the largest size to
+lmforge's documents/s to datatrove's; and per side the ratio of peak RSS at the largest size to
 the smallest (near 1 when memory stays flat as the corpus grows), with the peaks of the main
-process and of the largest worker, to tell where memory goes.
+process and of the largest worker, to tell where memory goes. A machine's speed drifts by 10% or
+more over minutes: with `--repeat N` each size is measured in N rounds, the sides taking turns to
+go first, each side is reported by its run of median speed, and the ratio of each round (two runs
+next to each other in time) is printed with their median and the lowest.
 """
 
 from __future__ import annotations
