@@ -358,6 +358,32 @@ def test_the_secret_prefilters_pass_every_text_the_regexes_would_match():
     assert variables > 300 and tokens > 50
 
 
+def test_the_finders_search_only_lines_and_miss_nothing_there():
+    """E-mail, IP and phone finders search only the lines that can hold a match (an "@", a digit,
+    ...). On the labelled set, as one document with the texts one per line, and on lines ending
+    where a match's lookahead would read the next line, scrubbing finds what the finders find in
+    the whole text: every match the whole-text search sees lies on a line that is searched."""
+    import json
+
+    from lm_core.clean import pii
+
+    labelled = Path(__file__).resolve().parent.parent / "bench" / "data" / "pii_eval.jsonl"
+    texts = [json.loads(line)["text"] for line in labelled.read_text().splitlines()]
+    texts += ["ping 203.0.113.9\n-beta", "+44 20 7946 0958\n.5 ml", "a@example.com\n(x)", "fe80::1:abcd\n:x"]
+    document = "\n".join(texts)
+    for finder, lines in pii._LINES_TO_SEARCH.items():
+        # each searched line, from its start (the lines pattern matches from what it looks for)
+        searched = {document.rfind("\n", 0, line.start()) + 1: line.end() for line in lines.finditer(document)}
+        found = list(finder.finditer(document))
+        assert len(found) > 20, finder.pattern
+        for m in found:
+            line_start = document.rfind("\n", 0, m.start()) + 1
+            assert m.end() <= searched.get(line_start, -1), (finder.pattern, m.group())
+    # and the scrubbed document is the texts scrubbed one by one (the finders judge by the line)
+    joined = scrub_pii(document, PIIConfig()).text.split("\n")
+    assert joined == "\n".join(scrub_pii(text, PIIConfig()).text for text in texts).split("\n")
+
+
 def test_a_password_in_a_url_is_a_secret_not_an_email():
     out = scrub_pii("DSN postgresql://app:pw1234@db.example.com/app or mail ops@example.com", PIIConfig())
     assert out.text == "DSN postgresql://app:<secret>@db.example.com/app or mail <email>"

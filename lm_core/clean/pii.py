@@ -188,6 +188,25 @@ _PHONE_WORDS = re.compile(r"(?i)phone|\btel\b|\bfax\b|mobile|\bcell|whatsapp|\bs
 
 _FENCE = re.compile(r"^ {0,3}(`{3,})[^`\n]*$", re.M)
 
+# ----------------------------------------------------------------------------- where to look
+
+# The lines that can hold a match of a finder: each of these matches runs from the first place in
+# a line that holds what every match of the finder holds (an "@", a digit, a digit-dot-digit, two
+# colons) to the line's end. No match of those finders spans a line break, and their lookarounds
+# read a line's end as they read the text's end, so searching these lines alone finds the same
+# matches. (Most of a page is prose without digits; a finder tried at each of its characters
+# costs more than skipping to the few lines worth trying.)
+_LINES_WITH_AT = re.compile(r"@.*")
+_LINES_WITH_DIGIT = re.compile(r"\d.*")
+_LINES_WITH_DOTTED_DIGITS = re.compile(r"\d\.\d.*")
+_LINES_WITH_TWO_COLONS = re.compile(r":.*:.*")
+_LINES_TO_SEARCH = {
+    _EMAIL: _LINES_WITH_AT,
+    _IPV4: _LINES_WITH_DOTTED_DIGITS,
+    _IPV6: _LINES_WITH_TWO_COLONS,
+    _PHONE: _LINES_WITH_DIGIT,
+}
+
 
 @dataclass
 class Scrubbed:
@@ -353,7 +372,8 @@ def scrub_pii(text: str, cfg: PIIConfig) -> Scrubbed:
     counts: Counter = Counter()
 
     def replace(pattern: re.Pattern, kind: str, keep_if, replacement: str, s: str) -> str:
-        """Replace each match (or its `secret` group, keeping its `keep` group) that `keep_if` accepts."""
+        """Replace each match (or its `secret` group, keeping its `keep` group) that `keep_if` accepts,
+        searching only the lines that can hold one when the finder has a _LINES_TO_SEARCH."""
 
         def sub(m: re.Match) -> str:
             if not keep_if(m):
@@ -361,7 +381,16 @@ def scrub_pii(text: str, cfg: PIIConfig) -> Scrubbed:
             counts[kind] += 1
             return (m.group("keep") if "keep" in pattern.groupindex else "") + replacement
 
-        return pattern.sub(sub, s)
+        lines = _LINES_TO_SEARCH.get(pattern)
+        if lines is None:
+            return pattern.sub(sub, s)
+        out, done = [], 0  # `pattern.sub` over the whole of `s`, searched in its `lines` only
+        for line in lines.finditer(s):
+            start = s.rfind("\n", done, line.start()) + 1 or done  # the line's start (or the last match's end)
+            for m in pattern.finditer(s, start, line.end()):  # m.string is all of `s`: the same context
+                out += (s[done : m.start()], sub(m))
+                done = m.end()
+        return "".join((*out, s[done:])) if out else s
 
     def always(m: re.Match) -> bool:
         return True
