@@ -379,7 +379,7 @@ class CleanConfig(Section):
         500, gt=0, description="input documents (in URL order) per output shard; a cleaning task never spans two"
     )
     bytes_per_job: int = Field(
-        2_000_000,
+        1_000_000,
         gt=0,
         description="raw bytes to clean per task at most: a larger page gets a task of its own, and the biggest "
         "tasks start first (documents reused from an earlier build weigh nothing)",
