@@ -84,7 +84,9 @@ _MARK_ENTITY = re.compile(r"&#(?:x0*242[04]|0*92(?:48|52))\b", re.IGNORECASE)
 def _shows_marks(html: str) -> bool:
     """Whether the page shows a mark, as a character or a character reference. (`in` finds a
     character at C speed; a regex tries each of the page's characters.)"""
-    return MARKS.line_break in html or MARKS.no_break_space in html or ("&#" in html and bool(_MARK_ENTITY.search(html)))
+    if MARKS.line_break in html or MARKS.no_break_space in html:
+        return True
+    return "&#" in html and _MARK_ENTITY.search(html) is not None
 
 
 def mark_page(html: str) -> tuple[str, Marks]:
