@@ -270,6 +270,24 @@ def test_ngram_statistics_match_their_definition():
             assert duplicate_ngram_char_fraction(stats, n) == duplicate, (text[:30], n)
 
 
+def test_markup_is_taken_out_as_defined():
+    """The prose the rules read loses the clean stage's markup, each mark (with the indent before a
+    line's) made a space: heading marks and list markers where a line starts, before a space; and
+    table bars between spaces. Two fast patterns do what one line-anchored pattern defines."""
+    import re
+
+    from lm_core.clean.quality import TextStats
+
+    definition = re.compile(r"^[ \t]*(?:#{1,6}|[-*+]|\d{1,3}[.)])(?= )|(?<!\S)\|(?!\S)", re.M)
+    pieces = ["# ", "#x ", "####### ", "  - ", "\t* ", "+", "12) ", "123. ", "1234. ", "3.14 ", "-"]
+    pieces += ["| ", " |", "|x", "a|b", "- | ", "|", "word ", "\n", "\n\n", " ", "x"]
+    rng = random.Random(3)
+    texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 40))) for _ in range(3000)]
+    texts += ["| kind | name |\n| --- | --- |\n- a\n1. b\n## c", "|", "-|x", "x |y", "a\n\n|\n"]
+    for text in texts:
+        assert TextStats(text).plain == definition.sub(" ", text), repr(text)
+
+
 def test_word_tests_match_their_definition():
     """Words are tokens holding something other than punctuation (ASCII's or Unicode's P
     categories); the alphabetic share counts tokens holding a letter."""

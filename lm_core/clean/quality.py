@@ -37,8 +37,11 @@ _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 # a code block as the clean stage fences it: the same run of backticks opens and closes it
 _FENCED_CODE = re.compile(r"^(?P<fence>`{3,})[^\n`]*\n(?P<code>.*?)\n(?P=fence)[ \t]*$", re.M | re.S)
 _HEADING = re.compile(r"^#{1,6} ")
-# the clean stage's markup, not words: heading marks, list markers, table bars
-_MARKUP = re.compile(r"^[ \t]*(?:#{1,6}|[-*+]|\d{1,3}[.)])(?= )|(?<!\S)\|(?!\S)", re.M)
+# the clean stage's markup, not words: heading marks and list markers where a line starts, and
+# table bars between spaces. (Each pattern starts with a literal character, which the regex
+# engine skips to at C speed: a line start written as "^" has it try every position.)
+_LINE_MARKUP = re.compile(r"\n[ \t]*(?:#{1,6}|[-*+]|\d{1,3}[.)])(?= )")
+_TABLE_BAR = re.compile(r"\|(?<!\S\|)(?!\S)")
 _MIN_SAMPLE = 20  # prose words below which a ratio says nothing about a page
 _RATIO_RULES = frozenset(
     {
@@ -64,8 +67,8 @@ class Rejection:
     detail: str  # measured value against threshold, e.g. "12 words < 50"
 
 
-# a token holding an ASCII letter: one match per such token (where the text is ASCII)
-_ASCII_LETTER_TOKEN = re.compile(r"(?<!\S)[^\sA-Za-z]*[A-Za-z]")
+# ASCII but letters and whitespace, deleted: what is left of a token is its letters (or nothing)
+_ASCII_BUT_LETTERS = {c: None for c in range(128) if not chr(c).isspace() and not chr(c).isalpha()}
 
 
 def _is_punctuation(ch: str) -> bool:
@@ -83,8 +86,8 @@ def _all_punctuation(token: str) -> bool:
 
 
 def _tokens_with_a_letter(s: TextStats) -> int:
-    if s.plain.isascii():
-        return len(_ASCII_LETTER_TOKEN.findall(s.plain))
+    if s.plain.isascii():  # the tokens left with something once all but letters are deleted
+        return len(s.plain.translate(_ASCII_BUT_LETTERS).split())
     return sum(1 for t in s.tokens if any(c.isalpha() for c in t))
 
 
@@ -107,8 +110,9 @@ class TextStats:
 
     @cached_property
     def plain(self) -> str:
-        """The prose without the clean stage's markup."""
-        return _MARKUP.sub(" ", self.text)
+        """The prose without the clean stage's markup (each mark, with the indent before a line's, a space)."""
+        plain = _LINE_MARKUP.sub("\n ", "\n" + self.text)[1:]  # (a "\n" first: the first line starts one too)
+        return _TABLE_BAR.sub(" ", plain) if "|" in plain else plain
 
     @cached_property
     def tokens(self) -> list[str]:
