@@ -49,6 +49,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ufeff\u200b]")
 # every horizontal space but the plain one and tab: no-break, en/em, thin, ideographic, ...
 _ODD_SPACE = re.compile(r"[^\S\n\t ]")
 _LINE_BREAKS = re.compile(r"\r\n?|[\u2028\u2029\x85]")
+_ASCII_ODD_SPACE = "".join(c for c in map(chr, range(128)) if c.isspace() and c not in "\n\t ")  # \r, \f, ...
 _SPACE_RUN = re.compile(r"(?<=\S) {2,}")
 _BLANK_LINES = re.compile(r"\n{3,}")
 
@@ -145,8 +146,9 @@ def tidy_whitespace(text: str, *, keep_indent: bool) -> str:
     """One kind of line break and of space, no trailing spaces, at most one blank line in a row.
     Indentation is kept for plain text (code in it needs it) and dropped for text extracted from
     HTML, where it is only the page's layout."""
-    text = _LINE_BREAKS.sub("\n", text)
-    text = _ODD_SPACE.sub(" ", text)
+    if not text.isascii() or any(c in text for c in _ASCII_ODD_SPACE):  # (`in` is a C scan; a regex is not)
+        text = _LINE_BREAKS.sub("\n", text)
+        text = _ODD_SPACE.sub(" ", text)
     lines = []
     for line in text.split("\n"):
         line = line.rstrip()
